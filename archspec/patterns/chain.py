@@ -1,0 +1,13 @@
+"""`chain`: layers in plain sequence."""
+
+from . import Pattern
+
+
+class Chain(Pattern):
+    word = "chain"
+
+    @classmethod
+    def build(cls, ctx, x, layers, args):
+        for i, layer in enumerate(layers):
+            x = ctx.run(layer, x, ctx.layer_scope(i))
+        return x

@@ -1,0 +1,1 @@
+"""Running compiled networks: benchmarks now; training and export build on the same pieces."""
