@@ -23,12 +23,11 @@ Lowered = nn.Module | tuple[Callable, tuple, dict]
 
 def _conv(n: Node, ins: list[Shape]) -> nn.Module:
     a = n.args
-    return nn.Conv2d(ins[0][0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias,
-                     device="meta")
+    return nn.Conv2d(ins[0][0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias)
 
 
 def _linear(n: Node, ins: list[Shape]) -> nn.Module:
-    return nn.Linear(int(torch.Size(ins[0]).numel()), n.args.out, bias=n.args.bias, device="meta")
+    return nn.Linear(int(torch.Size(ins[0]).numel()), n.args.out, bias=n.args.bias)
 
 
 def _pool(cls):
@@ -37,7 +36,7 @@ def _pool(cls):
 
 LOWER: dict[str, Callable[[Node, list[Shape]], Lowered]] = {
     "conv": _conv,
-    "bn": lambda n, ins: nn.BatchNorm2d(ins[0][0], n.args.eps, n.args.momentum, device="meta"),
+    "bn": lambda n, ins: nn.BatchNorm2d(ins[0][0], n.args.eps, n.args.momentum),
     "relu": lambda n, ins: (F.relu, (), {}),
     "identity": lambda n, ins: None,
     "dropout": lambda n, ins: nn.Dropout(n.args.p),
@@ -64,7 +63,7 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
-    """The fx.Graph of `net` and the module tree its call_module nodes refer to (weights on 'meta')."""
+    """The fx.Graph of `net` and the module tree its call_module nodes refer to."""
     root, graph = nn.Module(), fx.Graph()
     env: dict[str, fx.Node] = {}
     for node in net.nodes():
@@ -98,7 +97,6 @@ def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
 def to_module(net: Network, init: bool = True) -> fx.GraphModule:
     """A runnable GraphModule for `net`, its weights initialised as the reference describes."""
     root, graph = to_graph(net)
-    root.to_empty(device="cpu", recurse=True)
     gm = fx.GraphModule(root, graph, class_name=_class_name(net.name))
     if init:
         from .init import initialise

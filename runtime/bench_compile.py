@@ -1,0 +1,78 @@
+"""`archspec bench compile`: the time of each compile stage, and of constructing the equivalent
+hand-written module where there is one, in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def handwritten_for(net) -> Callable[[], Any] | None:
+    """A constructor of the hand-written equivalent of `net`, for the networks that have one."""
+    from .handwritten import DelugeNetCifar
+
+    p = net.params
+    if set(p) == {"n", "w", "classes"} and net.shape(net.input) == (3, 32, 32):
+        model = lambda: DelugeNetCifar(p["n"], p["w"], p["classes"])  # noqa: E731
+        # only a true equivalent is a baseline: the same parameter count
+        if sum(t.numel() for t in model().parameters()) == sum_params(net):
+            return model
+    return None
+
+
+def sum_params(net) -> int:
+    from archspec.compiler.costs import summarize
+
+    return summarize(net).params
+
+
+def run_bench(spec: Path, overrides: dict[str, Any], repeat: int, out: Console) -> None:
+    import torch  # noqa: F401  (imported before timing: its import is not a compile stage)
+
+    from archspec.compiler.codegen import to_module
+    from archspec.compiler.costs import summarize
+    from archspec.elaborate import elaborate
+    from archspec.loader import load, read_text
+
+    text = read_text(spec)
+    base = spec.resolve().parent
+    stages: list[tuple[str, float]] = []
+    t_parse, parsed = _median_time(lambda: load(text, str(spec), base), repeat)
+    t_elab, net = _median_time(lambda: elaborate(parsed, overrides), repeat)
+    t_pass, summary = _median_time(lambda: summarize(net), repeat)
+    t_gen, gm = _median_time(lambda: to_module(net), repeat)
+    stages = [("parse", t_parse), ("elaborate", t_elab), ("passes (params, MACs, depth)", t_pass),
+              ("codegen (fx graph, module, init)", t_gen)]
+    total = sum(t for _, t in stages)
+    t_end, _ = _median_time(lambda: to_module(elaborate(load(text, str(spec), base), overrides)), repeat)
+
+    table = Table(title=f"compile {spec}  ({summary.params:,} params, {len(net.graph)} graph nodes, "
+                        f"median of {repeat})", title_justify="left")
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for name, t in stages:
+        table.add_row(name, f"{t * 1e3:.1f}")
+    table.add_section()
+    table.add_row("sum of stages", f"{total * 1e3:.1f}")
+    table.add_row("text → GraphModule, end to end", f"{t_end * 1e3:.1f}")
+    hand = handwritten_for(net)
+    if hand is not None:
+        t_hand, module = _median_time(hand, repeat)
+        table.add_row("hand-written nn.Module construction", f"{t_hand * 1e3:.1f}")
+        table.add_section()
+        table.add_row("ratio compile / hand-written", f"{t_end / t_hand:.2f}×")
+    out.print(table)
