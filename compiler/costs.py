@@ -14,7 +14,7 @@ from archspec.ops import OPS, Shape
 @dataclass
 class GroupCost:
     name: str  # top-level scope: stem, block1, transition1, head, ...
-    layers: int
+    layers: int  # layers of a block; 0 for stem, transitions, head and loose ops
     output_shape: Shape
     params: int = 0
     macs: int = 0
@@ -68,7 +68,7 @@ def summarize(net: Network) -> Summary:
         if len(parts) > 2 and parts[1].startswith("layer"):
             layers.setdefault(parts[0], set()).add(parts[1])
     for name, g in groups.items():
-        g.layers = len(layers.get(name, ())) or 1
+        g.layers = len(layers.get(name, ()))
     return Summary(
         network=net.name,
         input_shape=net.shape(net.input),
