@@ -14,63 +14,125 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Loc, SpecError
+from .errors import Loc, SpecError, loc_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
 app.add_typer(bench_app, name="bench")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
-SetOpt = typer.Option(None, "--set", help="Set a network parameter: name=value (repeatable).")
-MaxParamsOpt = typer.Option(2_000_000_000, "--max-params", help="Refuse networks with more parameters.")
+EXIT_SPEC = 2  # a problem in the spec, its values or the command line
+EXIT_INTERNAL = 1  # a bug in archspec itself
+DEFAULT_MAX_PARAMS = 2_000_000_000
+
+
+def _count(text: str | int) -> int:
+    """A parameter count: `2000000`, `2_000_000`, `2e9`, `1.5e6`."""
+    if isinstance(text, int):  # the default
+        return text
+    text = text.strip()
+    try:
+        v = float(text.replace("_", "")) if any(c in text.lower() for c in ".e") else int(text.replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number (e.g. 2000000000 or 2e9)") from None
+    if v != v or v < 0 or v == float("inf") or (isinstance(v, float) and not v.is_integer()):
+        raise typer.BadParameter(f"{text!r} is not a whole, non-negative number")
+    return int(v)
+
+
+SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
+                      help="Set a network parameter (repeatable); VALUE is a number, true/false, "
+                           "a \"string\" or a [list].")
+MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=_count, metavar="N",
+                            help="Refuse networks with more parameters than N (e.g. 2e9), before "
+                                 "allocating any weight.")
+SpecArg = typer.Argument(..., metavar="SPEC", help="Spec file (.arch).", show_default=False)
 
 
 def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:
     """`name=value` pairs; values are spec literals (numbers, true/false, "strings", [lists])."""
+    from . import tree as T
     from .evaluate import evaluate
     from .syntax import parse_expr
 
     result: dict[str, Any] = {}
     for item in items or ():
         name, eq, text = item.partition("=")
+        where = {"--set": item}
         if not eq or not name.strip().isidentifier():
-            raise SpecError(f"--set needs name=value, got {item!r}")
-        result[name.strip()] = evaluate(parse_expr(text.strip(), f"--set {name.strip()}"), {})
+            raise SpecError(f"--set needs NAME=VALUE, got {item!r}", Loc("--set", 1, 1, len(item) + 1),
+                            "for example --set classes=100", where)
+        lead = len(text) - len(text.lstrip())
+        column = len(name) + 2 + lead
+        expr = parse_expr(text.strip(), "--set", item, column)
+        try:
+            value = evaluate(expr, {})
+        except SpecError as e:
+            if isinstance(expr, T.Name) or e.message.startswith("unknown name"):
+                raise SpecError(f"--set {name.strip()}: a value is a literal, not a name", e.loc,
+                                f"write a string in quotes: --set '{name.strip()}=\"{text.strip()}\"'", where) from None
+            raise e.with_sources(where) from None
+        result[name.strip()] = value
     return result
 
 
 def _sources_for(e: SpecError) -> dict[str, str]:
-    if e.loc and os.path.isfile(e.loc.file):
+    if e.loc and e.loc.file not in e.sources and os.path.isfile(e.loc.file):
         try:
-            return {e.loc.file: Path(e.loc.file).read_text(errors="replace")}
+            return {e.loc.file: Path(e.loc.file).read_text(encoding="utf-8", errors="replace")}
         except OSError:
             return {}
     return {}
 
 
-def guarded(fn: Callable[[], Any], sources: dict[str, str] | None = None) -> Any:
+def report(e: SpecError) -> None:
+    """Print `e` as `file:line:col: error: ...`, the line and a caret, to stderr."""
+    sys.stderr.write(e.render(_sources_for(e)) + "\n")
+    sys.stderr.flush()
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run `fn`: a spec error is printed located and exits 2; nothing the user does shows a traceback."""
     try:
         return fn()
     except SpecError as e:
-        err.print(e.render({**_sources_for(e), **(sources or {})}), markup=False)
-        raise typer.Exit(2)
+        report(e)
+        raise typer.Exit(EXIT_SPEC)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
     except KeyboardInterrupt:
-        err.print("interrupted")
+        sys.stderr.write("interrupted\n")
         raise typer.Exit(130)
+    except MemoryError:
+        sys.stderr.write("error: out of memory (is the network far too large? see --max-params)\n")
+        raise typer.Exit(EXIT_SPEC)
+    except Exception as e:  # a bug in archspec, not in the spec: say so, briefly
+        if os.environ.get("ARCHSPEC_TRACEBACK"):
+            raise
+        sys.stderr.write(f"internal error: {type(e).__name__}: {e}\n"
+                         "  this is a bug in archspec, not in the spec; set ARCHSPEC_TRACEBACK=1 to see where\n")
+        raise typer.Exit(EXIT_INTERNAL)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.is_dir():
+            raise SpecError(f"cannot write {path}: it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise SpecError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise SpecError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -93,7 +155,7 @@ def print_summary(s) -> None:
                       ("MACs", "right")):
         t.add_column(col, justify=just)
     for g in s.groups:
-        t.add_row(g.name, str(g.layers), _shape(g.output_shape), f"{g.params:,}", _human(g.macs))
+        t.add_row(g.name, str(g.layers or ""), _shape(g.output_shape), f"{g.params:,}", _human(g.macs))
     t.add_section()
     t.add_row("total", "", _shape(s.output_shape), f"{s.params:,}", _human(s.macs))
     out.print(t)
@@ -101,27 +163,43 @@ def print_summary(s) -> None:
               f"MACs {s.macs:,}")
 
 
+def _analyse(spec: Path, sets: Optional[List[str]], max_params: int | None):
+    """Parse and elaborate `spec` with `--set` values, summarise it, and refuse it (located at the
+    network's definition) when its analytic parameter count is above `max_params`."""
+    from . import api
+
+    overrides = parse_sets(sets)
+    parsed = api.parse(spec)
+    net = api.network(parsed, **overrides)
+    s = api.summary(net)
+    if max_params is not None and s.params > max_params:
+        d = parsed.networks[parsed.main]
+        raise SpecError(f"network '{net.name}' has {s.params:,} parameters, above the limit of {max_params:,}",
+                        loc_of(d.name, d.loc), "raise the limit with --max-params if this is intended",
+                        parsed.sources)
+    return net, s
+
+
 @app.command()
 def compile(
-    spec: Path = typer.Argument(..., help="Spec file (.arch)."),
+    spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the module as a standalone .py file."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help="Write the module as a standalone .py file."),
     max_params: int = MaxParamsOpt,
 ) -> None:
     """Compile SPEC into a torch.fx module and print what was built."""
-    from . import api
 
     def run():
-        net = api.network(spec, **parse_sets(set_))
-        s = api.summary(net)
+        net, s = _analyse(spec, set_, max_params)
         if output is not None:
             from archspec.compiler.standalone import standalone_source
 
+            from . import api
+
             gm = api.build(net, max_params=max_params)
             write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))
-        elif s.params > max_params:
-            api.build(net, max_params=max_params)  # raises the located refusal
         if as_json:
             print(json.dumps(s.to_json()))
         else:
@@ -133,12 +211,11 @@ def compile(
 
 
 @app.command()
-def check(spec: Path = typer.Argument(..., help="Spec file (.arch)."), set_: Optional[List[str]] = SetOpt) -> None:
-    """Validate SPEC (syntax, names, types, shapes) without building weights."""
-    from . import api
+def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt) -> None:
+    """Validate SPEC (syntax, names, types, shapes, size) without building weights."""
 
     def run():
-        s = api.summary(api.network(spec, **parse_sets(set_)))
+        _, s = _analyse(spec, set_, max_params)
         out.print(f"ok: {s.network}: {s.params:,} params, {s.macs:,} MACs, output {_shape(s.output_shape)}")
 
     guarded(run)
@@ -146,22 +223,27 @@ def check(spec: Path = typer.Argument(..., help="Spec file (.arch)."), set_: Opt
 
 @bench_app.command("compile")
 def bench_compile(
-    spec: Path = typer.Argument(..., help="Spec file (.arch)."),
+    spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    repeat: int = typer.Option(7, help="Timed repetitions (the median is shown)."),
+    repeat: int = typer.Option(7, min=1, help="Timed repetitions (the median is shown)."),
+    max_params: int = MaxParamsOpt,
 ) -> None:
     """Time each compile stage (parse, elaborate, passes, codegen) against a hand-written module."""
-    from archspec.runtime.bench_compile import run_bench
 
-    guarded(lambda: run_bench(spec, parse_sets(set_), repeat, out))
+    def run():
+        from archspec.runtime.bench_compile import run_bench
+
+        _analyse(spec, set_, max_params)  # every error, and the size limit, before anything is timed
+        run_bench(spec, parse_sets(set_), repeat, out)
+
+    guarded(run)
 
 
 def main() -> None:
     try:
         app()
     except SystemExit as e:
-        code = e.code
-        sys.exit(code)
+        sys.exit(e.code)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,37 @@ import networkx as nx
 from pydantic import ValidationError
 
 from . import tree as T
-from .errors import Loc, SpecError, did_you_mean
-from .evaluate import Value, coerce, evaluate, render
+from .errors import Loc, SpecError, did_you_mean, loc_of
+from .evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, truth
 from .ir import Edge, Network, Node
 from .loader import Spec
 from .merges import MERGES
-from .ops import OPS, PRIMITIVES, OpArgs, ShapeError, Shape
+from .ops import OPS, PRIMITIVES, OpArgs, ShapeError, Shape, fmt_shape
 from .patterns import PATTERNS, BlockContext
 
-MAX_NODES = 500_000
-MAX_TEMPLATE_DEPTH = 64
+# Bounds that turn a runaway spec into an error rather than a hang. The largest real networks have a few
+# thousand ops and run a few thousand statements.
+MAX_NODES = 50_000  # ops in one network
+MAX_EDGES = 500_000  # tensors read, summed over all ops (dense patterns grow quadratically)
+MAX_TEMPLATE_DEPTH = 64  # layer templates running inside each other
+MAX_STEPS = 200_000  # statements run, loops unrolled
+
+# Names from other frameworks and papers for our ops, patterns and merges (keys lowercase, no '_').
+OP_ALIASES = {
+    "conv2d": "conv", "convolution": "conv", "batchnorm": "bn", "batchnorm2d": "bn", "bn2d": "bn",
+    "batchnormalization": "bn", "norm": "bn", "fc": "linear", "dense": "linear", "fullyconnected": "linear",
+    "maxpool2d": "maxpool", "maxpooling": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool",
+    "averagepool": "avgpool", "avgpooling": "avgpool", "averagepooling2d": "avgpool",
+    "globalavgpool": "gap", "globalaveragepool": "gap", "adaptiveavgpool": "gap",
+    "adaptiveavgpool2d": "gap", "globalaveragepooling2d": "gap", "gavgpool": "gap", "identity": "identity",
+    "id": "identity", "noop": "identity", "drop": "dropout", "spatialdropout": "dropout2d", "rectifier": "relu",
+}
+PATTERN_ALIASES = {"seq": "chain", "sequential": "chain", "plain": "chain", "series": "chain",
+                   "resnet": "residual", "res": "residual", "skip": "residual", "shortcut": "residual",
+                   "densenet": "dense", "densely": "dense", "deluge": "dense", "delugenet": "dense"}
+MERGE_ALIASES = {"cat": "concat", "concatenate": "concat", "stack": "concat", "add": "sum", "plus": "sum",
+                 "addition": "sum", "cldc": "crossdepthwise", "crosslayer": "crossdepthwise",
+                 "crosslayerdepthwise": "crossdepthwise", "depthwise": "crossdepthwise"}
 
 
 class Scope:
@@ -31,6 +52,7 @@ class Scope:
         self.children: dict[str, Scope] = {}
 
     def name(self, base: str, numbered: bool = True) -> str:
+        base = str(base)
         if numbered:
             self.counts[base] = self.counts.get(base, 0) + 1
             base = f"{base}{self.counts[base]}"
@@ -43,33 +65,94 @@ class Scope:
         return self.children[name]
 
 
-def _arg_error(kind: str, err: ValidationError, Args: type[OpArgs], loc: Loc) -> SpecError:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _explain(e: dict) -> str:
+    """A pydantic validation error in the words of the spec language."""
+    kind, ctx = e["type"], e.get("ctx") or {}
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be an int"
+    if kind in ("float_type", "float_parsing"):
+        return "must be a number"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind in ("tuple_type", "list_type"):
+        return "must be a list"
+    if kind == "string_type":
+        return "must be a \"string\""
+    if kind == "greater_than":
+        return "must be positive" if ctx.get("gt") == 0 else f"must be greater than {ctx.get('gt')}"
+    if kind == "greater_than_equal":
+        return "must not be negative" if ctx.get("ge") == 0 else f"must be at least {ctx.get('ge')}"
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    msg = str(e.get("msg", "is not valid"))
+    return msg[:1].lower() + msg[1:]
+
+
+def _arg_error(kind: str, err: ValidationError, Args: type[OpArgs], loc: Loc,
+               arg_locs: Mapping[str, Loc]) -> SpecError:
     e = err.errors()[0]
-    field = str(e["loc"][0]) if e["loc"] else ""
-    if e["type"] == "extra_forbidden":
-        return SpecError(f"{kind} has no argument '{field}'", loc, did_you_mean(field, Args.model_fields))
-    if e["type"] == "missing":
-        return SpecError(f"{kind} needs argument '{field}'", loc)
-    got = e.get("input")
-    got = render(list(got) if isinstance(got, tuple) else got) if isinstance(got, (int, float, str, bool, list, tuple)) else got
-    return SpecError(f"{kind}: argument '{field}' {e['msg'][0].lower()}{e['msg'][1:]} (got {got})", loc)
-
-
-def make_args(kind: str, Args: type[OpArgs], pos: Sequence[Value], kw: Mapping[str, Value], loc: Loc) -> OpArgs:
-    """Validate a call's arguments against an op's (or pattern's) argument model."""
+    path = e["loc"] or ()
+    field = str(path[0]) if path else ""
+    where = arg_locs.get(field, loc)
     fields = list(Args.model_fields)
+    if e["type"] == "extra_forbidden":
+        return SpecError(f"{kind} has no argument '{field}'", where,
+                         did_you_mean(field, fields) or (f"its arguments: {', '.join(fields)}" if fields
+                                                         else f"{kind} takes no arguments"))
+    if e["type"] == "missing":
+        return SpecError(f"{kind} needs argument '{field}'", loc,
+                         f"its arguments, in order: {', '.join(fields)}")
+    got = e.get("input")
+    if isinstance(got, tuple):
+        got = list(got)
+    what = f"argument '{field}'"
+    if len(path) > 1 and isinstance(path[1], int):  # an item of a list argument
+        what = f"item {path[1]} of argument '{field}'"
+    shown = describe(got) if isinstance(got, (int, float, str, bool, list)) else repr(got)
+    return SpecError(f"{kind}: {what} {_explain(e)}, got {shown}", where)
+
+
+def make_args(kind: str, Args: type[OpArgs], pos: Sequence[Value], kw: Mapping[str, Value], loc: Loc,
+              pos_locs: Sequence[Loc] = (), kw_locs: Mapping[str, Loc] | None = None) -> OpArgs:
+    """Validate a call's arguments against an op's (or pattern's) argument model. `pos_locs` and
+    `kw_locs` say where each argument was written, so that a bad one is pointed at."""
+    fields = list(Args.model_fields)
+    kw_locs = dict(kw_locs or {})
     if len(pos) > len(fields):
-        raise SpecError(f"{kind} takes at most {len(fields)} positional arguments "
-                        f"({', '.join(fields) or 'none'}), got {len(pos)}", loc)
+        where = pos_locs[len(fields)] if len(pos_locs) > len(fields) else loc
+        if not fields:
+            raise SpecError(f"{kind} takes no arguments, got {len(pos)}", where)
+        raise SpecError(f"{kind} takes at most {_plural(len(fields), 'argument')} ({', '.join(fields)}), "
+                        f"got {len(pos)}", where)
     data = dict(zip(fields, pos))
+    arg_locs = dict(zip(fields, pos_locs))
     for k, v in kw.items():
+        k = str(k)
         if k in data:
-            raise SpecError(f"{kind}: argument '{k}' given twice", loc)
+            raise SpecError(f"{kind}: argument '{k}' is given twice (by position and by name)",
+                            kw_locs.get(k, loc))
         data[k] = v
+        if k in kw_locs:
+            arg_locs[k] = kw_locs[k]
     try:
         return Args.model_validate({k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     except ValidationError as err:
-        raise _arg_error(kind, err, Args, loc) from None
+        raise _arg_error(kind, err, Args, loc, arg_locs) from None
+
+
+def _arg_locs(args: Sequence[T.Expr], kwargs: Sequence[tuple[str, T.Expr]]) -> tuple[list[Loc], dict[str, Loc]]:
+    """Where each argument was written: a named one from its name to the end of its value."""
+    named = {}
+    for k, v in kwargs:
+        k_loc = loc_of(k, None)
+        named[str(k)] = k_loc.to(v.loc) if k_loc else v.loc
+    return [a.loc for a in args], named
 
 
 class Builder:
@@ -77,6 +160,7 @@ class Builder:
 
     def __init__(self) -> None:
         self.g = nx.DiGraph()
+        self.edges = 0  # kept here: networkx counts edges by walking every node
 
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["node"].shape
@@ -91,78 +175,124 @@ class Builder:
         if len(set(inputs)) != len(inputs):
             raise SpecError(f"{op} reads the same tensor twice", loc)
         a = args if isinstance(args, OpArgs) else make_args(op, spec.Args, (), args, loc)
+        in_shapes = [self.shape(i) for i in inputs]
         try:
-            shape = spec.shape([self.shape(i) for i in inputs], a)
+            shape = spec.shape(in_shapes, a)
         except ShapeError as err:
-            raise SpecError(f"shapes cannot meet: {err}", loc) from None
+            got = ", ".join(fmt_shape(s) for s in in_shapes)
+            raise SpecError(f"shapes cannot meet: {err}", loc,
+                            f"{op} gets {'inputs' if len(in_shapes) > 1 else 'an input of'} {got}") from None
         if len(self.g) >= MAX_NODES:
-            raise SpecError(f"the network has more than {MAX_NODES} ops", loc)
+            raise SpecError(f"the network has more than {MAX_NODES:,} ops", loc,
+                            "is a repeat count or a range far too large?")
+        if self.edges + len(inputs) > MAX_EDGES:
+            raise SpecError(f"the network's ops read more than {MAX_EDGES:,} tensors in all", loc,
+                            "is a dense block far too long?")
         name = scope.name(base, numbered)
         if name in self.g:
             name = scope.name(base, True)
         self.g.add_node(name, node=Node(name=name, op=op, args=a, shape=shape, loc=loc, pattern=pattern, role=role))
         for slot, i in enumerate(inputs):
             self.g.add_edge(i, name, edge=Edge(slot=slot, pattern=pattern))
+        self.edges += len(inputs)
         return name
+
+
+def _python_value(v: Any) -> Value:
+    """A value given from Python (or --set) in the spec's terms: tuples are lists."""
+    if isinstance(v, tuple):
+        return [_python_value(x) for x in v]
+    if isinstance(v, list):
+        return [_python_value(x) for x in v]
+    return v
 
 
 class Elaborator:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.b = Builder()
-        self.depth = 0
+        self.stack: list[str] = []  # the layer templates being run, outermost first
+        self.steps = 0
+        self.where: Loc | None = None  # the statement being run, for errors with no better place
+
+    def step(self, loc: Loc | None) -> None:
+        self.steps += 1
+        self.where = loc
+        if self.steps > MAX_STEPS:
+            raise SpecError(f"the spec runs more than {MAX_STEPS:,} statements", loc,
+                            "is a repeat count or a range far too large?")
 
     # ---- network parameters -----------------------------------------------------------
-    def signature(self, name: str, loc: Loc | None) -> tuple[T.NetworkDef, dict[str, tuple[T.Param, Callable]]]:
-        """The network definition behind `name` (following aliases) and, per parameter, its declaration
-        and a function giving its default value from the parameters before it."""
+    def signature(self, name: str, loc: Loc | None, seen: tuple[str, ...] = ()
+                  ) -> tuple[T.NetworkDef, dict[str, tuple[T.Param, Callable, Loc]]]:
+        """The network definition behind `name` (following aliases) and, per parameter, its declaration,
+        a function giving its default value from the parameters before it, and where that default is."""
         d = self.spec.networks.get(name)
         if d is None:
-            raise SpecError(f"unknown network '{name}'", loc, did_you_mean(name, self.spec.networks))
+            if name in self.spec.layers:
+                raise SpecError(f"'{name}' is a layer, not a network", loc,
+                                f"defined at {loc_of(self.spec.layers[name].name, self.spec.layers[name].loc)}")
+            raise SpecError(f"unknown network '{name}'", loc,
+                            did_you_mean(name, self.spec.networks)
+                            or f"networks: {', '.join(self.spec.networks) or 'none'}")
+        if name in seen:
+            raise SpecError(f"network '{name}' is defined in terms of itself: {' → '.join(seen + (name,))}", loc)
         if isinstance(d, T.NetworkDef):
-            return d, {p.name: (p, (lambda env, p=p: evaluate(p.default, env) if p.default else None)) for p in d.params}
-        base, params = self.signature(d.base, d.loc)
+            return d, {str(p.name): (p, (lambda env, p=p: evaluate(p.default, env) if p.default else None),
+                                     p.default.loc if p.default else loc_of(p.name, p.loc))
+                       for p in d.params}
+        base, params = self.signature(str(d.base), loc_of(d.base, d.loc), seen + (name,))
         names = list(params)
         if len(d.args) > len(names):
-            raise SpecError(f"network '{d.base}' takes {len(names)} parameters, got {len(d.args)}", d.loc)
+            raise SpecError(f"network '{d.base}' takes {_plural(len(names), 'parameter')}"
+                            f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(d.args)}",
+                            d.args[len(names)].loc)
         given = dict(zip(names, d.args))
         for k, e in d.kwargs:
             if k not in params:
-                raise SpecError(f"network '{d.base}' has no parameter '{k}'", e.loc, did_you_mean(k, params))
-            given[k] = e
+                raise SpecError(f"network '{d.base}' has no parameter '{k}'", loc_of(k, e.loc),
+                                did_you_mean(k, params) or f"its parameters: {', '.join(params) or 'none'}")
+            if k in given:
+                raise SpecError(f"network '{d.base}': parameter '{k}' is given twice", loc_of(k, e.loc))
+            given[str(k)] = e
         for k, e in given.items():
-            params[k] = (params[k][0], lambda env, e=e: evaluate(e, env))
+            params[k] = (params[k][0], lambda env, e=e: evaluate(e, env), e.loc)
         return base, params
 
     def bind_network(self, overrides: Mapping[str, Value]) -> tuple[T.NetworkDef, dict[str, Value]]:
-        d, params = self.signature(self.spec.main, None)
+        main = self.spec.networks[self.spec.main]
+        main_loc = loc_of(main.name, main.loc)
+        d, params = self.signature(self.spec.main, main_loc)
         for k in overrides:
             if k not in params:
-                raise SpecError(f"network '{self.spec.main}' has no parameter '{k}'", None,
+                raise SpecError(f"network '{self.spec.main}' has no parameter '{k}'", main_loc,
                                 did_you_mean(k, params) or f"its parameters: {', '.join(params) or 'none'}")
         env: dict[str, Value] = {}
-        for k, (p, default) in params.items():
+        for k, (p, default, where) in params.items():
             if k in overrides:
-                env[k] = coerce(overrides[k], p.type, p.loc, f"--set {k}")
+                v = _python_value(overrides[k])
+                env[k] = coerce(v, p.type, loc_of(p.name, p.loc), f"the value set for parameter '{k}'")
                 continue
             v = default(env)
             if v is None:
-                raise SpecError(f"parameter '{k}' has no default and was not set", p.loc)
-            env[k] = coerce(v, p.type, p.loc, f"parameter '{k}'")
+                raise SpecError(f"parameter '{k}' has no default and was not set", loc_of(p.name, p.loc),
+                                f"give it one, as in `{k}: {p.type} = ...`, or set it (--set {k}=...)")
+            env[k] = coerce(v, p.type, where, f"the default of parameter '{k}'")
         return d, env
 
     # ---- statements -------------------------------------------------------------------
     def run_body(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str, scope: Scope) -> str:
         """Run statements in sequence, each transforming the current tensor `x`."""
-        env = dict(env)
+        env = env.copy()
         for s in stmts:
             x = self.run_stmt(s, env, x, scope)
         return x
 
     def run_stmt(self, s: T.Stmt, env: dict[str, Value], x: str, scope: Scope) -> str:
+        self.step(s.loc)
         dyn = self.dynamic(x)
         if isinstance(s, T.Let):
-            env[s.name] = evaluate(s.value, env, dyn)
+            env[str(s.name)] = evaluate(s.value, env, dyn)
         elif isinstance(s, T.Call):
             x = self.call(s, env, x, scope, own_scope=None)
         elif isinstance(s, T.Scope):
@@ -179,15 +309,17 @@ class Elaborator:
         if isinstance(s, T.Repeat):
             n = evaluate(s.count, env, dyn)
             if type(n) is not int or n < 0:
-                raise SpecError(f"repeat needs a non-negative int, got {render(n)}", s.count.loc)
+                raise SpecError(f"repeat needs a non-negative int, got {describe(n)}", s.count.loc)
+            if n > MAX_STEPS:
+                raise SpecError(f"repeat {n:,} is too many times (at most {MAX_STEPS:,})", s.count.loc)
             return [(s.body, env)] * n
         if isinstance(s, T.For):
             items = evaluate(s.iterable, env, dyn)
             if not isinstance(items, list):
-                raise SpecError(f"for needs a list (e.g. range(3)), got {render(items)}", s.iterable.loc)
-            return [(s.body, {**env, s.var: v}) for v in items]
+                raise SpecError(f"for needs a list (e.g. range(3)), got {describe(items)}", s.iterable.loc)
+            var = str(s.var)
+            return [(s.body, _with(env, var, v)) for v in items]
         if isinstance(s, T.If):
-            from .evaluate import truth
             return [(s.then if truth(evaluate(s.cond, env, dyn), s.cond.loc) else s.orelse, env)]
         raise SpecError(f"unexpected {type(s).__name__} here", getattr(s, "loc", None))
 
@@ -199,109 +331,204 @@ class Elaborator:
             "width": lambda: shape()[2] if len(shape()) == 3 else 1,
         }
 
+    def _not_callable(self, c: T.Call, env: Mapping[str, Value]) -> SpecError:
+        """Why `c.name` cannot be applied to a tensor: a precise reason where there is one."""
+        name, loc = c.name, c.loc.span(len(c.name))
+        if name == "input":
+            return SpecError("input(...) can only be the first statement of a network", loc)
+        if name in self.spec.networks:
+            return SpecError(f"'{name}' is a network; only ops and layer templates can be used in a body", loc,
+                             "to reuse its layers, move them into a `layer` template")
+        if name in PATTERNS:
+            return SpecError(f"'{name}' is a connection pattern, not an op", loc,
+                             f"a pattern wires a block: `block {name} {{ ... }}`")
+        if name in MERGES:
+            return SpecError(f"'{name}' is a merge, not an op", loc,
+                             f"a merge names how a block combines inflows: `block dense {name} {{ ... }}`")
+        if name in FUNCTIONS:
+            return SpecError(f"'{name}' is a function that gives a value, not an op", loc,
+                             f"use it in an argument or a `let`, as in `let x = {name}(...)`")
+        if name in env:
+            return SpecError(f"'{name}' is a value ({describe(env[name])}), not an op or layer", loc)
+        choices = list(PRIMITIVES) + list(self.spec.layers)
+        hint = did_you_mean(name, choices, OP_ALIASES)
+        if hint is None:
+            hint = f"ops: {', '.join(PRIMITIVES)}"
+            if self.spec.layers:
+                hint += f"; layers: {', '.join(self.spec.layers)}"
+        return SpecError(f"unknown layer or op '{name}'", loc, hint)
+
     def call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope, own_scope: Scope | None) -> str:
         """Apply a primitive op or a layer template to `x`. `own_scope` names a template's ops (a block's
         layer scope); otherwise a template gets a numbered child scope."""
         dyn = self.dynamic(x)
+        op = PRIMITIVES.get(c.name)
+        layer = self.spec.layers.get(c.name) if op is None else None
+        if op is None and layer is None:
+            raise self._not_callable(c, env)
         pos = [evaluate(a, env, dyn) for a in c.args]
-        kw = {k: evaluate(v, env, dyn) for k, v in c.kwargs}
-        if c.name in PRIMITIVES:
-            op = PRIMITIVES[c.name]
-            return self.b.add(c.name, make_args(c.name, op.Args, pos, kw, c.loc), [x], own_scope or scope,
-                              c.name, c.loc)
-        layer = self.spec.layers.get(c.name)
-        if layer is None:
-            if c.name == "input":
-                raise SpecError("input(...) can only be the first statement of a network", c.loc)
-            raise SpecError(f"unknown layer or op '{c.name}'", c.loc,
-                            did_you_mean(c.name, list(PRIMITIVES) + list(self.spec.layers)))
-        names = [p.name for p in layer.params]
+        kw = {str(k): evaluate(v, env, dyn) for k, v in c.kwargs}
+        pos_locs, kw_locs = _arg_locs(c.args, c.kwargs)
+        if op is not None:
+            return self.b.add(c.name, make_args(c.name, op.Args, pos, kw, c.loc, pos_locs, kw_locs), [x],
+                              own_scope or scope, c.name, c.loc)
+        names = [str(p.name) for p in layer.params]
         if len(pos) > len(names):
-            raise SpecError(f"layer '{c.name}' takes {len(names)} arguments, got {len(pos)}", c.loc)
+            takes = f"takes {_plural(len(names), 'argument')} ({', '.join(names)})" if names else "takes no arguments"
+            raise SpecError(f"layer '{c.name}' {takes}, got {len(pos)}", pos_locs[len(names)],
+                            f"defined at {loc_of(layer.name, layer.loc)}")
         given = dict(zip(names, pos))
+        given_at = dict(zip(names, pos_locs))
         for k, v in kw.items():
             if k not in names:
-                raise SpecError(f"layer '{c.name}' has no parameter '{k}'", c.loc, did_you_mean(k, names))
+                raise SpecError(f"layer '{c.name}' has no parameter '{k}'", kw_locs[k],
+                                did_you_mean(k, names) or (f"its parameters: {', '.join(names)}" if names
+                                                           else f"layer '{c.name}' takes no arguments"))
             if k in given:
-                raise SpecError(f"layer '{c.name}': argument '{k}' given twice", c.loc)
+                raise SpecError(f"layer '{c.name}': argument '{k}' is given twice (by position and by name)",
+                                kw_locs[k])
             given[k] = v
-        lenv: dict[str, Value] = {}
+            given_at[k] = kw_locs[k]
+        lenv = Env(outside=env, where=f"layer '{c.name}'")
         for p in layer.params:
-            if p.name in given:
-                lenv[p.name] = coerce(given[p.name], p.type, c.loc, f"argument '{p.name}' of '{c.name}'")
+            pname = str(p.name)
+            if pname in given:
+                lenv[pname] = coerce(given[pname], p.type, given_at[pname],
+                                     f"argument '{pname}' of layer '{c.name}'")
             elif p.default is not None:
-                lenv[p.name] = coerce(evaluate(p.default, lenv, dyn), p.type, p.loc, f"parameter '{p.name}'")
+                lenv[pname] = coerce(evaluate(p.default, lenv, dyn), p.type, p.default.loc,
+                                     f"the default of parameter '{pname}'")
             else:
-                raise SpecError(f"layer '{c.name}' needs argument '{p.name}'", c.loc)
-        self.depth += 1
-        if self.depth > MAX_TEMPLATE_DEPTH:
-            raise SpecError(f"layer '{c.name}' calls itself without end", c.loc)
+                raise SpecError(f"layer '{c.name}' needs argument '{pname}'", c.loc,
+                                f"its parameters: {', '.join(f'{q.name}: {q.type}' for q in layer.params)}")
+        if len(self.stack) >= MAX_TEMPLATE_DEPTH:
+            raise self._runaway(c)
+        self.stack.append(c.name)
         try:
             return self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
         finally:
-            self.depth -= 1
+            self.stack.pop()
+
+    def _runaway(self, c: T.Call) -> SpecError:
+        chain = self.stack + [c.name]
+        if c.name in self.stack:
+            start = len(chain) - 2 - chain[-2::-1].index(c.name)  # the last time it was entered
+            cycle = chain[start:]
+            what = "calls itself" if len(set(cycle)) == 1 else "calls itself through " + \
+                ", ".join(f"'{n}'" for n in dict.fromkeys(cycle[1:-1]))
+            return SpecError(f"layer '{c.name}' {what} without end", c.loc.span(len(c.name)),
+                             f"layer templates nest more than {MAX_TEMPLATE_DEPTH} deep: {' → '.join(cycle)}; "
+                             "a template may call itself only under a condition that ends it")
+        return SpecError(f"layer templates nest more than {MAX_TEMPLATE_DEPTH} deep", c.loc.span(len(c.name)))
 
     def block(self, s: T.Block, env: dict[str, Value], x: str, scope: Scope) -> str:
         word = s.pattern
         pattern = PATTERNS.get(word.name)
         if pattern is None:
-            raise SpecError(f"unknown connection pattern '{word.name}'", word.loc,
-                            did_you_mean(word.name, PATTERNS) or f"patterns: {', '.join(PATTERNS)}")
-        pargs = self.word_args(word, pattern.Args, env, x)
+            loc = word.loc.span(len(word.name))
+            if word.name in MERGES:
+                raise SpecError(f"'{word.name}' is a merge, not a connection pattern", loc,
+                                f"name the pattern first, as in `block dense {word.name} {{ ... }}`")
+            raise SpecError(f"unknown connection pattern '{word.name}'", loc,
+                            did_you_mean(word.name, PATTERNS, PATTERN_ALIASES)
+                            or f"patterns: {', '.join(PATTERNS)}")
+        pargs = self.word_args(word, pattern.Args, env, x, f"pattern '{word.name}'")
         merge, margs = None, None
         merge_word = s.merge.name if s.merge else pattern.default_merge
         if merge_word is not None:
             if pattern.default_merge is None:
-                raise SpecError(f"pattern '{pattern.word}' takes no merge word", s.merge.loc)
+                raise SpecError(f"pattern '{pattern.word}' takes no merge word", s.merge.loc.span(len(merge_word)),
+                                f"'{pattern.word}' has no inflows to merge; patterns with a merge: "
+                                + ", ".join(p for p, v in PATTERNS.items() if v.default_merge))
             merge = MERGES.get(merge_word)
             if merge is None:
-                raise SpecError(f"unknown merge '{merge_word}'", s.merge.loc,
-                                did_you_mean(merge_word, MERGES) or f"merges: {', '.join(MERGES)}")
-            margs = self.word_args(s.merge, merge.Args, env, x) if s.merge else merge.Args()
+                loc = s.merge.loc.span(len(merge_word))
+                if merge_word in PATTERNS:
+                    raise SpecError(f"'{merge_word}' is a connection pattern, not a merge", loc,
+                                    f"a block has one pattern, then optionally a merge: `block {word.name} "
+                                    f"{pattern.default_merge} {{ ... }}`")
+                raise SpecError(f"unknown merge '{merge_word}'", loc,
+                                did_you_mean(merge_word, MERGES, MERGE_ALIASES) or f"merges: {', '.join(MERGES)}")
+            margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True)
-        layers = self.layers(s.body, dict(env), x)
+        layers = self.layers(s.body, env.copy(), x)
         ctx = BlockContext(self.b, bscope, pattern.word, merge, margs, s.loc)
         return pattern.build(ctx, x, layers, pargs)
 
-    def word_args(self, w: T.Word, Args: type[OpArgs], env: Mapping[str, Value], x: str) -> OpArgs:
+    def word_args(self, w: T.Word, Args: type[OpArgs], env: Mapping[str, Value], x: str, kind: str) -> OpArgs:
         dyn = self.dynamic(x)
-        return make_args(w.name, Args, [evaluate(a, env, dyn) for a in w.args],
-                         {k: evaluate(v, env, dyn) for k, v in w.kwargs}, w.loc)
+        pos_locs, kw_locs = _arg_locs(w.args, w.kwargs)
+        return make_args(kind, Args, [evaluate(a, env, dyn) for a in w.args],
+                         {str(k): evaluate(v, env, dyn) for k, v in w.kwargs}, w.loc, pos_locs, kw_locs)
 
     def layers(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str) -> list:
         """A block body's layers: each call (after unrolling control flow) is one layer."""
         out: list = []
         for s in stmts:
+            self.step(s.loc)
             if isinstance(s, T.Let):
-                env[s.name] = evaluate(s.value, env, self.dynamic(x))
+                env[str(s.name)] = evaluate(s.value, env, self.dynamic(x))
             elif isinstance(s, T.Call):
-                out.append(lambda inp, sc, s=s, env=dict(env): self.call(s, env, inp, sc, own_scope=sc))
+                out.append(lambda inp, sc, s=s, env=env.copy(): self.call(s, env, inp, sc, own_scope=sc))
             elif isinstance(s, (T.Block, T.Scope)):
-                raise SpecError("a block holds layers; put a nested block inside a layer template", s.loc)
+                what = "a nested block" if isinstance(s, T.Block) else f"a `{s.kind}` scope"
+                raise SpecError(f"a block holds layers: {what} cannot go directly inside one", s.loc,
+                                "put it inside a layer template and call that template in the block")
             else:
                 for body, benv in self.control(s, env, self.dynamic(x)):
-                    out.extend(self.layers(body, dict(benv), x))
+                    out.extend(self.layers(body, benv.copy(), x))
         return out
 
     # ---- the network ------------------------------------------------------------------
+    def input_shape(self, first: T.Call, env: Mapping[str, Value]) -> tuple[int, ...]:
+        if first.kwargs:
+            k, v = first.kwargs[0]
+            raise SpecError("input takes its dimensions by position, as in input(3, 32, 32)", loc_of(k, v.loc))
+        if not first.args:
+            raise SpecError("input needs its dimensions, as in input(3, 32, 32)", first.loc)
+        dims = [evaluate(a, env) for a in first.args]
+        locs = [a.loc for a in first.args]
+        if len(dims) == 1 and isinstance(dims[0], list):  # input(shape)
+            dims, locs = dims[0], locs * len(dims[0])
+            if not dims:
+                raise SpecError("input needs at least one dimension", first.args[0].loc)
+        for v, loc in zip(dims, locs):
+            if type(v) is not int:
+                raise SpecError(f"input dimensions must be ints, got {describe(v)}", loc)
+            if v <= 0:
+                raise SpecError(f"input dimensions must be positive, got {v}", loc)
+        return tuple(dims)
+
     def network(self, overrides: Mapping[str, Value]) -> Network:
         d, env = self.bind_network(overrides)
         body = d.body
         if not body or not (isinstance(body[0], T.Call) and body[0].name == "input"):
-            raise SpecError(f"network '{d.name}' must start with input(C, H, W)", body[0].loc if body else d.loc)
+            raise SpecError(f"network '{d.name}' must start with input(C, H, W)",
+                            body[0].loc if body else loc_of(d.name, d.loc),
+                            "the first statement gives the input shape, as in input(3, 32, 32)")
         first = body[0]
-        dims = [evaluate(a, env) for a in first.args]
-        if len(dims) == 1 and isinstance(dims[0], list):
-            dims = dims[0]
-        if first.kwargs or not dims or not all(type(v) is int and v > 0 for v in dims):
-            raise SpecError(f"input needs positive int dimensions, got {render(dims)}", first.loc)
+        dims = self.input_shape(first, env)
         root = Scope()
-        x = self.b.add("input", {"shape": tuple(dims)}, [], root, "input", first.loc, role="input", numbered=False)
+        x = self.b.add("input", {"shape": dims}, [], root, "input", first.loc, role="input", numbered=False)
         out = self.run_body(body[1:], env, x, root)
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
                        sources=dict(self.spec.sources), main_file=self.spec.file)
 
 
+def _with(env: dict[str, Value], name: str, value: Value) -> dict[str, Value]:
+    new = env.copy()
+    new[name] = value
+    return new
+
+
 def elaborate(spec: Spec, overrides: Mapping[str, Any] | None = None) -> Network:
     """Build the graph of `spec`'s main network with parameters set by `overrides`."""
-    return Elaborator(spec).network(dict(overrides or {}))
+    el = Elaborator(spec)
+    try:
+        return el.network(dict(overrides or {}))
+    except SpecError as e:
+        raise e.with_sources(spec.sources) from None
+    except RecursionError:
+        raise SpecError("the spec nests too deeply (layer templates, blocks and expressions together)",
+                        el.where, "flatten it: fewer nested templates, or long expressions split with `let`",
+                        spec.sources) from None

@@ -11,49 +11,90 @@ from .errors import Loc, SpecError, did_you_mean
 
 Value = Any  # int | float | bool | str | list[Value]
 
+MAX_INT = 2**63 - 1  # the largest integer a spec may compute
+MAX_LIST = 1_000_000  # the longest list a spec may build
+
 
 def type_name(v: Value) -> str:
     if isinstance(v, bool):
         return "bool"
-    return {int: "int", float: "float", str: "str", list: "list"}.get(type(v), type(v).__name__)
+    return {int: "int", float: "float", str: "str", list: "list", tuple: "list"}.get(type(v), type(v).__name__)
 
 
 def _num(v: Value, loc: Loc, what: str) -> int | float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(f"{what} needs a number, got {type_name(v)} {render(v)}", loc)
+        raise SpecError(f"{what} needs a number, got {describe(v)}", loc)
     return v
 
 
 def _int(v: Value, loc: Loc, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise SpecError(f"{what} needs an int, got {type_name(v)} {render(v)}", loc)
+        raise SpecError(f"{what} needs an int, got {describe(v)}", loc)
     return v
 
 
-def render(v: Value) -> str:
+def checked(v: Value, loc: Loc | None) -> Value:
+    """`v`, when it is a number a spec can use: finite and not absurdly large."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecError("the result is not a finite number" if math.isnan(v) else "the result is too large", loc)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        raise SpecError(f"the result is too large (the largest int is {MAX_INT})", loc)
+    return v
+
+
+def _list(v: list, loc: Loc | None) -> list:
+    if len(v) > MAX_LIST:
+        raise SpecError(f"a list of {len(v):,} items is too long (at most {MAX_LIST:,})", loc)
+    return v
+
+
+def render(v: Value, limit: int = 60) -> str:
+    """`v` as spec text, cut short (with '…') beyond about `limit` characters."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, list):
-        return "[" + ", ".join(render(x) for x in v) + "]"
+        return f'"{v}"' if len(v) <= limit else f'"{v[:limit]}…"'
+    if isinstance(v, (list, tuple)):
+        parts, size = [], 1
+        for x in v:
+            if size > limit:
+                parts.append("…")
+                break
+            r = render(x, max(8, limit - size))
+            parts.append(r)
+            size += len(r) + 2
+        return "[" + ", ".join(parts) + "]"
     return repr(v)
+
+
+def describe(v: Value) -> str:
+    """`v` with its type, for messages: `float 2.5`, `list [1, 2]`."""
+    return f"{type_name(v)} {render(v)}"
 
 
 def _range(loc: Loc, *a: Value) -> list[int]:
     if not 1 <= len(a) <= 3:
-        raise SpecError("range takes 1 to 3 ints", loc)
-    return list(range(*[_int(x, loc, "range") for x in a]))
+        raise SpecError(f"range takes 1 to 3 ints (stop; start, stop; start, stop, step), got {len(a)}", loc)
+    ints = [_int(x, loc, "range") for x in a]
+    if len(ints) == 3 and ints[2] == 0:
+        raise SpecError("range: the step must not be zero", loc)
+    r = range(*ints)
+    if len(r) > MAX_LIST:
+        raise SpecError(f"range of {len(r):,} items is too long (at most {MAX_LIST:,})", loc)
+    return list(r)
 
 
 def _round(loc: Loc, x: Value, nd: Value = None) -> int | float:
     x = _num(x, loc, "round")
-    return round(x) if nd is None else round(x, _int(nd, loc, "round"))
+    if nd is None:
+        return round(x)
+    nd = _int(nd, loc, "round's second argument")
+    return round(x, max(-400, min(400, nd)))
 
 
 def _len(loc: Loc, x: Value) -> int:
     if not isinstance(x, (list, str)):
-        raise SpecError(f"len needs a list, got {type_name(x)}", loc)
+        raise SpecError(f"len needs a list, got {describe(x)}", loc)
     return len(x)
 
 
@@ -61,14 +102,14 @@ def _minmax(fn: Callable) -> Callable:
     def f(loc: Loc, *a: Value):
         items = a[0] if len(a) == 1 and isinstance(a[0], list) else list(a)
         if not items:
-            raise SpecError(f"{fn.__name__} of nothing", loc)
+            raise SpecError(f"{fn.__name__} needs at least one number", loc)
         return fn(_num(x, loc, fn.__name__) for x in items)
     return f
 
 
 def _sum(loc: Loc, xs: Value) -> int | float:
     if not isinstance(xs, list):
-        raise SpecError(f"sum needs a list, got {type_name(xs)}", loc)
+        raise SpecError(f"sum needs a list, got {describe(xs)}", loc)
     return sum(_num(x, loc, "sum") for x in xs)
 
 
@@ -86,22 +127,83 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "len": _len,
 }
 
+# name → (fewest arguments, most arguments or None for any number, how it is called)
+SIGNATURES: dict[str, tuple[int, int | None, str]] = {
+    "range": (1, 3, "range(stop) or range(start, stop, step)"),
+    "round": (1, 2, "round(x) or round(x, digits)"),
+    "floor": (1, 1, "floor(x)"),
+    "ceil": (1, 1, "ceil(x)"),
+    "int": (1, 1, "int(x)"),
+    "float": (1, 1, "float(x)"),
+    "abs": (1, 1, "abs(x)"),
+    "min": (1, None, "min(a, b, ...) or min(list)"),
+    "max": (1, None, "max(a, b, ...) or max(list)"),
+    "sum": (1, 1, "sum(list)"),
+    "len": (1, 1, "len(list)"),
+}
+
+# Names from other languages that mean one of ours.
+FUNCTION_ALIASES = {"length": "len", "size": "len", "count": "len", "trunc": "int", "ceiling": "ceil",
+                    "absolute": "abs", "minimum": "min", "maximum": "max", "total": "sum", "integer": "int"}
+NAME_ALIASES = {"inchannels": "channels", "inputchannels": "channels", "channel": "channels",
+                "chans": "channels", "h": "height", "w": "width"}
+
+
+class Env(dict):
+    """A layer template's names. It remembers the names of the code that called it: a template sees only
+    its own parameters and lets, so a name from outside gets a hint rather than a value."""
+
+    def __init__(self, *args, outside: Mapping[str, Value] | None = None, where: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outside = outside if outside is not None else {}
+        self.where = where
+
+    def copy(self) -> "Env":
+        return Env(self, outside=self.outside, where=self.where)
+
 
 def _binop(op: str, a: Value, b: Value, loc: Loc) -> Value:
     if op == "+" and isinstance(a, list) and isinstance(b, list):
+        if len(a) + len(b) > MAX_LIST:
+            raise SpecError(f"a list of {len(a) + len(b):,} items is too long (at most {MAX_LIST:,})", loc)
         return a + b
     if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
+        if len(a) * max(b, 0) > MAX_LIST:
+            raise SpecError(f"a list of {len(a) * b:,} items is too long (at most {MAX_LIST:,})", loc)
         return a * b
+    if op == "*" and isinstance(b, list) and isinstance(a, int) and not isinstance(a, bool):
+        return _binop(op, b, a, loc)
     if op in ("==", "!="):
         return (a == b and type_name(a) == type_name(b)) == (op == "==")
+    if op == "+" and isinstance(a, str) and isinstance(b, str):
+        raise SpecError("strings cannot be joined with '+'", loc)
     x, y = _num(a, loc, f"'{op}'"), _num(b, loc, f"'{op}'")
     if op in ("/", "//", "%") and y == 0:
         raise SpecError("division by zero", loc)
-    return {
-        "+": lambda: x + y, "-": lambda: x - y, "*": lambda: x * y, "/": lambda: x / y,
-        "//": lambda: x // y, "%": lambda: x % y, "<": lambda: x < y, "<=": lambda: x <= y,
-        ">": lambda: x > y, ">=": lambda: x >= y,
-    }[op]()
+    try:
+        result = {
+            "+": lambda: x + y, "-": lambda: x - y, "*": lambda: x * y, "/": lambda: x / y,
+            "//": lambda: x // y, "%": lambda: x % y, "<": lambda: x < y, "<=": lambda: x <= y,
+            ">": lambda: x > y, ">=": lambda: x >= y,
+        }[op]()
+    except OverflowError:
+        raise SpecError("the result is too large", loc) from None
+    return checked(result, loc)
+
+
+def _unknown_name(e: T.Name, env: Mapping[str, Value], dynamic: Mapping | None) -> SpecError:
+    if e.id in FUNCTIONS:
+        return SpecError(f"'{e.id}' is a function: call it, as in {SIGNATURES[e.id][2]}", e.loc)
+    if isinstance(env, Env) and e.id in env.outside:
+        return SpecError(f"unknown name '{e.id}' in {env.where}", e.loc,
+                         f"'{e.id}' is defined where the layer is used, but a layer template sees only its own "
+                         "parameters and lets: pass the value as an argument")
+    known = list(env) + list(dynamic or ())
+    hint = did_you_mean(e.id, known, NAME_ALIASES)
+    if hint is None:
+        names = sorted(n for n in known if not n.startswith("_"))
+        hint = f"names here: {', '.join(names)}" if names and len(names) <= 12 else None
+    return SpecError(f"unknown name '{e.id}'", e.loc, hint)
 
 
 def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable[[], Value]] | None = None) -> Value:
@@ -115,28 +217,43 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
             return env[e.id]
         if dynamic and e.id in dynamic:
             return dynamic[e.id]()
-        raise SpecError(f"unknown name '{e.id}'", e.loc,
-                        did_you_mean(e.id, list(env) + list(dynamic or ())))
+        raise _unknown_name(e, env, dynamic)
     if isinstance(e, T.ListExpr):
         return [ev(x) for x in e.items]
     if isinstance(e, T.Index):
         obj, idx = ev(e.obj), ev(e.index)
         if not isinstance(obj, list):
-            raise SpecError(f"only a list can be indexed, not {type_name(obj)}", e.loc)
+            raise SpecError(f"only a list can be indexed, not {describe(obj)}", e.obj.loc)
         i = _int(idx, e.index.loc, "an index")
         if not -len(obj) <= i < len(obj):
-            raise SpecError(f"index {i} is out of range for a list of length {len(obj)}", e.index.loc)
+            raise SpecError(f"index {i} is out of range for a list of length {len(obj)}", e.index.loc,
+                            f"valid indices: 0 to {len(obj) - 1}" if obj else "the list is empty")
         return obj[i]
     if isinstance(e, T.Func):
         fn = FUNCTIONS.get(e.name)
+        name_loc = e.loc.span(len(e.name))
         if fn is None:
-            raise SpecError(f"unknown function '{e.name}'", e.loc, did_you_mean(e.name, FUNCTIONS))
+            raise SpecError(f"unknown function '{e.name}'", name_loc,
+                            did_you_mean(e.name, FUNCTIONS, FUNCTION_ALIASES)
+                            or f"functions: {', '.join(FUNCTIONS)}")
         if e.kwargs:
-            raise SpecError(f"{e.name} takes no named arguments", e.loc)
+            k, v = e.kwargs[0]
+            raise SpecError(f"{e.name} takes no named arguments", getattr(k, "loc", None) or v.loc,
+                            f"call it as {SIGNATURES[e.name][2]}")
+        lo, hi, usage = SIGNATURES[e.name]
+        if len(e.args) < lo or (hi is not None and len(e.args) > hi):
+            n = len(e.args)
+            count = str(lo) if lo == hi else f"{lo} to {hi}" if hi else f"at least {lo}"
+            raise SpecError(f"{e.name} takes {count} argument{'' if count.endswith(' 1') or count == '1' else 's'}"
+                            f", got {n}",
+                            e.args[hi].loc if hi is not None and n > hi else e.loc, f"call it as {usage}")
+        args = [ev(a) for a in e.args]
         try:
-            return fn(e.loc, *[ev(a) for a in e.args])
-        except TypeError:
-            raise SpecError(f"wrong number of arguments to {e.name}", e.loc) from None
+            result = fn(e.loc, *args)
+        except (OverflowError, ValueError):
+            raise SpecError(f"{e.name} of {', '.join(render(a) for a in args)} has no value a spec can use",
+                            e.loc) from None
+        return _list(result, e.loc) if isinstance(result, list) else checked(result, e.loc)
     if isinstance(e, T.BinOp):
         return _binop(e.op, ev(e.left), ev(e.right), e.loc)
     if isinstance(e, T.Unary):
@@ -155,7 +272,8 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
 
 def truth(v: Value, loc: Loc) -> bool:
     if not isinstance(v, bool):
-        raise SpecError(f"a condition must be true or false, got {type_name(v)} {render(v)}", loc)
+        raise SpecError(f"a condition must be true or false, got {describe(v)}", loc,
+                        "compare it, as in `x > 0` or `x == 1`" if isinstance(v, (int, float)) else None)
     return v
 
 
@@ -165,8 +283,9 @@ def coerce(v: Value, type_: str, loc: Loc, what: str) -> Value:
         return float(v)
     if type_ == "shape":
         if not (isinstance(v, list) and v and all(type_name(x) == "int" and x > 0 for x in v)):
-            raise SpecError(f"{what} must be a shape (a list of positive ints), got {render(v)}", loc)
+            raise SpecError(f"{what} must be a shape (a list of positive ints), got {describe(v)}", loc)
         return v
     if type_name(v) != type_:
-        raise SpecError(f"{what} must be {type_}, got {type_name(v)} {render(v)}", loc)
+        article = "an" if type_[0] in "aeiou" else "a"
+        raise SpecError(f"{what} must be {article} {type_}, got {describe(v)}", loc)
     return v
