@@ -32,7 +32,7 @@ OP_ALIASES = {
     "maxpool2d": "maxpool", "maxpooling": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool",
     "averagepool": "avgpool", "avgpooling": "avgpool", "averagepooling2d": "avgpool",
     "globalavgpool": "gap", "globalaveragepool": "gap", "adaptiveavgpool": "gap",
-    "adaptiveavgpool2d": "gap", "globalaveragepooling2d": "gap", "gavgpool": "gap", "identity": "identity",
+    "adaptiveavgpool2d": "gap", "globalaveragepooling2d": "gap", "gavgpool": "gap",
     "id": "identity", "noop": "identity", "drop": "dropout", "spatialdropout": "dropout2d", "rectifier": "relu",
 }
 PATTERN_ALIASES = {"seq": "chain", "sequential": "chain", "plain": "chain", "series": "chain",

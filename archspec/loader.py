@@ -23,6 +23,16 @@ class Spec:
     networks: dict[str, T.NetworkDef | T.NetworkAlias] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     files: dict[str, T.File] = field(default_factory=dict, repr=False)
+    keys: set[str] = field(default_factory=set, repr=False)  # resolved paths of the files read
+
+
+def _label(path: Path) -> str:
+    """How a used file is named in messages: relative to the working folder when it is inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _line_col(data: bytes, offset: int) -> tuple[int, int]:
@@ -91,8 +101,9 @@ def load_file(path: str | os.PathLike) -> Spec:
 def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str], loc: Loc | None = None,
                key: str | None = None) -> None:
     key = key or file
-    if file in spec.files or key in spec.files:
+    if file in spec.files or key in spec.keys:
         return
+    spec.keys.add(key)
     spec.sources[file] = text
     parsed = parse_text(text, file)
     stack = stack + [key]
@@ -104,11 +115,11 @@ def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str
             chain = " → ".join(Path(s).name for s in stack[stack.index(str(target)):] + [str(target)])
             raise SpecError(f"`use` cycle: {chain}", use.loc,
                             "a file cannot use itself, directly or through other files")
-        if str(target) in spec.files:
+        if str(target) in spec.keys:
             continue
         if not target.exists():
             raise SpecError(f"no such spec file: {use.path!r}", use.loc, f"looked for {target}")
-        _load_into(spec, read_text(target, use.loc), str(target), target.parent, stack, use.loc,
+        _load_into(spec, read_text(target, use.loc), _label(target), target.parent, stack, use.loc,
                    key=str(target))
     spec.files[file] = parsed
     for d in parsed.layers:

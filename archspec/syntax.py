@@ -381,7 +381,8 @@ def _nesting_error(text: str, file: str) -> SpecError | None:
 
 def _state(err: UnexpectedInput):
     """The LALR state an error happened in. (lark's own `match_examples` also compares the depth of the
-    parser's stack, so an example would match only at the same nesting: first statement or not.)"""
+    parser's stack, so on its own an example matches only at the same nesting: a mistake in the first
+    statement of a body, but not the same mistake in the second.)"""
     st = getattr(err, "state", None)
     return getattr(st, "position", st)
 
@@ -417,10 +418,16 @@ def match_mistake(err: UnexpectedInput) -> str | None:
 
 
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
-    try:
-        label = match_mistake(err)
-    except Exception:  # a mismatched example must never hide the real error
-        label = None
+    label = None
+    if not isinstance(err, UnexpectedCharacters):
+        try:  # lark's matcher first (it needs the example at the same parser stack depth) ...
+            label = err.match_examples(_parser().parse, _MISTAKES, use_accepts=True)
+        except Exception:  # lark 1.3 fails formatting a debug line when two examples share a state
+            label = None
+        try:  # ... then ours, which compares the parser state alone
+            label = label or match_mistake(err)
+        except Exception:  # a mismatched example must never hide the real error
+            pass
     hint_extra: str | None = None
     line = getattr(err, "line", None)
     col = getattr(err, "column", None)
@@ -555,7 +562,8 @@ def _relocate(e: T.Expr, where) -> T.Expr:
             changes[f.name] = where(v.column, v.end_column)
         elif isinstance(v, tuple) and v and all(isinstance(x, tuple) and len(x) == 2 for x in v) \
                 and f.name == "kwargs":
-            changes[f.name] = tuple((k, _relocate(x, where)) for k, x in v)
+            changes[f.name] = tuple((Ident(k, where(k.loc.column, k.loc.end_column)) if getattr(k, "loc", None)
+                                     else k, _relocate(x, where)) for k, x in v)
         elif isinstance(v, tuple):
             changes[f.name] = tuple(_relocate(x, where) if dataclasses.is_dataclass(x) else x for x in v)
         elif dataclasses.is_dataclass(v):
