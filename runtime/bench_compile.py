@@ -50,7 +50,6 @@ def run_bench(spec: Path, overrides: dict[str, Any], repeat: int, out: Console) 
 
     text = read_text(spec)
     base = spec.resolve().parent
-    stages: list[tuple[str, float]] = []
     t_parse, parsed = _median_time(lambda: load(text, str(spec), base), repeat)
     t_elab, net = _median_time(lambda: elaborate(parsed, overrides), repeat)
     t_pass, summary = _median_time(lambda: summarize(net), repeat)
