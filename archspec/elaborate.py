@@ -4,6 +4,7 @@ name and the location of the text that made it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import networkx as nx
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from . import tree as T
 from .errors import Loc, SpecError, did_you_mean, loc_of
-from .evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, truth
+from .evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
 from .ir import Edge, Network, Node
 from .loader import Spec
 from .merges import MERGES
@@ -35,9 +36,10 @@ OP_ALIASES = {
     "adaptiveavgpool2d": "gap", "globalaveragepooling2d": "gap", "gavgpool": "gap",
     "id": "identity", "noop": "identity", "drop": "dropout", "spatialdropout": "dropout2d", "rectifier": "relu",
 }
-PATTERN_ALIASES = {"seq": "chain", "sequential": "chain", "plain": "chain", "series": "chain",
-                   "resnet": "residual", "res": "residual", "skip": "residual", "shortcut": "residual",
-                   "densenet": "dense", "densely": "dense", "deluge": "dense", "delugenet": "dense"}
+PATTERN_ALIASES = {"plain": "chain", "series": "chain", "resnet": "residual", "res": "residual",
+                   "skip": "residual", "densenet": "dense", "densely": "dense", "deluge": "dense",
+                   "delugenet": "dense", "sequential": "seq", "seqconv": "seq", "windowed": "window",
+                   "wseqconv": "window", "gunn": "gradual", "sunn": "gradual"}
 MERGE_ALIASES = {"cat": "concat", "concatenate": "concat", "stack": "concat", "add": "sum", "plus": "sum",
                  "addition": "sum", "cldc": "crossdepthwise", "crosslayer": "crossdepthwise",
                  "crosslayerdepthwise": "crossdepthwise", "depthwise": "crossdepthwise"}
@@ -90,6 +92,8 @@ def _explain(e: dict) -> str:
         return f"must be less than {ctx.get('lt')}"
     if kind == "less_than_equal":
         return f"must be at most {ctx.get('le')}"
+    if kind == "literal_error":
+        return "must be one of " + ctx.get("expected", "").replace(" or ", ", ")
     msg = str(e.get("msg", "is not valid"))
     return msg[:1].lower() + msg[1:]
 
@@ -155,15 +159,40 @@ def _arg_locs(args: Sequence[T.Expr], kwargs: Sequence[tuple[str, T.Expr]]) -> t
     return [a.loc for a in args], named
 
 
+@dataclass
+class Shortcut:
+    """A residual stream waiting to be added at the `shortcut` marks of a layer, range by range."""
+
+    tensor: str
+    taken: int = 0  # channels already added
+
+
 class Builder:
-    """Adds nodes to the graph, validating arguments and inferring shapes as it goes."""
+    """Adds nodes to the graph, validating arguments and inferring shapes as it goes.
+
+    It also keeps what the `shortcut` mark needs: the residual streams waiting to be added (innermost
+    last), every mark made so far (`taps`), and each tensor's raw tensor — the pre-normalisation tensor
+    a mark tapped on the way to it, kept as a thunk until someone asks, so that no unread node is made."""
 
     def __init__(self) -> None:
         self.g = nx.DiGraph()
         self.edges = 0  # kept here: networkx counts edges by walking every node
+        self.shortcuts: list[Shortcut] = []
+        self.taps: list[str] = []
+        self.raw: dict[str, str | Callable[[], str]] = {}
 
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["node"].shape
+
+    def open_shortcut(self, tensor: str) -> Shortcut:
+        self.shortcuts.append(Shortcut(tensor))
+        return self.shortcuts[-1]
+
+    def raw_of(self, x: str) -> str | None:
+        r = self.raw.get(x)
+        if callable(r):
+            r = self.raw[x] = r()
+        return r
 
     def add(self, op: str, args: dict | OpArgs, inputs: list[str], scope: Scope, base: str, loc: Loc,
             pattern: str = "chain", role: str = "op", numbered: bool = True) -> str:
@@ -212,6 +241,7 @@ class Elaborator:
         self.spec = spec
         self.b = Builder()
         self.stack: list[str] = []  # the layer templates being run, outermost first
+        self.sites: list[Loc] = []  # where each of them was called
         self.steps = 0
         self.where: Loc | None = None  # the statement being run, for errors with no better place
 
@@ -293,6 +323,8 @@ class Elaborator:
         dyn = self.dynamic(x)
         if isinstance(s, T.Let):
             env[str(s.name)] = evaluate(s.value, env, dyn)
+        elif isinstance(s, T.Assert):
+            self.check(s, env, dyn)
         elif isinstance(s, T.Call):
             x = self.call(s, env, x, scope, own_scope=None)
         elif isinstance(s, T.Scope):
@@ -323,6 +355,21 @@ class Elaborator:
             return [(s.then if truth(evaluate(s.cond, env, dyn), s.cond.loc) else s.orelse, env)]
         raise SpecError(f"unexpected {type(s).__name__} here", getattr(s, "loc", None))
 
+    def check(self, s: T.Assert, env: Mapping[str, Value], dyn) -> None:
+        """`assert cond, "message"`: a library's own precondition, reported where the user called it, with
+        the values its condition saw."""
+        if truth(evaluate(s.cond, env, dyn), s.cond.loc):
+            return
+        msg = evaluate(s.message, env, dyn) if s.message is not None else "assertion failed"
+        if not isinstance(msg, str):
+            raise SpecError(f"an assert's message must be a string, got {describe(msg)}", s.message.loc)
+        seen = {n: env[n] for n in _names(s.cond) if n in env}
+        values = ", ".join(f"{n} = {render(v)}" for n, v in seen.items())
+        hint = f"required at {s.cond.loc}" + (f", where {values}" if values else "")
+        if self.sites:
+            hint += ", inside " + " → ".join(f"'{n}'" for n in self.stack)
+        raise SpecError(msg, self.sites[0] if self.sites else s.cond.loc, hint)
+
     def dynamic(self, x: str) -> dict[str, Callable[[], Value]]:
         shape = lambda: self.b.shape(x)  # noqa: E731
         return {
@@ -350,10 +397,10 @@ class Elaborator:
                              f"use it in an argument or a `let`, as in `let x = {name}(...)`")
         if name in env:
             return SpecError(f"'{name}' is a value ({describe(env[name])}), not an op or layer", loc)
-        choices = list(PRIMITIVES) + list(self.spec.layers)
+        choices = list(PRIMITIVES) + ["shortcut"] + list(self.spec.layers)
         hint = did_you_mean(name, choices, OP_ALIASES)
         if hint is None:
-            hint = f"ops: {', '.join(PRIMITIVES)}"
+            hint = f"ops: {', '.join(PRIMITIVES)}, shortcut"
             if self.spec.layers:
                 hint += f"; layers: {', '.join(self.spec.layers)}"
         return SpecError(f"unknown layer or op '{name}'", loc, hint)
@@ -364,6 +411,8 @@ class Elaborator:
         dyn = self.dynamic(x)
         op = PRIMITIVES.get(c.name)
         layer = self.spec.layers.get(c.name) if op is None else None
+        if op is None and layer is None and c.name == "shortcut":
+            return self.shortcut(c, x, own_scope or scope)
         if op is None and layer is None:
             raise self._not_callable(c, env)
         pos = [evaluate(a, env, dyn) for a in c.args]
@@ -404,10 +453,46 @@ class Elaborator:
         if len(self.stack) >= MAX_TEMPLATE_DEPTH:
             raise self._runaway(c)
         self.stack.append(c.name)
+        self.sites.append(c.loc.span(len(c.name)))
+        marks = len(self.b.taps)
         try:
-            return self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
+            out = self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
         finally:
             self.stack.pop()
+            self.sites.pop()
+        if len(self.b.taps) > marks and out not in self.b.raw:
+            self.b.raw[out] = self.b.taps[-1]  # a layer's raw tensor: its last mark, unless a block inside says
+        return out
+
+    def shortcut(self, c: T.Call, x: str, scope: Scope) -> str:
+        """The `shortcut` mark: where a residual stream enters a layer and its raw tensor is tapped. Inside
+        `block residual(embedded=true)` it adds the next channels of the block's stream (as many as `x`
+        has); elsewhere it adds nothing and only marks `x` as the raw tensor."""
+        loc = c.loc.span(len(c.name))
+        if c.args or c.kwargs:
+            raise SpecError("shortcut takes no arguments", loc,
+                            "it adds the next channels of the enclosing residual stream, as many as its input has")
+        tap = x
+        if self.b.shortcuts:
+            pend = self.b.shortcuts[-1]
+            sx, ss = self.b.shape(x), self.b.shape(pend.tensor)
+            start, stop = pend.taken, pend.taken + sx[0]
+            if stop > ss[0]:
+                raise SpecError(f"shortcut: this mark would add channels [{start}, {stop}) of a residual stream "
+                                f"of only {ss[0]}", loc, "each mark adds as many channels as its input has; the "
+                                "marks of an embedded residual layer together add the stream exactly once")
+            if sx[1:] != ss[1:]:
+                raise SpecError(f"shortcut: the residual stream is {fmt_shape(ss)}, but this mark's input is "
+                                f"{fmt_shape(sx)}", loc, "the layer must keep the stream's spatial size")
+            s = pend.tensor
+            if (start, stop) != (0, ss[0]):
+                s = self.b.add("slice", {"start": start, "stop": stop}, [s], scope, "shortcut_slice", c.loc,
+                               pattern="residual", role="shortcut", numbered=False)
+            tap = self.b.add("add", {}, [x, s], scope, "shortcut", c.loc, pattern="residual", role="shortcut",
+                             numbered=False)
+            pend.taken = stop
+        self.b.taps.append(tap)
+        return tap
 
     def _runaway(self, c: T.Call) -> SpecError:
         chain = self.stack + [c.name]
@@ -468,6 +553,8 @@ class Elaborator:
             self.step(s.loc)
             if isinstance(s, T.Let):
                 env[str(s.name)] = evaluate(s.value, env, self.dynamic(x))
+            elif isinstance(s, T.Assert):
+                self.check(s, env, self.dynamic(x))
             elif isinstance(s, T.Call):
                 out.append(lambda inp, sc, s=s, env=env.copy(): self.call(s, env, inp, sc, own_scope=sc))
             elif isinstance(s, (T.Block, T.Scope)):
@@ -513,6 +600,17 @@ class Elaborator:
         out = self.run_body(body[1:], env, x, root)
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
                        sources=dict(self.spec.sources), main_file=self.spec.file)
+
+
+def _names(e: Any) -> list[str]:
+    """The names an expression reads, in order, once each."""
+    if isinstance(e, T.Name):
+        return [e.id]
+    parts = e if isinstance(e, tuple) else vars(e).values() if hasattr(e, "__dataclass_fields__") else ()
+    out: list[str] = []
+    for part in parts:
+        out += [n for n in _names(part) if n not in out]
+    return out
 
 
 def _with(env: dict[str, Value], name: str, value: Value) -> dict[str, Value]:

@@ -5,7 +5,7 @@ exists, and the compiler checks them against the built module."""
 from __future__ import annotations
 
 from math import prod
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
@@ -35,6 +35,9 @@ class ConvArgs(OpArgs):
     padding: NonNegativeInt = 0
     groups: PositiveInt = 1
     bias: bool = False
+    # he_normal: N(0, 2/fan_out) (ResNet, DenseNet, DelugeNet, GUNN); he_uniform: the same variance from a
+    # uniform draw (SeqConv); zeros: a layer that starts as nothing (SeqConv's second residual layer)
+    init: Literal["he_normal", "he_uniform", "zeros"] = "he_normal"
 
 
 class BatchNormArgs(OpArgs):
@@ -51,6 +54,8 @@ class PoolArgs(OpArgs):
 class LinearArgs(OpArgs):
     out: PositiveInt
     bias: bool = True
+    # default: U(±1/√fan_in); uniform_out: U(±√(3/out)), the SeqConv classifier. The bias starts at 0.
+    init: Literal["default", "uniform_out"] = "default"
 
 
 class DropoutArgs(OpArgs):

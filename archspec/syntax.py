@@ -21,7 +21,7 @@ TYPES = ("int", "float", "bool", "str", "list", "shape")
 TYPE_ALIASES = {"integer": "int", "number": "float", "double": "float", "real": "float", "boolean": "bool",
                 "string": "str", "text": "str", "tuple": "list", "array": "list", "sequence": "list",
                 "dims": "shape", "size": "shape"}
-KEYWORDS = ("use", "layer", "network", "block", "repeat", "for", "in", "if", "else", "let", "and", "or",
+KEYWORDS = ("use", "layer", "network", "block", "repeat", "for", "in", "if", "else", "let", "assert", "and", "or",
             "not", "true", "false", "stem", "transition", "head")
 
 
@@ -305,6 +305,9 @@ class _ToTree(Transformer):
 
     def let(self, meta, c):
         return T.Let(self._ident(c[0]), c[1], self._loc(meta))
+
+    def check(self, meta, c):
+        return T.Assert(c[0], c[1], self._loc(meta))
 
     # -- definitions
     def param(self, meta, c):

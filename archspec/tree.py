@@ -135,7 +135,14 @@ class Let:
     loc: Loc
 
 
-Stmt = Union[Call, Block, Scope, Repeat, For, If, Let]
+@dataclass(frozen=True)
+class Assert:
+    cond: Expr
+    message: Expr | None
+    loc: Loc
+
+
+Stmt = Union[Call, Block, Scope, Repeat, For, If, Let, Assert]
 
 # ---- definitions -------------------------------------------------------------------------
 

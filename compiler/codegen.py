@@ -100,7 +100,7 @@ def to_module(net: Network, init: bool = True) -> fx.GraphModule:
     gm = fx.GraphModule(root, graph, class_name=_class_name(net.name))
     if init:
         from .init import initialise
-        initialise(gm)
+        initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
     return gm
 
 

@@ -63,5 +63,6 @@ from .chain import Chain  # noqa: E402
 from .dense import Dense  # noqa: E402
 from .gradual import Gradual  # noqa: E402
 from .residual import Residual  # noqa: E402
+from .sequential import Seq, Window  # noqa: E402
 
-PATTERNS: dict[str, type[Pattern]] = {p.word: p for p in (Chain, Residual, Dense, Gradual)}
+PATTERNS: dict[str, type[Pattern]] = {p.word: p for p in (Chain, Residual, Dense, Seq, Window, Gradual)}

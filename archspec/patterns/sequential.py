@@ -1,0 +1,88 @@
+"""`seq` and `window`: sequential aggregation inside one wide layer (SeqConv; Huang et al.,
+"Sequentially Aggregated Convolutional Networks", Eq. 1–5). The block's layers are the groups of that
+wide layer. Group i reads the merge of its history — the block input x, then the outputs y_1 … y_{i-1}
+of the groups before it — and the block's output is the merge of y_1 … y_n alone: unlike `dense`, the
+input is not part of it, so the block is a drop-in for one convolution.
+
+    seq:            y_i = F_i([x, y_1, …, y_{i-1}])                                 (Eq. 1)
+    window(width):  y_i = F_i(the last `width` channels of [x, y_1, …, y_{i-1}])   (Eq. 2–5)
+
+The window slides across channels, so with `concat` it may cut the block input: a group reads its tail.
+`width` defaults to the block input's width, so every group reads as many channels as the block
+receives (WSeqConv's constant input width, the authors' code). With `sum` or `crossdepthwise` the window
+holds whole inflows; groups whose history is still shorter than the window read all of it.
+
+When every group has a raw tensor (a `shortcut` mark), the block's raw tensor is their concatenation,
+so a residual stream carried raw runs on through a windowed layer (see `residual(embedded=true)`)."""
+
+from __future__ import annotations
+
+from pydantic import PositiveInt
+
+from ..errors import SpecError
+from ..ops import OpArgs
+from . import Pattern
+
+
+class WindowArgs(OpArgs):
+    width: PositiveInt | None = None  # channels each group reads; None: the block input's width
+
+
+class Seq(Pattern):
+    word = "seq"
+    default_merge = "concat"
+
+    @classmethod
+    def width(cls, ctx, x, args) -> int | None:
+        return None  # the whole history
+
+    @classmethod
+    def build(cls, ctx, x, layers, args):
+        width = cls.width(ctx, x, args)
+        history, outs = [x], []
+        for i, layer in enumerate(layers):
+            scope = ctx.layer_scope(i)
+            parts = history if width is None else cls.window(ctx, history, width, i, len(layers), scope)
+            y = ctx.run(layer, ctx.merge_of(parts, scope), scope)
+            history.append(y)
+            outs.append(y)
+        out = ctx.merge_of(outs, ctx.scope)
+        if len(outs) > 1 and not ctx.merge.equal_shapes and all(y in ctx.builder.raw for y in outs):
+            ctx.builder.raw[out] = lambda: ctx.add("concat", {}, [ctx.builder.raw_of(y) for y in outs], ctx.scope,
+                                                   "raw", role="raw", numbered=False)
+        return out
+
+    @classmethod
+    def window(cls, ctx, history: list[str], width: int, i: int, n: int, scope) -> list[str]:
+        """The inflows of group i: the tail of its history `width` channels wide."""
+        have = sum(ctx.shape(t)[0] for t in history)
+        if i == n - 1 and width > have:
+            raise SpecError(f"window({width}) is wider than the whole history of the block's last group "
+                            f"({have} channels), so it never slides", ctx.loc,
+                            f"use `seq` for groups that read everything, or a window of at most {have}")
+        parts, need = [], width
+        for t in reversed(history):
+            c = ctx.shape(t)[0]
+            if c > need:
+                if ctx.merge.equal_shapes:
+                    raise SpecError(f"window({width}) would cut an inflow of {c} channels (group {i + 1} reads "
+                                    f"{width - need} channels before it); with '{ctx.merge.word}' a window "
+                                    "holds whole inflows", ctx.loc, f"use a multiple of {c} channels")
+                parts.append(ctx.add("slice", {"start": c - need, "stop": c}, [t], scope, "window",
+                                     role="window", numbered=False))
+                need = 0
+            else:
+                parts.append(t)
+                need -= c
+            if need == 0:
+                break
+        return parts[::-1]
+
+
+class Window(Seq):
+    word = "window"
+    Args = WindowArgs
+
+    @classmethod
+    def width(cls, ctx, x, args) -> int | None:
+        return args.width or ctx.shape(x)[0]
