@@ -163,7 +163,7 @@ def _arg_locs(args: Sequence[T.Expr], kwargs: Sequence[tuple[str, T.Expr]]) -> t
 class Shortcut:
     """A residual stream waiting to be added at the `shortcut` marks of a layer, range by range."""
 
-    tensor: str
+    parts: list[str]  # the stream, as tensors laid side by side along channels
     taken: int = 0  # channels already added
 
 
@@ -172,27 +172,42 @@ class Builder:
 
     It also keeps what the `shortcut` mark needs: the residual streams waiting to be added (innermost
     last), every mark made so far (`taps`), and each tensor's raw tensor — the pre-normalisation tensor
-    a mark tapped on the way to it, kept as a thunk until someone asks, so that no unread node is made."""
+    the marks tapped on the way to it, kept as the list of tensors that laid side by side make it, so
+    that a stream read range by range needs no concatenation."""
 
     def __init__(self) -> None:
         self.g = nx.DiGraph()
         self.edges = 0  # kept here: networkx counts edges by walking every node
         self.shortcuts: list[Shortcut] = []
         self.taps: list[str] = []
-        self.raw: dict[str, str | Callable[[], str]] = {}
+        self.raw: dict[str, list[str]] = {}
 
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["node"].shape
 
-    def open_shortcut(self, tensor: str) -> Shortcut:
-        self.shortcuts.append(Shortcut(tensor))
+    def open_shortcut(self, parts: list[str]) -> Shortcut:
+        self.shortcuts.append(Shortcut(parts))
         return self.shortcuts[-1]
 
-    def raw_of(self, x: str) -> str | None:
-        r = self.raw.get(x)
-        if callable(r):
-            r = self.raw[x] = r()
-        return r
+    def channels(self, parts: list[str]) -> int:
+        return sum(self.shape(p)[0] for p in parts)
+
+    def channel_range(self, parts: list[str], start: int, stop: int, scope: Scope, loc: Loc) -> str:
+        """Channels [start, stop) of `parts` laid side by side: a part itself where the range is one, else
+        slices of the parts it crosses, concatenated."""
+        pieces, offset = [], 0
+        for p in parts:
+            c = self.shape(p)[0]
+            lo, hi = max(start, offset), min(stop, offset + c)
+            if lo < hi:
+                pieces.append(p if (lo, hi) == (offset, offset + c) else
+                              self.add("slice", {"start": lo - offset, "stop": hi - offset}, [p], scope,
+                                       "shortcut_slice", loc, pattern="residual", role="shortcut", numbered=False))
+            offset += c
+        if len(pieces) == 1:
+            return pieces[0]
+        return self.add("concat", {}, pieces, scope, "shortcut_join", loc, pattern="residual", role="shortcut",
+                        numbered=False)
 
     def add(self, op: str, args: dict | OpArgs, inputs: list[str], scope: Scope, base: str, loc: Loc,
             pattern: str = "chain", role: str = "op", numbered: bool = True) -> str:
@@ -461,7 +476,7 @@ class Elaborator:
             self.stack.pop()
             self.sites.pop()
         if len(self.b.taps) > marks and out not in self.b.raw:
-            self.b.raw[out] = self.b.taps[-1]  # a layer's raw tensor: its last mark, unless a block inside says
+            self.b.raw[out] = [self.b.taps[-1]]  # a layer's raw tensor: its last mark, unless a block inside says
         return out
 
     def shortcut(self, c: T.Call, x: str, scope: Scope) -> str:
@@ -475,7 +490,8 @@ class Elaborator:
         tap = x
         if self.b.shortcuts:
             pend = self.b.shortcuts[-1]
-            sx, ss = self.b.shape(x), self.b.shape(pend.tensor)
+            sx = self.b.shape(x)
+            ss = (self.b.channels(pend.parts),) + self.b.shape(pend.parts[0])[1:]
             start, stop = pend.taken, pend.taken + sx[0]
             if stop > ss[0]:
                 raise SpecError(f"shortcut: this mark would add channels [{start}, {stop}) of a residual stream "
@@ -484,10 +500,7 @@ class Elaborator:
             if sx[1:] != ss[1:]:
                 raise SpecError(f"shortcut: the residual stream is {fmt_shape(ss)}, but this mark's input is "
                                 f"{fmt_shape(sx)}", loc, "the layer must keep the stream's spatial size")
-            s = pend.tensor
-            if (start, stop) != (0, ss[0]):
-                s = self.b.add("slice", {"start": start, "stop": stop}, [s], scope, "shortcut_slice", c.loc,
-                               pattern="residual", role="shortcut", numbered=False)
+            s = self.b.channel_range(pend.parts, start, stop, scope, c.loc)
             tap = self.b.add("add", {}, [x, s], scope, "shortcut", c.loc, pattern="residual", role="shortcut",
                              numbered=False)
             pend.taken = stop

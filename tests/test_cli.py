@@ -293,3 +293,11 @@ def test_a_bug_in_archspec_is_reported_briefly(cli, monkeypatch):
     r = cli("check", DELUGENET146)
     assert r.exit_code == 1  # not 2: the spec is fine
     assert "internal error: RuntimeError: boom" in r.output and "Traceback" not in r.output
+
+
+def test_broken_library_precondition_is_located(cli):
+    """`--set k=6` leaves SeqConv layers that are not whole groups: the library's assert reports where
+    the network calls the layer, with the values it saw."""
+    r = cli("compile", SPECS / "seqresnet_k8r4.arch", "--set", "k=6")
+    assert_located(r, SPECS / "lib/seqconv.arch", None, None, "whole number of groups", "out = 64, k = 6",
+                   "inside 'seqconv'")

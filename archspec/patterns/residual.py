@@ -48,13 +48,12 @@ class Residual(Pattern):
 
     @classmethod
     def embedded(cls, ctx, x, layer, scope) -> str:
-        stream = ctx.builder.raw_of(x) or x
-        pend = ctx.builder.open_shortcut(stream)
+        pend = ctx.builder.open_shortcut(ctx.builder.raw.get(x, [x]))
         try:
             y = ctx.run(layer, x, scope)
         finally:
             ctx.builder.shortcuts.pop()
-        have = ctx.shape(stream)[0]
+        have = ctx.builder.channels(pend.parts)
         if pend.taken == 0:
             raise SpecError("residual(embedded=true): the layer has no `shortcut` mark, so its stream is never "
                             "added", ctx.loc, "write `shortcut` in the layer where the stream joins, as in "

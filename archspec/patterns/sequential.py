@@ -48,8 +48,7 @@ class Seq(Pattern):
             outs.append(y)
         out = ctx.merge_of(outs, ctx.scope)
         if len(outs) > 1 and not ctx.merge.equal_shapes and all(y in ctx.builder.raw for y in outs):
-            ctx.builder.raw[out] = lambda: ctx.add("concat", {}, [ctx.builder.raw_of(y) for y in outs], ctx.scope,
-                                                   "raw", role="raw", numbered=False)
+            ctx.builder.raw[out] = [p for y in outs for p in ctx.builder.raw[y]]
         return out
 
     @classmethod
