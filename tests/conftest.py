@@ -9,3 +9,19 @@ SPECS = ROOT / "specs"
 @pytest.fixture
 def specs() -> Path:
     return SPECS
+
+
+def assert_same_function(gm, want_fn, x) -> None:
+    """`gm(x)` and `want_fn(x)` agree in float64, and so do their gradients for the input and every
+    parameter — all of which must take part."""
+    import torch
+
+    x = x.detach().requires_grad_(True)
+    got, want = gm(x), want_fn(x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    params = list(gm.parameters())
+    g_got = torch.autograd.grad(got.square().sum(), [x] + params, retain_graph=True)
+    g_want = torch.autograd.grad(want.square().sum(), [x] + params)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert all(g.abs().sum() > 0 for g in g_got)

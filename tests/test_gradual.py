@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import archspec
 from archspec.errors import SpecError
-from conftest import SPECS
+from conftest import SPECS, assert_same_function
 
 
 @pytest.fixture(autouse=True)
@@ -176,18 +176,9 @@ def test_block_computes_the_segment_updates(words, kw):
     with torch.no_grad():
         for p in gm.parameters():
             p.copy_(torch.randn_like(p))
-    x = torch.randn(4, 6, 5, 5, dtype=torch.float64, requires_grad=True)
-    got = gm(x)
-    want = _gunn(gm, x, 3, **kw)
-    assert got.shape == x.shape
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-
-    params = list(gm.parameters())
-    g_got = torch.autograd.grad(got.square().sum(), [x] + params, retain_graph=True)
-    g_want = torch.autograd.grad(want.square().sum(), [x] + params)
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    assert all(g.abs().sum() > 0 for g in g_got)  # every unit, and the input, takes part
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    assert gm(x).shape == x.shape
+    assert_same_function(gm, lambda x: _gunn(gm, x, 3, **kw), x)  # every unit, and the input, takes part
 
 
 def test_gradual_differs_from_simultaneous():
