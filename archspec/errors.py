@@ -155,3 +155,11 @@ def did_you_mean(word: str, choices: Iterable[str], aliases: Mapping[str, str] |
     if not close:
         return None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+class RunError(SpecError):
+    """A problem outside the spec text — a data set, a checkpoint, an output folder: no location, but a
+    message that names what was looked at and what was expected. Exits 2 like a spec error."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, None, hint)
