@@ -239,6 +239,88 @@ def bench_compile(
     guarded(run)
 
 
+@app.command()
+def train(
+    spec: Path = SpecArg,
+    set_: Optional[List[str]] = SetOpt,
+    data: Optional[str] = typer.Option(None, "--data", metavar="SOURCE",
+                                       help="A CIFAR-10/100 folder (python or binary layout), an image folder "
+                                            "(train/ and val/), or synthetic-cifar10[:N]; default: the digits "
+                                            "bundled with scikit-learn."),
+    recipe: str = typer.Option("quick", "--recipe", help="cifar, imagenet or quick."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    out_dir: Path = typer.Option(Path("runs/last"), "--out", metavar="DIR",
+                                 help="Checkpoints (last/best.safetensors) and metrics.jsonl go here."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Launch this many processes with torchrun (DDP)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train SPEC with a recipe; every epoch is checkpointed atomically and can be resumed."""
+
+    def run():
+        sets = parse_sets(set_)
+        if nproc > 1:
+            return _launch(nproc)
+        from archspec.runtime.train import TrainConfig, train as run_training
+
+        cfg = TrainConfig(spec=str(spec), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
+                          lr=lr, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
+                          progress=not quiet)
+        rows = run_training(cfg, log=lambda m: out.print(m))
+        if rows and int(os.environ.get("RANK", "0")) == 0:
+            last = rows[-1]
+            out.print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs "
+                      f"(best {max(r['test_acc'] for r in rows):.4f}); wrote {out_dir}")
+
+    guarded(run)
+
+
+def _launch(nproc: int) -> None:
+    """`--nproc N`: the same command once per process under torchrun."""
+    import subprocess
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "archspec", *argv]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .safetensors file from archspec train."),
+    data: Optional[str] = typer.Option(None, "--data", metavar="SOURCE",
+                                       help="Test data (default: the data set it was trained on, where known)."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Test accuracy of a checkpoint, rebuilt from the spec it carries."""
+
+    def run():
+        from archspec.runtime.train import evaluate_checkpoint
+
+        r = evaluate_checkpoint(checkpoint, data, device)
+        if as_json:
+            print(json.dumps(r))
+        else:
+            out.print(f"{r['network']} after epoch {r['epoch']} on {r['data']}: test accuracy {r['test_acc']:.4f}, "
+                      f"loss {r['test_loss']:.4f} ({r['images']:,} images)")
+
+    guarded(run)
+
+
 def main() -> None:
     try:
         app()

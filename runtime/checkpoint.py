@@ -1,0 +1,362 @@
+"""Training checkpoints as single safetensors files: written atomically so a crash never costs the last
+good checkpoint, and read without unpickling so a checkpoint from anywhere cannot run code.
+
+A file holds the tensors of the model, optimizer, scheduler and RNG states under the prefixes `model/`,
+`optimizer/`, `scheduler/` and `rng/`; its string metadata holds `format`, `version`, the epoch, a JSON
+skeleton per part (the nesting around the tensors) and `meta` as plain JSON."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from archspec.errors import RunError
+
+__all__ = ["Checkpoint", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
+           "FORMAT", "VERSION"]
+
+FORMAT = "archspec-checkpoint"
+VERSION = "1"
+_PARTS = ("model", "optimizer", "scheduler", "rng")
+
+# Skeleton tags: a tagged node is a one-key JSON object whose key starts with "$"; plain dicts with
+# str keys that do not start with "$" stay plain objects so that the header remains readable.
+_TENSOR, _TUPLE, _DICT, _COUNTER, _FLOAT = "$tensor", "$tuple", "$dict", "$counter", "$float"
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+_CORRUPT_HINT = "it may be cut short or written by another program: resume from another checkpoint or start afresh"
+_PICKLE_HINT = ("archspec checkpoints are safetensors files; pickles (torch.save) are never loaded because "
+                "loading one can run arbitrary code")
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a training run exactly where it stopped."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict | None
+    scheduler: dict | None
+    epoch: int
+    rng: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+# -- nested structures <-> tensors + JSON skeleton
+
+def flatten(obj: Any, prefix: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested structure into tensors named `<prefix>/<path>` and a JSON-able skeleton, so that
+    optimizer and scheduler states can be stored without pickle. Int dict keys, tuples, Counters and
+    non-finite floats survive the trip through JSON; anything else unsupported raises TypeError."""
+    tensors: dict[str, torch.Tensor] = {}
+    return tensors, _encode(obj, prefix, tensors)
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return {_FLOAT: "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")}
+    if isinstance(obj, torch.Tensor):
+        name, n = path, 1
+        while name in tensors:
+            n += 1
+            name = f"{path}~{n}"
+        tensors[name] = obj
+        return {_TENSOR: name}
+    if isinstance(obj, (list, tuple)):
+        items = [_encode(v, _join(path, i), tensors) for i, v in enumerate(obj)]
+        return {_TUPLE: items} if isinstance(obj, tuple) else items
+    if isinstance(obj, dict):
+        for k in obj:
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"cannot store a dict key of type {type(k).__name__} at '{path}'")
+        pairs = [(k, _encode(v, _join(path, k), tensors)) for k, v in obj.items()]
+        if isinstance(obj, Counter):
+            return {_COUNTER: [list(p) for p in pairs]}
+        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            return dict(pairs)
+        return {_DICT: [list(p) for p in pairs]}
+    raise TypeError(f"cannot store a {type(obj).__name__} at '{path}' in a checkpoint")
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def unflatten(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Rebuild what `flatten` split. Raises ValueError when the skeleton is malformed or names a tensor
+    that `tensors` lacks, so that a damaged file is reported rather than half-restored."""
+    if skeleton is None or isinstance(skeleton, (bool, int, float, str)):
+        return skeleton
+    if isinstance(skeleton, list):
+        return [unflatten(v, tensors) for v in skeleton]
+    if not isinstance(skeleton, dict):
+        raise ValueError(f"unexpected {type(skeleton).__name__} in the skeleton")
+    tags = [k for k in skeleton if k.startswith("$")]
+    if not tags:
+        return {k: unflatten(v, tensors) for k, v in skeleton.items()}
+    if len(skeleton) != 1:
+        raise ValueError(f"tag {tags[0]} has company: {sorted(skeleton)}")
+    tag, body = tags[0], skeleton[tags[0]]
+    if tag == _TENSOR:
+        if not isinstance(body, str):
+            raise ValueError(f"tensor reference {body!r} is not a name")
+        if body not in tensors:
+            raise ValueError(f"it refers to tensor '{body}', which is not in the file")
+        return tensors[body]
+    if tag == _TUPLE:
+        if not isinstance(body, list):
+            raise ValueError("a tuple is not stored as a list")
+        return tuple(unflatten(v, tensors) for v in body)
+    if tag in (_DICT, _COUNTER):
+        if not isinstance(body, list) or not all(
+                isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int)) for p in body):
+            raise ValueError("a dict is not stored as a list of [key, value] pairs")
+        out = {k: unflatten(v, tensors) for k, v in body}
+        return Counter(out) if tag == _COUNTER else out
+    if tag == _FLOAT:
+        if body not in _NON_FINITE:
+            raise ValueError(f"unknown float {body!r}")
+        return _NON_FINITE[body]
+    raise ValueError(f"unknown tag {tag}")
+
+
+# -- saving
+
+def save(path: str | Path, ck: Checkpoint) -> None:
+    """Write `ck` to `path` atomically and durably: the file at `path` is either the previous checkpoint
+    or the complete new one, even if the process is killed or the machine loses power meanwhile."""
+    path = Path(path)
+    tensors, metadata = _encode_checkpoint(ck)
+    tensors = _storable(tensors)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {_reason(e)}") from None
+    try:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.fsync(fd)
+            _check_written(tmp, metadata, len(tensors))
+            os.chmod(tmp, _file_mode(path))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:
+        _remove_quietly(tmp)
+        if isinstance(e, Exception):
+            raise RunError(f"cannot write {path}: {_reason(e)}",
+                           "check that the folder is writable and the disk has room") from None
+        raise
+    try:
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: the folder could not be synced to disk ({_reason(e)})") from None
+
+
+def _encode_checkpoint(ck: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if isinstance(ck.epoch, bool) or not isinstance(ck.epoch, int):
+        raise TypeError(f"Checkpoint.epoch must be an int, not {type(ck.epoch).__name__}")
+    if not isinstance(ck.meta, dict):
+        raise TypeError(f"Checkpoint.meta must be a dict, not {type(ck.meta).__name__}")
+    metadata = {"format": FORMAT, "version": VERSION, "epoch": json.dumps(ck.epoch), "meta": json.dumps(ck.meta)}
+    tensors: dict[str, torch.Tensor] = {}
+    for part in _PARTS:
+        found, skeleton = flatten(getattr(ck, part), part)
+        tensors.update(found)
+        metadata[part] = json.dumps(skeleton, allow_nan=False, separators=(",", ":"))
+    return tensors, metadata
+
+
+def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors that share no memory, as safetensors requires (state dicts may hold
+    tied weights or views of one storage)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in tensors.items():
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        ptr = t.untyped_storage().data_ptr()
+        if not t.is_contiguous() or (ptr and ptr in seen):
+            t = t.clone(memory_format=torch.contiguous_format)
+            ptr = t.untyped_storage().data_ptr()
+        seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def _check_written(tmp: str, metadata: Mapping[str, str], count: int) -> None:
+    """Reread the header of the new file before it replaces the old one: a short write must not win."""
+    with safe_open(tmp, framework="pt") as f:
+        if f.metadata() != dict(metadata) or len(f.keys()) != count:
+            raise OSError(errno.EIO, "the written file does not read back")
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+# -- loading
+
+def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by `save`, using only safetensors and JSON: nothing in the file can run
+    code. Every way a file can be wrong is a RunError that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"no checkpoint at {path}")
+    if path.is_dir():
+        inside = path / "last.safetensors"
+        raise _unreadable(path, "it is a folder", f"did you mean {inside}?" if inside.is_file() else None)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise _unreadable(path, _reason(e), None) from None
+    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04":
+        raise _unreadable(path, "it is a pickle or zip file (as torch.save writes), not safetensors", _PICKLE_HINT)
+    if len(head) < 8:
+        raise _unreadable(path, "the file is empty" if not head else f"the file is only {len(head)} bytes long")
+    metadata, tensors = _read(path)
+
+    device = torch.device(map_location)
+    placed = tensors if device.type == "cpu" else {k: t.to(device) for k, t in tensors.items()}
+    parts = {part: _decode(path, metadata, part, tensors if part == "rng" else placed) for part in _PARTS}
+    epoch = _json(path, metadata, "epoch")
+    meta = _json(path, metadata, "meta")
+
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _unreadable(path, f"its epoch {epoch!r} is not a count")
+    if not isinstance(meta, dict):
+        raise _unreadable(path, "its meta is not a JSON object")
+    model, rng = parts["model"], parts["rng"]
+    if not _tensor_dict(model):
+        raise _unreadable(path, "its model is not a mapping of names to tensors")
+    if not _tensor_dict(rng) or any(t.dtype != torch.uint8 for t in rng.values()):
+        raise _unreadable(path, "its rng is not a mapping of names to byte tensors")
+    for part in ("optimizer", "scheduler"):
+        if parts[part] is not None and not isinstance(parts[part], dict):
+            raise _unreadable(path, f"its {part} state is not a dict")
+    return Checkpoint(model=model, optimizer=parts["optimizer"], scheduler=parts["scheduler"], epoch=epoch,
+                      rng=rng, meta=meta)
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata()
+            _check_format(path, metadata)
+            return dict(metadata), {k: f.get_tensor(k) for k in f.keys()}
+    except RunError:
+        raise
+    except Exception as e:  # safetensors reports damage as several exception types
+        raise _unreadable(path, f"not a valid safetensors file ({e})") from None
+
+
+def _check_format(path: Path, metadata: Mapping[str, str] | None) -> None:
+    fmt = (metadata or {}).get("format")
+    if fmt is None:
+        raise _unreadable(path, "it is a safetensors file without archspec metadata",
+                          "only files written by archspec train can be resumed or evaluated")
+    if fmt != FORMAT:
+        raise _unreadable(path, f"its format is '{fmt}', not '{FORMAT}'",
+                          "only files written by archspec train can be resumed or evaluated")
+    version = metadata.get("version")
+    if version != VERSION:
+        raise _unreadable(path, f"it is checkpoint version {version!r}; this archspec reads version {VERSION}",
+                          "use the archspec release that wrote it")
+
+
+def _json(path: Path, metadata: Mapping[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise _unreadable(path, f"its metadata lacks '{key}'")
+    try:
+        return json.loads(metadata[key])
+    except ValueError as e:
+        raise _unreadable(path, f"its '{key}' entry is not valid JSON ({e})") from None
+
+
+def _decode(path: Path, metadata: Mapping[str, str], part: str, tensors: Mapping[str, torch.Tensor]) -> Any:
+    skeleton = _json(path, metadata, part)
+    try:
+        return unflatten(skeleton, tensors)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise _unreadable(path, f"its '{part}' entry is damaged: {e}") from None
+
+
+def _tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unreadable(path: Path, what: str, hint: str | None = _CORRUPT_HINT) -> RunError:
+    return RunError(f"{path} is not a readable archspec checkpoint: {what}", hint)
+
+
+# -- random number generators
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The torch CPU generator and, when CUDA is available, every device's generator (stacked under
+    `cuda`), so that dropout and augmentation continue the same sequence after a resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(rng: Mapping[str, torch.Tensor]) -> None:
+    """Restore what `rng_state` captured; CUDA states are restored for the devices present (a run may
+    resume on fewer GPUs, or on none)."""
+    try:
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].detach().cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            states = rng["cuda"].detach().cpu()
+            for i in range(min(len(states), torch.cuda.device_count())):
+                torch.cuda.set_rng_state(states[i].contiguous(), i)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise RunError(f"cannot restore the random number generator state: {e}") from None
