@@ -321,6 +321,105 @@ def eval_(
     guarded(run)
 
 
+def _load_source(source: Path, sets: dict[str, Any], seed: int):
+    """A spec (fresh weights from `seed`) or a training checkpoint (its weights, its spec)."""
+    from archspec.runtime.train import model_from_source
+
+    return model_from_source(source, sets, seed)
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., metavar="SOURCE", help="A spec (.arch) or a checkpoint (.safetensors)."),
+    fmt: str = typer.Option(..., "--format", help="pt2, onnx or tensorrt."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE"),
+    batch: int = typer.Option(1, "--batch", min=1, help="The batch size of a static export."),
+    dynamic_batch: Optional[str] = typer.Option(None, "--dynamic-batch", metavar="MIN:OPT:MAX",
+                                                help="Export with a dynamic batch dimension."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    verify: bool = typer.Option(False, "--verify", help="Run the artefact and compare it with eager PyTorch."),
+    seed: int = typer.Option(0, "--seed", help="Weights of a spec source start from this seed."),
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
+
+    def run():
+        from archspec.runtime.export import ExportOptions, export_model
+
+        net, model = _load_source(source, parse_sets(set_), seed)
+        opts = ExportOptions(format=fmt, output=output, batch=batch, dynamic_batch=dynamic_batch,
+                             precision=precision, verify=verify)
+        export_model(net, model, opts, out)
+
+    guarded(run)
+
+
+@bench_app.command("infer")
+def bench_infer(
+    spec: Path = SpecArg,
+    set_: Optional[List[str]] = SetOpt,
+    backends: str = typer.Option("eager,compile,onnxruntime,tensorrt", "--backends"),
+    batch: str = typer.Option("1,64", "--batch", help="Comma-separated batch sizes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    repeat: int = typer.Option(20, "--repeat", min=3, help="Timed runs per backend and batch."),
+) -> None:
+    """Inference latency and images/s per backend, warm-up excluded."""
+
+    def run():
+        from archspec.runtime.bench_infer import run_bench_infer
+
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()],
+                        [_count(b) for b in batch.split(",") if b.strip()], device, repeat, out)
+
+    guarded(run)
+
+
+@app.command()
+def graph(
+    spec: Path = SpecArg,
+    set_: Optional[List[str]] = SetOpt,
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help=".svg, .png or .dot (default: SPEC's name with .svg)."),
+    level: str = typer.Option("layer", "--level", help="block, layer or op."),
+) -> None:
+    """Draw the network: blocks, layers and their cross-layer connections, by pattern and merge."""
+
+    def run():
+        from archspec.runtime.draw import draw
+
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        path = draw(net, output or Path(spec.name).with_suffix(".svg"), level)
+        out.print(f"wrote {path}")
+
+    guarded(run)
+
+
+@app.command()
+def inspect(
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT"),
+    connections: bool = typer.Option(True, "--connections/--no-connections",
+                                     help="What the network learned about its cross-layer connections."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.png"),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
+) -> None:
+    """Plot the learned strength of each cross-layer connection of a trained network."""
+
+    def run():
+        from archspec.runtime.connections import connection_strengths, plot_connections
+
+        report_ = connection_strengths(checkpoint)
+        if as_json:
+            print(json.dumps(report_))
+        path = output or (None if as_json else checkpoint.with_suffix(".connections.png"))
+        if path is not None:
+            plot_connections(report_, path)
+            if not as_json:
+                out.print(f"wrote {path}")
+
+    guarded(run)
+
+
 def main() -> None:
     try:
         app()

@@ -389,24 +389,48 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict]:
         tdist.destroy_process_group()
 
 
-def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
-                        batch_size: int = 256) -> dict:
-    """Test loss and accuracy of a checkpoint, rebuilt from the spec it carries."""
-    ck = ckpt.load(path)
-    meta = ck.meta
+def network_of(ck: ckpt.Checkpoint, path: str | Path) -> Network:
+    """The network a checkpoint was trained as, rebuilt from the spec text it carries."""
     try:
-        spec = spec_from_files(meta["files"], meta["main"])
-        params = meta["params"]
+        spec = spec_from_files(ck.meta["files"], ck.meta["main"])
+        params = ck.meta["params"]
     except KeyError as e:
         raise RunError(f"{path} does not say what network it holds (no {e} in its metadata)") from None
-    ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
-    net = archspec.network(spec, **params)
-    dev = pick_device(device, Dist())
-    model = archspec.build(net).to(dev)
+    return archspec.network(spec, **params)
+
+
+def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[Network, nn.Module, ckpt.Checkpoint]:
+    """A checkpoint's network, its module with the trained weights, and the checkpoint itself."""
+    ck = ckpt.load(path)
+    net = network_of(ck, path)
+    model = archspec.build(net).to(device)
     try:
         model.load_state_dict(ck.model)
     except RuntimeError as e:
         raise RunError(f"{path}: the weights do not fit network '{net.name}': {e}") from None
+    return net, model, ck
+
+
+def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0) -> tuple[Network, nn.Module]:
+    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights), in eval mode."""
+    if Path(source).suffix == ".safetensors":
+        if sets:
+            raise RunError("--set applies to a spec; a checkpoint carries its own parameters")
+        net, model, _ = load_trained(source)
+    else:
+        net = archspec.network(source, **sets)
+        torch.manual_seed(seed)
+        model = archspec.build(net)
+    return net, model.eval()
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
+                        batch_size: int = 256) -> dict:
+    """Test loss and accuracy of a checkpoint, rebuilt from the spec it carries."""
+    dev = pick_device(device, Dist())
+    net, model, ck = load_trained(path, dev)
+    meta = ck.meta
+    ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
     if tuple(net.shape(net.input)) != ds.shape or tuple(net.shape(net.output)) != (ds.classes,):
         raise RunError(f"{path} holds network '{net.name}' for {'×'.join(map(str, net.shape(net.input)))} "
                        f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")
