@@ -354,6 +354,42 @@ def export(
     guarded(run)
 
 
+@bench_app.command("train")
+def bench_train(
+    spec: Path = SpecArg,
+    set_: Optional[List[str]] = SetOpt,
+    batch: int = typer.Option(64, "--batch", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile both modules."),
+    baseline: str = typer.Option("auto", "--baseline",
+                                 help="handwritten, naive (plain codegen), or auto (hand-written where one exists)."),
+    steps: int = typer.Option(10, "--steps", min=2, help="Timed steps (the median is shown)."),
+    warmup: int = typer.Option(3, "--warmup", min=0),
+    depth_sweep: Optional[str] = typer.Option(None, "--depth-sweep", metavar="PARAM",
+                                              help="Instead: bytes held for backward with the spec parameter "
+                                                   "PARAM (e.g. n or depth) at 8, 16 and 32."),
+) -> None:
+    """Training-step time, images/s and memory held for backward, against a baseline in the same run."""
+
+    def run():
+        from archspec.runtime import bench_train as bt
+
+        from . import api
+
+        sets = parse_sets(set_)
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        if depth_sweep is not None:
+            if depth_sweep not in net.params:
+                raise SpecError(f"network '{net.name}' has no parameter '{depth_sweep}' to sweep", None,
+                                f"its parameters: {', '.join(net.params)}")
+            bt.depth_sweep(lambda d: api.network(spec, **{**sets, depth_sweep: d}), batch, device, out)
+        else:
+            bt.run_bench_train(net, batch, device, dtype, compile_, baseline, steps, warmup, out)
+
+    guarded(run)
+
+
 @bench_app.command("infer")
 def bench_infer(
     spec: Path = SpecArg,
