@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Loc, SpecError, loc_of
+from .errors import Loc, RunError, SpecError, loc_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
@@ -251,6 +251,12 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0),
+    momentum: Optional[float] = typer.Option(None, "--momentum", min=0.0, max=1.0),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0.0),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov"),
+    milestones: Optional[str] = typer.Option(None, "--milestones", metavar="F,F,...",
+                                             help="Fractions of training at which the rate drops (e.g. 0.5,0.75)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="The factor of each drop (0.1)."),
     seed: int = typer.Option(0, "--seed"),
     out_dir: Path = typer.Option(Path("runs/last"), "--out", metavar="DIR",
                                  help="Checkpoints (last/best.safetensors) and metrics.jsonl go here."),
@@ -269,8 +275,14 @@ def train(
             return _launch(nproc)
         from archspec.runtime.train import TrainConfig, train as run_training
 
+        tweaks = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov, "gamma": gamma}
+        if milestones is not None:
+            try:
+                tweaks["milestones"] = tuple(float(m) for m in milestones.split(",") if m.strip())
+            except ValueError:
+                raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
         cfg = TrainConfig(spec=str(spec), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
-                          lr=lr, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
+                          lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
                           progress=not quiet)
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:

@@ -40,6 +40,7 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    tweaks: dict[str, Any] = field(default_factory=dict)  # any other recipe field
     seed: int = 0
     out: Path = Path("runs/last")
     resume: bool = False
@@ -186,6 +187,28 @@ class Feed:
                          rank=self.rank, world=self.world), n
 
 
+class Readout:
+    """Mean loss and accuracy from running sums on the device, read for display without waiting for
+    it: each read starts a non-blocking copy to the host and shows the newest copy already arrived."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(3, dtype=torch.float64, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.shown: tuple[float, float] | None = None
+
+    def read(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float] | None:
+        if not self.cuda:
+            return float(loss_sum) / seen, float(correct) / seen
+        if self.event.query():  # the last copy has landed: show it, start the next
+            if self.host[2] > 0:
+                self.shown = (float(self.host[0] / self.host[2]), float(self.host[1] / self.host[2]))
+            count = torch.full((), float(seen), dtype=torch.float64, device=loss_sum.device)
+            self.host.copy_(torch.stack([loss_sum.double(), correct.double(), count]), non_blocking=True)
+            self.event.record()
+        return self.shown
+
+
 # ---- the loop ---------------------------------------------------------------------------------
 
 class Trainer:
@@ -196,7 +219,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
-        self.recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+        self.recipe = get_recipe(cfg.recipe, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                                                "lr": cfg.lr})
         self.ds = D.load(cfg.data, seed=cfg.seed)
         self.spec = archspec.parse(cfg.spec) if isinstance(cfg.spec, str) else cfg.spec
         self.net = fit_network(self.spec, cfg.sets, self.ds)
@@ -303,6 +327,7 @@ class Trainer:
         seen = 0
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
         every = max(1, n // 20)
+        readout = Readout(self.device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(it):
             with self._autocast():
@@ -314,10 +339,11 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            if (step + 1) % every == 0 or step + 1 == n:  # the only reads of device values: a few per epoch
+            if (step + 1) % every == 0 or step + 1 == n:
                 rate = seen * self.dist.world / (time.perf_counter() - t0)
-                bar.update(task, completed=step + 1,
-                           stats=f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.3f}  {rate:,.0f} img/s")
+                shown = readout.read(loss_sum, correct, seen)  # never waits for the device
+                stats = f"loss {shown[0]:.3f}  acc {shown[1]:.3f}  " if shown else ""
+                bar.update(task, completed=step + 1, stats=f"{stats}{rate:,.0f} img/s")
         bar.remove_task(task)
         total_loss, total_correct, total_seen = self._reduce(loss_sum, correct, torch.tensor(float(seen)))
         return total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen)

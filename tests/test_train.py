@@ -127,3 +127,15 @@ def test_two_processes_under_torchrun_stay_identical(tmp_path):
     assert (tmp_path / "run/last.safetensors").exists()
     rows = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1
+
+
+def test_every_recipe_field_can_be_overridden(tmp_path):
+    r = CliRunner().invoke(app, ["train", TINY, "--set", "n=1", "--set", "w=4", "--epochs", "2", "--lr", "0.05",
+                                 "--momentum", "0.8", "--no-nesterov", "--weight-decay", "0.0005",
+                                 "--milestones", "0.5", "--gamma", "0.5", "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    recipe = ckpt.load(tmp_path / "last.safetensors").meta["recipe"]
+    assert (recipe["lr"], recipe["momentum"], recipe["nesterov"], recipe["weight_decay"], recipe["gamma"]) == \
+        (0.05, 0.8, False, 0.0005, 0.5)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == [0.05, 0.025]
