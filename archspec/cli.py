@@ -456,6 +456,8 @@ def inspect(
     def run():
         from archspec.runtime.connections import connection_strengths, plot_connections
 
+        if not connections:
+            raise RunError("nothing to inspect: --connections is what inspect reports")
         report_ = connection_strengths(checkpoint)
         if as_json:
             print(json.dumps(report_))

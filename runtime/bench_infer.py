@@ -1,0 +1,224 @@
+"""`archspec bench infer`: inference latency and throughput of one network's inference form (batch
+norms folded) under each backend — eager PyTorch, torch.compile, onnxruntime, TensorRT — at each batch
+size, warm-up excluded. A backend that cannot run here is a row that says why, not an error."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import archspec
+from archspec.errors import RunError, did_you_mean
+from archspec.ir import Network
+
+from .export import BatchRange, ExportOptions, compile_tensorrt, export_model, inference_form, load_tensorrt
+
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
+WARMUP = 3
+
+Runner = Callable[[torch.Tensor], Any]
+
+
+class Skip(Exception):
+    """A backend that cannot run here; the message says why."""
+
+
+@dataclass
+class Backend:
+    """A backend prepared for one network: `run(x)` computes one batch; `note` qualifies the figures."""
+
+    run: Runner
+    note: str = ""
+    cuda_events: bool = True  # the work is queued on torch's current CUDA stream, so CUDA events time it
+    to_host: bool = False  # takes and returns host (numpy) arrays
+
+
+def run_bench_infer(net: Network, backends: list[str], batches: list[int], device: str, repeat: int,
+                    console: Console) -> list[dict]:
+    """Time `net` (weights from seed 0) under each backend at each batch size: `repeat` timed runs after
+    warm-up; print a table and return one row per backend and batch (a skipped backend: one row with
+    `skipped`, one that broke: `failed`, with the reason). Median and the 10th–90th percentile spread in ms, images/s from the median."""
+    _check(backends, batches, repeat)
+    dev = _pick_device(device)
+    torch.manual_seed(0)
+    model = inference_form(archspec.build(net)).to(dev)
+    shape = tuple(net.shape(net.input))
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="archspec-infer-") as tmp:
+        for name in backends:
+            try:
+                backend = _prepare(name, model, net, shape, batches, dev, Path(tmp))
+            except Skip as e:
+                rows.append({"backend": name, "device": dev.type, "skipped": str(e)})
+                continue
+            except Exception as e:  # a compiler outside PyTorch gave up: say so, and go on
+                if name == "eager":
+                    raise
+                rows.append({"backend": name, "device": dev.type, "failed": _first_line(e)})
+                continue
+            for b in batches:
+                try:
+                    figures = _measure(backend, shape, b, dev, repeat)
+                except Exception as e:
+                    if name == "eager":
+                        raise
+                    rows.append({"backend": name, "device": dev.type, "batch": b, "failed": _first_line(e)})
+                    continue
+                rows.append({"backend": name, "device": dev.type, "batch": b, "note": backend.note, **figures})
+    _print(net, rows, dev, repeat, console)
+    return rows
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _check(backends: list[str], batches: list[int], repeat: int) -> None:
+    if not backends:
+        raise RunError("--backends: no backend given", f"backends: {', '.join(BACKENDS)}")
+    for name in backends:
+        if name not in BACKENDS:
+            hint = did_you_mean(name, BACKENDS)
+            listed = f"backends: {', '.join(BACKENDS)}"
+            raise RunError(f"unknown backend '{name}'", f"{hint}\n{listed}" if hint else listed)
+    if not batches:
+        raise RunError("--batch: no batch size given", "for example --batch 1,64")
+    if any(b < 1 for b in batches):
+        raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
+    if repeat < 1:
+        raise RunError(f"--repeat {repeat}: at least one timed run is needed")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError("--device cuda: no CUDA device is available here", "use --device cpu or auto")
+        return torch.device("cuda")
+    if name != "cpu":
+        raise RunError(f"unknown device '{name}'", "devices: auto, cpu, cuda")
+    return torch.device("cpu")
+
+
+# ---- backends ----------------------------------------------------------------------------------------
+
+
+def _prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], batches: list[int],
+             dev: torch.device, tmp: Path) -> Backend:
+    if name == "eager":
+        return Backend(model)
+    if name == "compile":
+        return Backend(torch.compile(model))
+    if name == "onnxruntime":
+        return _onnxruntime(model, net, batches, dev, tmp)
+    return _tensorrt(model, shape, batches, dev)
+
+
+def _span(batches: list[int]) -> BatchRange:
+    return BatchRange(min(batches), max(batches), max(batches))
+
+
+def _onnxruntime(model: nn.Module, net: Network, batches: list[int], dev: torch.device, tmp: Path) -> Backend:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise Skip("onnxruntime is not installed (pip install 'archspec[onnx]')") from None
+    r = _span(batches)
+    opts = ExportOptions(format="onnx", output=tmp / f"{net.name}.onnx", batch=r.min,
+                         dynamic_batch=f"{r.min}:{r.opt}:{r.max}" if r.dynamic else None)
+    try:
+        path = export_model(net, model.cpu(), opts, Console(quiet=True))
+    except RunError as e:
+        raise Skip(e.message) from None
+    finally:
+        model.to(dev)
+    providers, note = ["CPUExecutionProvider"], ""
+    if dev.type == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers, note = ["CUDAExecutionProvider"], "CUDA provider; times include host↔device copies"
+        else:
+            note = "runs on the CPU: this onnxruntime has no CUDA provider"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    name = session.get_inputs()[0].name
+    return Backend(lambda x: session.run(None, {name: x}), note, cuda_events=False, to_host=True)
+
+
+def _tensorrt(model: nn.Module, shape: tuple[int, ...], batches: list[int], dev: torch.device) -> Backend:
+    try:
+        trt = load_tensorrt("the tensorrt backend")
+    except RunError as e:
+        raise Skip(e.message) from None
+    if dev.type != "cuda":
+        raise Skip("TensorRT runs on a CUDA device, not --device cpu")
+    r = _span(batches)
+    trt_gm = compile_tensorrt(trt, model, shape, r, torch.float32)
+    return Backend(trt_gm, f"fp32, one engine for batch {r.min}..{r.max} (tuned for {r.opt})")
+
+
+# ---- timing ------------------------------------------------------------------------------------------
+
+
+def _measure(backend: Backend, shape: tuple[int, ...], batch: int, dev: torch.device, repeat: int) -> dict:
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    x = x.numpy() if backend.to_host else x.to(dev)
+    cuda = dev.type == "cuda"
+    with torch.inference_mode():
+        for _ in range(WARMUP):
+            backend.run(x)
+        if cuda:
+            torch.cuda.synchronize(dev)
+        times = []
+        for _ in range(repeat):
+            if cuda and backend.cuda_events:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                backend.run(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                backend.run(x)
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                times.append((time.perf_counter() - t0) * 1e3)
+    median = statistics.median(times)
+    lo, hi = _spread(times)
+    return {"median_ms": median, "p10_ms": lo, "p90_ms": hi, "images_per_s": batch / (median / 1e3)}
+
+
+def _spread(times: list[float]) -> tuple[float, float]:
+    """The 10th and 90th percentiles (the range itself for fewer than two runs)."""
+    if len(times) < 2:
+        return times[0], times[0]
+    q = statistics.quantiles(times, n=10, method="inclusive")
+    return q[0], q[-1]
+
+
+def _print(net: Network, rows: list[dict], dev: torch.device, repeat: int, console: Console) -> None:
+    table = Table(title=f"inference {net.name}  input {'×'.join(map(str, net.shape(net.input)))}  on {dev.type}: "
+                        f"median of {repeat} runs after {WARMUP} untimed warm-up runs (compiling happens there)",
+                  title_justify="left")
+    for col in ("backend", "batch", "ms", "p10–p90 ms", "images/s", "note"):
+        table.add_column(col, justify="left" if col in ("backend", "note") else "right")
+    for row in rows:
+        if "skipped" in row or "failed" in row:
+            why = f"skipped: {row['skipped']}" if "skipped" in row else f"failed: {row['failed']}"
+            table.add_row(row["backend"], str(row.get("batch", "")), "", "", "", why)
+        else:
+            table.add_row(row["backend"], str(row["batch"]), f"{row['median_ms']:.3f}",
+                          f"{row['p10_ms']:.3f}–{row['p90_ms']:.3f}", f"{row['images_per_s']:,.0f}", row["note"])
+    console.print(table)

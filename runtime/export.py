@@ -1,0 +1,436 @@
+"""`archspec export`: a network as a deployment artefact — a torch.export program (needs only torch to
+load), ONNX, or a TensorRT program and engine — always from its inference form (eval mode, each batch
+norm that only normalises a convolution folded into it), optionally checked against eager PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import logging
+import os
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from archspec.errors import RunError, did_you_mean
+from archspec.ir import Network
+
+FORMATS = ("pt2", "onnx", "tensorrt")
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SUFFIXES = {"pt2": ".pt2", "onnx": ".onnx", "tensorrt": ".ep"}
+# The largest error `--verify` accepts, as a fraction of the largest |output| of eager fp32 PyTorch: fp32
+# artefacts differ only by rounding (TensorRT picks its own kernels, TF32 among them); fp16 keeps ~3
+# significant digits, bf16 ~2.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "pt2": {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2},
+    "onnx": {"fp32": 1e-4},
+    "tensorrt": {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2},
+}
+ONNX_OPSET = 18
+_ONNX_INLINE_LIMIT = 1_500_000_000  # bytes of weights a single .onnx file holds (protobuf stops at 2 GiB)
+
+
+# ---- options -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The batch sizes an artefact accepts: one (`min == max`) or a dynamic range tuned for `opt`."""
+
+    min: int
+    opt: int
+    max: int
+
+    @property
+    def dynamic(self) -> bool:
+        return self.min < self.max
+
+    @property
+    def example(self) -> int:
+        """The batch to trace with: `opt`, but at least 2 in a range, so that tracing does not
+        specialise the batch dimension to the size 1."""
+        return min(max(self.opt, 2), self.max) if self.dynamic else self.opt
+
+    @property
+    def checked(self) -> tuple[int, ...]:
+        """The batch sizes `--verify` runs: both ends of a range."""
+        return (self.min, self.max) if self.dynamic else (self.min,)
+
+    def dynamic_shapes(self) -> tuple[dict[int, Any]] | None:
+        """torch.export's `dynamic_shapes` for the one input: a `batch` dimension in [min, max]."""
+        if not self.dynamic:
+            return None
+        return ({0: torch.export.Dim("batch", min=self.min, max=self.max)},)
+
+    def __str__(self) -> str:
+        return f"batch {self.min}..{self.max} (tuned for {self.opt})" if self.dynamic else f"batch {self.min}"
+
+
+def parse_dynamic_batch(text: str) -> BatchRange:
+    """`MIN:OPT:MAX` with whole numbers 1 ≤ MIN ≤ OPT ≤ MAX and MIN < MAX."""
+    hint = "write --dynamic-batch MIN:OPT:MAX, e.g. 1:8:64 (1 <= MIN <= OPT <= MAX)"
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise RunError(f"--dynamic-batch {text!r}: expected three numbers MIN:OPT:MAX", hint)
+    try:
+        lo, opt, hi = (int(p.strip()) for p in parts)
+    except ValueError:
+        raise RunError(f"--dynamic-batch {text!r}: MIN, OPT and MAX must be whole numbers", hint) from None
+    if not 1 <= lo <= opt <= hi:
+        raise RunError(f"--dynamic-batch {text!r}: needs 1 <= MIN <= OPT <= MAX", hint)
+    if lo == hi:
+        raise RunError(f"--dynamic-batch {text!r}: MIN equals MAX, so the batch is not dynamic",
+                       f"use --batch {lo} for a fixed batch size")
+    return BatchRange(lo, opt, hi)
+
+
+@dataclass
+class ExportOptions:
+    """What `export_model` writes. `output` defaults to `NAME.pt2`, `NAME.onnx` or `NAME.ep` (TensorRT also
+    writes the raw engine beside it, as `.engine`); `dynamic_batch` (`MIN:OPT:MAX`) replaces `batch`."""
+
+    format: str
+    output: Path | None = None
+    batch: int = 1
+    dynamic_batch: str | None = None
+    precision: str = "fp32"
+    verify: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise RunError(f"unknown export format '{self.format}'",
+                           _choices("formats", FORMATS, did_you_mean(self.format, FORMATS)))
+        if self.precision not in PRECISIONS:
+            raise RunError(f"unknown precision '{self.precision}'",
+                           _choices("precisions", PRECISIONS, did_you_mean(self.precision, PRECISIONS)))
+        if self.format == "onnx" and self.precision != "fp32":
+            raise RunError(f"onnx export is fp32; --precision {self.precision} is not supported for it",
+                           "use --precision fp16 or bf16 with --format tensorrt or pt2")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise RunError(f"--batch {self.batch!r}: the batch size must be a whole number >= 1")
+        if self.dynamic_batch is not None:
+            parse_dynamic_batch(self.dynamic_batch)
+        if self.output is not None:
+            self.output = Path(self.output)
+
+    @property
+    def batches(self) -> BatchRange:
+        if self.dynamic_batch is not None:
+            return parse_dynamic_batch(self.dynamic_batch)
+        return BatchRange(self.batch, self.batch, self.batch)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+
+def _choices(what: str, names, suggestion: str | None) -> str:
+    listed = f"{what}: {', '.join(names)}"
+    return f"{suggestion}\n{listed}" if suggestion else listed
+
+
+# ---- the inference form ------------------------------------------------------------------------------
+
+
+def inference_form(model: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy in eval mode in which every BatchNorm2d whose input is a Conv2d's output, used by it
+    alone, is folded into that convolution (which gains a bias) and removed from the graph: one op per
+    pair fewer to run or export, the same function up to rounding. Batch norms after anything else
+    (pre-activation ones after a ReLU or a concatenation, DelugeNet's cross-layer depthwise merges) and
+    convolution outputs that are also read elsewhere stay as they are."""
+    gm = copy.deepcopy(model).eval()
+    modules = dict(gm.named_modules())
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    attrs = [n.target for n in gm.graph.nodes if n.op == "get_attr"]
+    folded = 0
+    for node in list(gm.graph.nodes):
+        conv = _folded_conv(node, modules, calls, attrs)
+        if conv is None:
+            continue
+        _replace_module(gm, conv.target, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+        gm.delete_all_unused_submodules()
+    return gm
+
+
+def _folded_conv(node: fx.Node, modules: dict[str, nn.Module], calls: Counter, attrs: list[str]) -> fx.Node | None:
+    """The convolution node `node` (a batch norm) can be folded into, or None. Both modules must be
+    called once and never read as attributes (a fused op handed the module or its weight would see
+    the folded weights)."""
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+        return None
+    bn = modules.get(node.target)
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
+        return None
+    src = node.args[0]
+    if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1:
+        return None
+    conv = modules.get(src.target)
+    if not isinstance(conv, nn.Conv2d) or conv.out_channels != bn.num_features:
+        return None
+    for target in (src.target, node.target):
+        if calls[target] != 1 or any(_overlap(target, a) for a in attrs):
+            return None
+    return src
+
+
+def _overlap(module: str, attr: str) -> bool:
+    """Whether reading `attr` reads `module` or part of it (or a module that holds it)."""
+    return attr == module or attr.startswith(module + ".") or module.startswith(attr + ".")
+
+
+def _replace_module(gm: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+# ---- export ------------------------------------------------------------------------------------------
+
+
+def export_model(net: Network, model: nn.Module, opts: ExportOptions, console: Console) -> Path:
+    """Write `model` (the network `net`) as `opts` asks, print what was written and, with `verify`, how
+    far the artefact's outputs are from eager PyTorch's; returns the artefact's path."""
+    shape = tuple(net.shape(net.input))
+    output = Path(opts.output) if opts.output is not None else Path(f"{net.name}{SUFFIXES[opts.format]}")
+    if output.is_dir():
+        raise RunError(f"cannot write {output}: it is a directory", "name a file with -o")
+    if opts.format == "tensorrt" and output.suffix == ".engine":
+        raise RunError(f"-o {output}: name the .ep program; the raw engine is written beside it as .engine")
+    folded = inference_form(model) if isinstance(model, fx.GraphModule) else copy.deepcopy(model).eval()
+    exporter = {"pt2": _export_pt2, "onnx": _export_onnx, "tensorrt": _export_tensorrt}[opts.format]
+    return exporter(model, folded, shape, opts, output, console)
+
+
+def _export_pt2(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
+                output: Path, console: Console) -> Path:
+    r, dtype = opts.batches, opts.dtype
+    device = _device_of(folded)
+    program = _trace(folded.to(dtype), shape, r, dtype, device)
+    with _staged(output) as tmp:
+        torch.export.save(program, str(tmp / output.name))
+    _wrote(console, output, f"torch.export program, {r}, {opts.precision}")
+    if opts.verify:
+        loaded = torch.export.load(str(output)).module()
+        _verify(loaded, eager, shape, r, dtype, device, "pt2", opts.precision, output, console)
+    return output
+
+
+def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
+                 output: Path, console: Console) -> Path:
+    _require_onnx()
+    r = opts.batches
+    folded = folded.cpu()
+    example = torch.randn(r.example, *shape)
+    with _quiet_onnx():
+        program = torch.onnx.export(folded, (example,), None, dynamo=True, opset_version=ONNX_OPSET,
+                                    dynamic_shapes=r.dynamic_shapes(), input_names=["x"], output_names=["logits"],
+                                    verbose=False)
+    big = sum(t.numel() * t.element_size() for t in folded.state_dict().values()) > _ONNX_INLINE_LIMIT
+    with _staged(output) as tmp:
+        program.save(str(tmp / output.name), external_data=big)
+    _wrote(console, output, f"ONNX opset {ONNX_OPSET}, {r}, fp32" + (", weights in a .data file" if big else ""))
+    if opts.verify:
+        session = _ort_session(output, ["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+        _verify(run, eager, shape, r, torch.float32, torch.device("cpu"), "onnx", opts.precision, output,
+                console)
+    return output
+
+
+def _export_tensorrt(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
+                     output: Path, console: Console) -> Path:
+    trt = load_tensorrt()
+    r, dtype, device = opts.batches, opts.dtype, torch.device("cuda")
+    engine_path = output.with_suffix(".engine")
+    model = folded.to(device=device, dtype=dtype)
+    trt_gm = compile_tensorrt(trt, model, shape, r, dtype)
+    engine = trt.dynamo.convert_exported_program_to_serialized_trt_engine(
+        _trace(model, shape, r, dtype, device), inputs=[tensorrt_input(trt, shape, r, dtype)],
+        **_typing_kwargs(trt.dynamo.convert_exported_program_to_serialized_trt_engine, dtype))
+    if not engine:
+        raise RunError(f"TensorRT built no engine for '{output.stem}' (its log above says why)",
+                       "set ARCHSPEC_TRACEBACK=1 and see torch-tensorrt's messages")
+    example = torch.randn(r.example, *shape, device=device).to(dtype)
+    with _staged(output) as tmp:
+        trt.save(trt_gm, str(tmp / output.name), **_save_kwargs(trt.save, example, r))
+        (tmp / engine_path.name).write_bytes(bytes(engine))
+    _wrote(console, output, f"TensorRT program (torch.export), {r}, {opts.precision}")
+    _wrote(console, engine_path, f"serialized TensorRT engine, {r}, {opts.precision}")
+    if opts.verify:
+        loaded = torch.export.load(str(output)).module()
+        _verify(loaded, eager, shape, r, dtype, device, "tensorrt", opts.precision, output, console)
+    return output
+
+
+# ---- TensorRT ----------------------------------------------------------------------------------------
+
+
+def load_tensorrt(purpose: str = "TensorRT export"):
+    """The `torch_tensorrt` module, or a RunError that says what `purpose` is missing: the package or a
+    GPU."""
+    try:
+        import torch_tensorrt
+    except ImportError:
+        raise RunError(f"{purpose} needs torch-tensorrt, which is not installed",
+                       "pip install 'archspec[tensorrt]' (needs a CUDA GPU and NVIDIA's TensorRT)") from None
+    except OSError as e:  # installed, but its TensorRT or CUDA libraries do not load
+        raise RunError(f"torch-tensorrt is installed but does not load: {e}",
+                       "install the TensorRT and CUDA versions that this torch-tensorrt was built for") from None
+    if not torch.cuda.is_available():
+        raise RunError(f"{purpose} needs a CUDA GPU, and none is available here",
+                       "run on a machine with an NVIDIA GPU, or use --format pt2 or onnx")
+    return torch_tensorrt
+
+
+def tensorrt_input(trt, shape: tuple[int, ...], r: BatchRange, dtype: torch.dtype):
+    """The optimisation profile of the one input: batch `min`/`opt`/`max`, the rest fixed."""
+    return trt.Input(min_shape=(r.min, *shape), opt_shape=(r.opt, *shape), max_shape=(r.max, *shape), dtype=dtype)
+
+
+def compile_tensorrt(trt, model: nn.Module, shape: tuple[int, ...], r: BatchRange, dtype: torch.dtype):
+    """`model` (on CUDA, already in `dtype`) compiled by torch-tensorrt's dynamo path: a GraphModule
+    that runs TensorRT engines."""
+    program = _trace(model, shape, r, dtype, torch.device("cuda"))
+    return trt.dynamo.compile(program, inputs=[tensorrt_input(trt, shape, r, dtype)],
+                              **_typing_kwargs(trt.dynamo.compile, dtype))
+
+
+def _typing_kwargs(fn: Callable, dtype: torch.dtype) -> dict[str, Any]:
+    """How to ask `fn` for `dtype`: releases with explicit typing take the dtypes of the (already cast)
+    weights and input; older ones need `enabled_precisions`."""
+    params = inspect.signature(fn).parameters
+    if "use_explicit_typing" in params:
+        return {"use_explicit_typing": True}
+    return {"enabled_precisions": {dtype}}
+
+
+def _save_kwargs(save: Callable, example: torch.Tensor, r: BatchRange) -> dict[str, Any]:
+    params = inspect.signature(save).parameters
+    kwargs: dict[str, Any] = {("arg_inputs" if "arg_inputs" in params else "inputs"): [example]}
+    if r.dynamic and "dynamic_shapes" in params:
+        kwargs["dynamic_shapes"] = r.dynamic_shapes()
+    return kwargs
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+
+
+def _trace(model: nn.Module, shape: tuple[int, ...], r: BatchRange, dtype: torch.dtype,
+           device: torch.device) -> torch.export.ExportedProgram:
+    example = torch.randn(r.example, *shape, device=device).to(dtype)
+    return torch.export.export(model, (example,), dynamic_shapes=r.dynamic_shapes())
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise RunError(f"ONNX export needs the onnx and onnxscript packages ({e.name} is not installed)",
+                       "pip install 'archspec[onnx]'") from None
+
+
+def _ort_session(path: Path, providers: list[str]):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunError("checking an ONNX file needs onnxruntime, which is not installed",
+                       "pip install 'archspec[onnx]'") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+@contextlib.contextmanager
+def _quiet_onnx() -> Iterator[None]:
+    """The ONNX exporter's progress lines and notes on optional packages are noise on a command line."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh folder beside `target` to write into; its files replace their namesakes next to `target`
+    only when the block succeeds, so a failed export never leaves a partial or stale artefact."""
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.TemporaryDirectory(dir=parent, prefix=f".{target.name}.")
+    except OSError as e:
+        raise RunError(f"cannot write {target}: {e.strerror or e}") from None
+    with tmp as folder:
+        yield Path(folder)
+        for f in Path(folder).iterdir():
+            os.replace(f, parent / f.name)
+
+
+def _wrote(console: Console, path: Path, what: str) -> None:
+    console.print(f"wrote {path}  ({what}, {path.stat().st_size:,} bytes)")
+
+
+def _verify(run: Callable[[torch.Tensor], torch.Tensor], eager: nn.Module, shape: tuple[int, ...], r: BatchRange,
+            dtype: torch.dtype, device: torch.device, fmt: str, precision: str, path: Path,
+            console: Console) -> list[dict[str, float]]:
+    """Run the artefact and eager fp32 PyTorch on the same random inputs at each checked batch size;
+    print the errors and raise a RunError when the largest one, relative to the largest |eager output|,
+    is above the tolerance of `fmt` at `precision`."""
+    tol = TOLERANCES[fmt][precision]
+    eager = copy.deepcopy(eager).eval().float().to(device)
+    g = torch.Generator().manual_seed(0)
+    table = Table(title=f"verify {path} against eager PyTorch (fp32, {device.type})", title_justify="left")
+    for col in ("batch", "max abs error", "max rel error", "tolerance", "result"):
+        table.add_column(col, justify="left" if col == "result" else "right")
+    rows, worst = [], None
+    for b in r.checked:
+        x = torch.randn(b, *shape, generator=g).to(device)
+        with torch.no_grad():
+            want = eager(x).float()
+            got = run(x.to(dtype)).float().to(device)
+        if got.shape != want.shape:
+            raise RunError(f"{path}: output shape {tuple(got.shape)} at batch {b}, expected {tuple(want.shape)}")
+        abs_err = (got - want).abs().max().item()
+        rel_err = abs_err / max(want.abs().max().item(), torch.finfo(torch.float32).tiny)
+        ok = rel_err <= tol
+        table.add_row(str(b), f"{abs_err:.3e}", f"{rel_err:.3e}", f"{tol:g}", "ok" if ok else "FAIL")
+        rows.append({"batch": b, "max_abs_error": abs_err, "max_rel_error": rel_err, "tolerance": tol})
+        if not ok and worst is None:
+            worst = (b, rel_err)
+    console.print(table)
+    console.print(f"relative error: max |artefact − eager| / max |eager|; {fmt} {precision} allows {tol:g}")
+    if worst is not None:
+        b, rel = worst
+        raise RunError(f"{path} differs from eager PyTorch by {rel:.3e} of the output's scale at batch {b}, "
+                       f"above the {tol:g} allowed for {fmt} {precision}")
+    return rows
