@@ -94,13 +94,18 @@ def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
     return root, graph
 
 
-def to_module(net: Network, init: bool = True) -> fx.GraphModule:
-    """A runnable GraphModule for `net`, its weights initialised as the reference describes."""
+def to_module(net: Network, init: bool = True, lean: bool = True) -> fx.GraphModule:
+    """A runnable GraphModule for `net`, its weights initialised as the reference describes. `lean` fuses
+    each concatenation → batch norm → ReLU → convolution so that training holds memory linear in depth
+    (see `lean.apply`); the weights and state_dict keys are the same either way."""
     root, graph = to_graph(net)
     gm = fx.GraphModule(root, graph, class_name=_class_name(net.name))
     if init:
         from .init import initialise
         initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
+    if lean:
+        from . import lean as lean_pass
+        lean_pass.apply(gm, net)
     return gm
 
 

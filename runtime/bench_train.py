@@ -115,7 +115,7 @@ def baseline_for(net: Network, kind: str) -> tuple[str, Callable[[], nn.Module]]
             raise RunError(f"no hand-written module of '{net.name}' to compare with",
                            "hand-written baselines exist for DelugeNet CIFAR specs; use --baseline naive")
     if kind in ("auto", "naive"):
-        return "naive (plain codegen)", lambda: to_module(net)
+        return "naive (plain codegen)", lambda: to_module(net, lean=False)
     raise RunError(f"unknown baseline '{kind}'", "baselines: auto, handwritten, naive")
 
 
