@@ -1,0 +1,200 @@
+"""The lean pass: DenseNets fused to `ConcatNormActConv` compute exactly what the plain graph computes —
+outputs, every gradient, batch-norm running statistics — while holding memory linear in depth; eval
+mode and export see plain ops; weights and state_dict keys do not change."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archspec
+from archspec.compiler import lean
+from archspec.compiler.codegen import to_module
+from archspec.runtime.bench_train import saved_bytes
+from conftest import SPECS
+
+SMALL = {
+    "bc": (SPECS / "densenet_bc100_k12.arch", {"depth": 16, "k": 4}),  # 2 bottleneck layers per block, 1×1
+    "basic": (SPECS / "densenet40_k12.arch", {"depth": 10, "k": 4}),  # 2 basic layers per block, 3×3
+}
+
+
+def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
+    spec, overrides = SMALL[kind]
+    net = archspec.network(spec, **overrides)
+    torch.manual_seed(0)
+    plain = to_module(net, lean=False).to(dtype)
+    torch.manual_seed(0)
+    fused = to_module(net, lean=True).to(dtype)
+    return plain, fused
+
+
+def _fused(gm: nn.Module) -> list[lean.ConcatNormActConv]:
+    return [m for m in gm.modules() if isinstance(m, lean.ConcatNormActConv)]
+
+
+def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tensor, rtol: float = 1e-10) -> None:
+    """One training step of each from the same state: outputs, the input's and every parameter's
+    gradient (all nonzero), and every buffer afterwards agree."""
+    plain.train(), fused.train()
+    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
+    outs = [m(xi) for m, xi in zip((plain, fused), xs)]
+    w = torch.randn_like(outs[0])
+    for out in outs:
+        (out * w).sum().backward()
+    torch.testing.assert_close(outs[1], outs[0], rtol=rtol, atol=rtol)
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=rtol, atol=rtol)
+    assert xs[1].grad.abs().sum() > 0
+    for (name, p), (name_f, q) in zip(plain.named_parameters(), fused.named_parameters()):
+        assert name == name_f
+        assert q.grad is not None and q.grad.abs().sum() > 0, name
+        torch.testing.assert_close(q.grad, p.grad, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
+    for (name, a), (_, b) in zip(plain.named_buffers(), fused.named_buffers()):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("kind", ["bc", "basic"])
+def test_fused_training_step_equals_plain_in_float64(kind):
+    plain, fused = _pair(kind)
+    convs = [n.args[1].target for n in fused.graph.nodes
+             if n.op == "call_module" and isinstance(fused.get_submodule(n.target), lean.ConcatNormActConv)]
+    in_blocks = [fused.get_submodule(c) for c in convs if c.startswith("block")]
+    assert len(convs) == 5 and len(in_blocks) == 3
+    assert all(c.kernel_size == ((1, 1) if kind == "bc" else (3, 3)) for c in in_blocks)
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    _assert_same_training_step(plain, fused, x)
+    _assert_same_training_step(plain, fused, x)  # running averages after two steps too
+    assert int(fused.block1.layer2.bn1.num_batches_tracked) == 2
+
+
+def test_a_wrong_backward_is_caught(monkeypatch):
+    """The equality check above sees a fused backward that loses the gradient of the concatenation."""
+    backward = lean._ConcatNormActConvFn.backward
+
+    def lossy(ctx, gz):
+        gx, *rest = backward(ctx, gz)
+        return (gx * 0.5, *rest)
+
+    monkeypatch.setattr(lean._ConcatNormActConvFn, "backward", staticmethod(lossy))
+    plain, fused = _pair("bc")
+    with pytest.raises(AssertionError):
+        _assert_same_training_step(plain, fused, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+
+
+def _unit(momentum, bias: bool, stride: int, cl: bool):
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(10, momentum=momentum).double()
+    conv = nn.Conv2d(10, 6, 3, stride=stride, padding=1, bias=bias).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    xs = [torch.randn(4, c, 6, 6, dtype=torch.float64).to(memory_format=fmt) for c in (3, 5, 2)]
+    return bn, conv, xs
+
+
+@pytest.mark.parametrize("momentum,bias,stride,cl", [(0.1, False, 1, False), (None, True, 2, False),
+                                                     (0.3, True, 1, True)])
+def test_unit_matches_plain_ops_with_any_inputs_needing_grad(momentum, bias, stride, cl):
+    bn, conv, xs = _unit(momentum, bias, stride, cl)
+    ref_bn, ref_conv, _ = _unit(momentum, bias, stride, cl)
+    xs[1].requires_grad_(True)  # only some producers need a gradient
+    ref_xs = [t.detach().clone().requires_grad_(t.requires_grad) for t in xs]
+    fused = lean.ConcatNormActConv(("cat", "bn", "relu", "conv"))
+    for _ in range(2):
+        z = fused(bn, conv, *xs)
+        ref = ref_conv(F.relu(ref_bn(torch.cat(ref_xs, 1))))
+        w = torch.randn_like(ref)
+        (z * w).sum().backward()
+        (ref * w).sum().backward()
+        torch.testing.assert_close(z, ref, rtol=1e-10, atol=1e-10)
+    assert xs[0].grad is None and xs[2].grad is None
+    torch.testing.assert_close(xs[1].grad, ref_xs[1].grad, rtol=1e-10, atol=1e-10)
+    for m, r in ((bn, ref_bn), (conv, ref_conv)):
+        for (name, p), q in zip(m.named_parameters(), r.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-10, msg=lambda s: f"{name}: {s}")
+        for a, b in zip(m.buffers(), r.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_channels_last_gives_the_same_numbers():
+    plain, fused = _pair("bc", torch.float32)
+    fused_cl = to_module(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]), lean=True)
+    fused_cl.load_state_dict(fused.state_dict())
+    fused_cl = fused_cl.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32)
+    y, y_cl = fused(x), fused_cl(x.to(memory_format=torch.channels_last))
+    y.square().sum().backward(), y_cl.square().sum().backward()
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(fused.named_parameters(), fused_cl.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_bf16_autocast_trains_like_plain():
+    plain, fused = _pair("bc", torch.float32)
+    x, t = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    for m in (plain, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(m(x).float(), t)
+        loss.backward()
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
+        assert q.grad.dtype == torch.float32
+        assert (q.grad - p.grad).norm() <= 2e-2 * p.grad.norm() + 1e-6, name
+
+
+def test_memory_held_for_backward_grows_linearly():
+    """DenseNet-BC with 4, 8 and 16 layers per block: every further layer costs the lean module the same,
+    the plain one more and more (it holds a fresh copy of every concatenation)."""
+    held = {}
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    for depth in (28, 52, 100):
+        net = archspec.network(SPECS / "densenet_bc100_k12.arch", depth=depth)
+        held[depth] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+    for i, name in enumerate(("plain", "lean")):
+        first = (held[52][i] - held[28][i]) / 4  # per added layer per block, going from 4 to 8
+        second = (held[100][i] - held[52][i]) / 8  # and from 8 to 16
+        growth = second / first
+        if name == "lean":
+            assert 0.95 < growth < 1.05, (held, growth)
+        else:
+            assert growth > 1.3, (held, growth)
+    assert held[100][1] < 0.35 * held[100][0], held  # the issue's goal: 0.75 GiB of 2.1
+
+
+def test_eval_no_grad_and_export_see_plain_ops():
+    plain, fused = _pair("bc", torch.float32)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():  # training mode without grad: batch statistics, running averages updated
+        torch.testing.assert_close(fused(x), plain(x))
+    for a, b in zip(plain.buffers(), fused.buffers()):
+        torch.testing.assert_close(b, a)
+    assert int(fused.block1.layer2.bn1.num_batches_tracked) == 1
+    plain.eval(), fused.eval()
+    torch.testing.assert_close(fused(x), plain(x))
+    ep = torch.export.export(fused, (x,))
+    torch.testing.assert_close(ep.module()(x), plain(x))
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"aten.cat.default", "aten.conv2d.default"} <= ops
+    assert not any("ConcatNormActConv" in op or "higher_order" in op for op in ops)
+
+
+def test_weights_state_dict_and_restore_match_the_plain_module():
+    plain, fused = _pair("bc", torch.float32)
+    sp, sf = plain.state_dict(), fused.state_dict()
+    assert list(sp) == list(sf)
+    for k in sp:
+        assert torch.equal(sp[k], sf[k]), k
+    other = to_module(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]), init=False, lean=False)
+    other.load_state_dict(fused.state_dict())
+    fused.load_state_dict(other.state_dict())
+    assert len(_fused(fused)) == 5  # 1 layer per block past the first, 2 transitions
+    restored = lean.restore(fused)
+    assert restored.code == plain.code and not _fused(restored)
+    assert [n for n, _ in restored.named_modules()] == [n for n, _ in plain.named_modules()]
+
+
+def test_other_patterns_are_left_alone():
+    for spec, overrides in (("delugenet146", {"n": 2}), ("gunn15", {}), ("seqconv_s2", {})):
+        net = archspec.network(SPECS / f"{spec}.arch", **overrides)
+        assert to_module(net, init=False).code == to_module(net, init=False, lean=False).code, spec
