@@ -1,16 +1,15 @@
 """Memory-lean training for concatenating blocks. A naive dense layer keeps, for backward, a fresh copy of
 the concatenation of every earlier feature map plus its batch-norm and ReLU outputs: memory quadratic
 in depth. `apply` replaces each `cat → BatchNorm2d → relu → Conv2d` chain by one `ConcatNormActConv`
-that keeps only the (already held) inputs and the batch statistics, and rebuilds the concatenation and
-its activation in backward — two elementwise passes; no convolution is ever run twice. In eval mode, or
-with grad disabled, it runs the plain ops, so export sees ordinary ones. `restore` undoes the pass.
+that keeps only the inputs (held anyway) and the batch statistics, and rebuilds the concatenation and
+its activation in backward: elementwise passes, never a convolution. In eval mode, or with grad
+disabled, it runs the plain ops, so export sees ordinary ones. `restore` undoes the pass.
 
 This file imports only torch at run time, so that a standalone file can carry its source."""
 
 from __future__ import annotations
 
 import functools
-
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
@@ -37,34 +36,10 @@ def _dtype(xs: tuple[torch.Tensor, ...]) -> torch.dtype:
     return functools.reduce(torch.promote_types, (t.dtype for t in xs))
 
 
-def _empty_cat(xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """An uninitialised tensor shaped, typed and laid out as `torch.cat(xs, 1)` would be."""
-    x0 = xs[0]
-    cl = x0.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in xs) and not all(
-        t.is_contiguous() for t in xs)
-    return torch.empty((x0.shape[0], sum(t.shape[1] for t in xs), *x0.shape[2:]), device=x0.device,
-                       dtype=_dtype(xs),
-                       memory_format=torch.channels_last if cl else torch.contiguous_format)
-
-
-def _norm_act(xs: tuple[torch.Tensor, ...], w, b, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
-    """relu(bn(cat(xs, 1))) from batch statistics, written input by input into one fresh tensor: the
-    concatenation itself is never made."""
-    scale = invstd if w is None else invstd * w
-    shift = -mean * scale if b is None else b - mean * scale
-    shape = (1, -1) + (1,) * (xs[0].dim() - 2)
-    y, start = _empty_cat(xs), 0
-    for t in xs:
-        end = start + t.shape[1]
-        torch.addcmul(shift[start:end].view(shape), t, scale[start:end].view(shape), out=y[:, start:end])
-        start = end
-    return torch.relu_(y)
-
-
 class _ConcatNormActConvFn(torch.autograd.Function):
-    """conv(relu(bn(cat(xs, 1)))) given the activation `y` and the batch statistics `mean`, `invstd`,
+    """conv(y) for y = relu(bn(cat(xs, 1))), given y and the batch statistics `mean`, `invstd`, all
     computed outside autograd. Saves the inputs `xs` (references to tensors the graph holds anyway) and
-    the statistics, never the concatenation or the activation."""
+    the statistics, never the concatenation or y."""
 
     @staticmethod
     def forward(ctx, y, mean, invstd, bn_w, bn_b, conv_w, conv_b, c: _Conv, *xs):
@@ -80,25 +55,26 @@ class _ConcatNormActConvFn(torch.autograd.Function):
     def backward(ctx, gz):
         mean, invstd, bn_w, bn_b, conv_w, *xs = ctx.saved_tensors
         c: _Conv = ctx.conv
-        _, _, _, need_bw, need_bb, need_cw, need_cb = ctx.needs_input_grad[:7]
+        need_bw, need_bb, need_cw, need_cb = ctx.needs_input_grad[3:7]
         need_xs = ctx.needs_input_grad[8:]
-        need_x = any(need_xs)
         need_bw, need_bb = need_bw and bn_w is not None, need_bb and bn_b is not None
-        need_y = need_x or need_bw or need_bb
+        need_y = any(need_xs) or need_bw or need_bb
         gxs, gbw, gbb = [None] * len(xs), None, None
         with torch.autocast(gz.device.type, enabled=False):
-            y = _norm_act(xs, bn_w, bn_b, mean, invstd)
+            x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
+            var = invstd.pow(-2) - c.eps  # gives back the forward pass's 1/sqrt(var + eps), to rounding
+            y = torch.relu_(torch.batch_norm(x, bn_w, bn_b, mean, var, False, 0.0, c.eps,
+                                             torch.backends.cudnn.enabled))
             gy, gcw, gcb = torch.ops.aten.convolution_backward(
                 gz, y.to(c.dtype), conv_w.to(c.dtype), ctx.bias_sizes, c.stride, c.padding, c.dilation, False,
                 [0] * len(c.padding), c.groups, [need_y, need_cw, need_cb])
             if need_y:
                 gy = gy.to(y.dtype)
                 gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)
-                x = torch.cat(xs, 1, out=y) if len(xs) > 1 else xs[0]
                 del y
                 gx, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
-                    gy, x, bn_w, None, None, mean, invstd, True, c.eps, [need_x, need_bw, need_bb])
-                if need_x:
+                    gy, x, bn_w, None, None, mean, invstd, True, c.eps, [any(need_xs), need_bw, need_bb])
+                if gx is not None:
                     gxs = [g if need else None for g, need in zip(gx.split([t.shape[1] for t in xs], 1), need_xs)]
         gcw = None if gcw is None else gcw.to(conv_w.dtype)
         gcb = None if gcb is None else gcb.to(conv_w.dtype)
@@ -108,36 +84,28 @@ class _ConcatNormActConvFn(torch.autograd.Function):
 class ConcatNormActConv(nn.Module):
     """`conv(relu(bn(cat(xs, 1))))` for a given BatchNorm2d and Conv2d, holding no weights of its own: the
     graph passes both modules in, so they stay at their own paths (state_dict keys do not change) and
-    anything that swaps them (SyncBatchNorm conversion, folding) is seen on the next call. Training takes
-    the batch statistics input by input and updates the running averages with the kernel `F.batch_norm`
-    uses, outside autograd. `names` are the graph names of the cat, bn, relu and conv it stands for."""
+    anything that swaps them (SyncBatchNorm conversion, folding) is seen on the next call. Training runs
+    the batch norm through `F.batch_norm`'s own kernel, running averages included, outside autograd.
+    `names` are the graph names of the cat, bn, relu and conv it stands for."""
 
     def __init__(self, names: tuple[str, str, str, str]):
         super().__init__()
         self.names = tuple(names)
 
     def forward(self, bn: nn.BatchNorm2d, conv: nn.Conv2d, *xs: torch.Tensor) -> torch.Tensor:
-        x0 = xs[0]
-        if not (bn.training and torch.is_grad_enabled()) or x0.numel() <= x0.shape[1]:
-            return conv(F.relu(bn(torch.cat(xs, 1))))
+        if not (bn.training and torch.is_grad_enabled()) or xs[0].numel() <= xs[0].shape[1]:
+            return conv(F.relu(bn(torch.cat(xs, 1))))  # the last case raises F.batch_norm's own error
         momentum = 0.0 if bn.momentum is None else bn.momentum
         if bn.track_running_stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
             if bn.momentum is None:
                 momentum = 1.0 / float(bn.num_batches_tracked)
-        dev = x0.device.type
+        dev = xs[0].device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else _dtype(xs)
-        rm, rv = bn.running_mean, bn.running_var
         with torch.no_grad(), torch.autocast(dev, enabled=False):
-            stats, start = [], 0
-            for t in xs:  # a channel's statistics need only the input that holds it
-                end = start + t.shape[1]
-                stats.append(torch.batch_norm_update_stats(
-                    t, None if rm is None else rm[start:end], None if rv is None else rv[start:end], momentum))
-                start = end
-            mean = torch.cat([m for m, _ in stats])
-            invstd = torch.rsqrt(torch.cat([v for _, v in stats]) + bn.eps)
-            y = _norm_act(xs, bn.weight, bn.bias, mean, invstd)
+            y, mean, invstd = torch.native_batch_norm(torch.cat(xs, 1), bn.weight, bn.bias, bn.running_mean,
+                                                      bn.running_var, True, momentum, bn.eps)
+            y = torch.relu_(y)
         c = _Conv(bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, dtype)
         return _ConcatNormActConvFn.apply(y, mean, invstd, bn.weight, bn.bias, conv.weight, conv.bias, c, *xs)
 
