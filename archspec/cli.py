@@ -194,11 +194,10 @@ def compile(
     def run():
         net, s = _analyse(spec, set_, max_params)
         if output is not None:
+            from archspec.compiler.codegen import to_module
             from archspec.compiler.standalone import standalone_source
 
-            from . import api
-
-            gm = api.build(net, max_params=max_params)
+            gm = to_module(net, lean=False)  # plain ops: the standalone file carries no fused training modules
             write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))
         if as_json:
             print(json.dumps(s.to_json()))

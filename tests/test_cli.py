@@ -301,3 +301,11 @@ def test_broken_library_precondition_is_located(cli):
     r = cli("compile", SPECS / "seqresnet_k8r4.arch", "--set", "k=6")
     assert_located(r, SPECS / "lib/seqconv.arch", None, None, "whole number of groups", "out = 64, k = 6",
                    "inside 'seqconv'")
+
+
+def test_standalone_file_of_a_densenet(cli, tmp_path):
+    """Concatenating blocks train through fused modules; the standalone file carries the plain ops."""
+    out_file = tmp_path / "densenet.py"
+    r = cli("compile", SPECS / "densenet_bc100_k12.arch", "--set", "depth=16", "-o", out_file)
+    assert r.exit_code == 0, r.output
+    assert "ConcatNormActConv" not in out_file.read_text() and "torch.cat" in out_file.read_text()
