@@ -148,7 +148,9 @@ def inference_form(model: fx.GraphModule) -> fx.GraphModule:
     pair fewer to run or export, the same function up to rounding. Batch norms after anything else
     (pre-activation ones after a ReLU or a concatenation, DelugeNet's cross-layer depthwise merges) and
     convolution outputs that are also read elsewhere stay as they are."""
-    gm = copy.deepcopy(model).eval()
+    from archspec.compiler.lean import restore
+
+    gm = restore(copy.deepcopy(model).eval())  # fused training modules back to plain ops, which fold
     modules = dict(gm.named_modules())
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     attrs = [n.target for n in gm.graph.nodes if n.op == "get_attr"]

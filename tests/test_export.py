@@ -5,6 +5,7 @@ trained weights; bad options exit 2; TensorRT is real code, run only where torch
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
+from archspec.compiler.lean import restore
 from archspec.compiler.modules import CrossDepthwise
 from archspec.errors import RunError
 from archspec.runtime.bench_infer import run_bench_infer
@@ -99,8 +101,9 @@ def test_inference_form_folds_conv_bn_pairs_only(family):
     mods = dict(folded.named_modules())
     kept = {n.target: n for n in folded.graph.nodes
             if n.op == "call_module" and isinstance(mods[n.target], nn.BatchNorm2d)}
-    calls_before = sum(n.op == "call_module" and isinstance(model.get_submodule(n.target), nn.BatchNorm2d)
-                       for n in model.graph.nodes)
+    plain = restore(copy.deepcopy(model))  # fused training modules reach their batch norms by reference
+    calls_before = sum(n.op == "call_module" and isinstance(plain.get_submodule(n.target), nn.BatchNorm2d)
+                       for n in plain.graph.nodes)
     assert before - after == calls_before - len(kept)  # each folded call took its module with it
     for node in kept.values():  # nothing foldable is left behind
         src = node.args[0]
@@ -328,3 +331,18 @@ def test_cli_bench_infer_unknown_backend(cli):
     result = cli("bench", "infer", TINY, "--backends", "eager,onnx", "--repeat", "3")
     assert result.exit_code == 2
     assert "unknown backend 'onnx'" in result.output and "eager, compile, onnxruntime, tensorrt" in result.output
+
+
+def test_folding_sees_through_fused_training_modules():
+    """DenseNet-BC trains through fused concat → BN → ReLU → conv modules; for inference they are plain
+    ops again, so each layer's BN after its 1×1 conv folds away, with the same outputs."""
+    import archspec as _a
+
+    net = _a.network(SPECS / "densenet_bc100_k12.arch", depth=16, k=4)
+    gm = _a.build(net).eval()
+    folded = inference_form(gm)
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    layers = sum(1 for n in net.nodes() if n.op == "conv" and n.args.kernel == 1 and ".layer" in n.name)
+    assert count(gm) - count(folded) == layers > 0
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(folded(x), gm(x), rtol=1e-4, atol=1e-5)
