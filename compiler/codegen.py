@@ -105,7 +105,7 @@ def to_module(net: Network, init: bool = True, lean: bool = True) -> fx.GraphMod
         initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
     if lean:
         from . import lean as lean_pass
-        lean_pass.apply(gm, net)
+        lean_pass.apply(gm)
     return gm
 
 

@@ -1,6 +1,7 @@
-"""The lean pass: DenseNets fused to `ConcatNormActConv` compute exactly what the plain graph computes —
-outputs, every gradient, batch-norm running statistics — while holding memory linear in depth; eval
-mode and export see plain ops; weights and state_dict keys do not change."""
+"""The lean pass: DenseNets fused to `ConcatNormActConv`, SeqConv groups and GUNN units to `ConcatConv`,
+compute exactly what the plain graph computes — outputs, every gradient, batch-norm running statistics,
+dropout masks — while holding memory linear in depth; eval mode and export see plain ops; weights and
+state_dict keys do not change."""
 
 import pytest
 import torch
@@ -16,6 +17,12 @@ from conftest import SPECS
 SMALL = {
     "bc": (SPECS / "densenet_bc100_k12.arch", {"depth": 16, "k": 4}),  # 2 bottleneck layers per block, 1×1
     "basic": (SPECS / "densenet40_k12.arch", {"depth": 10, "k": 4}),  # 2 basic layers per block, 3×3
+    # GUNN units with their projection shortcut: two convolutions read each join
+    "gunn": (SPECS / "gunn15.arch", {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
+    "gunn_nores": (SPECS / "gunn15_nores.arch", {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
+    # windowed SeqConv with dropout on every group input
+    "seqconv": (SPECS / "seqresnet_k8r4.arch", {"r": 1, "k": 4, "drop": 0.3}),
+    "seqconv_dense": (SPECS / "seqconv_s2.arch", {"r": 1, "k": 4, "drop": 0.3}),
 }
 
 
@@ -24,13 +31,16 @@ def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
     net = archspec.network(spec, **overrides)
     torch.manual_seed(0)
     plain = to_module(net, lean=False).to(dtype)
-    torch.manual_seed(0)
-    fused = to_module(net, lean=True).to(dtype)
+    with torch.no_grad():  # no weight left at zero (SeqConv zero-initialises layers): every gradient flows
+        for p in plain.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fused = to_module(net, init=False, lean=True).to(dtype)
+    fused.load_state_dict(plain.state_dict())
     return plain, fused
 
 
-def _fused(gm: nn.Module) -> list[lean.ConcatNormActConv]:
-    return [m for m in gm.modules() if isinstance(m, lean.ConcatNormActConv)]
+def _fused(gm: nn.Module) -> list[nn.Module]:
+    return [m for m in gm.modules() if isinstance(m, (lean.ConcatNormActConv, lean.ConcatConv))]
 
 
 def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tensor, rtol: float = 1e-10) -> None:
@@ -38,7 +48,11 @@ def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tens
     gradient (all nonzero), and every buffer afterwards agree."""
     plain.train(), fused.train()
     xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-    outs = [m(xi) for m, xi in zip((plain, fused), xs)]
+    seed = int(torch.randint(0, 2**31, ()))
+    outs = []
+    for m, xi in zip((plain, fused), xs):
+        torch.manual_seed(seed)  # the same dropout masks
+        outs.append(m(xi))
     w = torch.randn_like(outs[0])
     for out in outs:
         (out * w).sum().backward()
@@ -198,6 +212,113 @@ def test_weights_state_dict_and_restore_match_the_plain_module():
 
 
 def test_other_patterns_are_left_alone():
-    for spec, overrides in (("delugenet146", {"n": 2}), ("gunn15", {}), ("seqconv_s2", {})):
+    for spec, overrides in (("delugenet146", {"n": 2}), ("preresnet164", {})):
         net = archspec.network(SPECS / f"{spec}.arch", **overrides)
         assert to_module(net, init=False).code == to_module(net, init=False, lean=False).code, spec
+
+
+@pytest.mark.parametrize("kind", ["gunn", "gunn_nores", "seqconv", "seqconv_dense"])
+def test_concat_conv_training_step_equals_plain_in_float64(kind):
+    plain, fused = _pair(kind)
+    found = [m for m in fused.modules() if isinstance(m, lean.ConcatConv)]
+    cats_left = [n for n in fused.graph.nodes if n.op == "call_function" and n.target is torch.cat
+                 and all(u.op == "call_module" and isinstance(fused.get_submodule(u.target), nn.Conv2d)
+                         for u in n.users)]
+    assert found and not cats_left
+    if kind.startswith("gunn"):  # unit and projection shortcut share one fused module
+        assert sum(len(m.names) == 4 for m in found) == 2 + 3 + 4 - 3  # every join but each block's first
+    else:
+        assert any(m.names[1] is not None for m in found)  # dropout fused too
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    _assert_same_training_step(plain, fused, x)
+    _assert_same_training_step(plain, fused, x)
+    plain.eval(), fused.eval()
+    torch.testing.assert_close(fused(x), plain(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_wrong_concat_conv_backward_is_caught(monkeypatch):
+    backward = lean._ConcatConvFn.backward
+
+    def lossy(ctx, *gzs):
+        grads = list(backward(ctx, *gzs))
+        last = max(k for k, g in enumerate(grads[:2 + ctx.convs.parts]) if g is not None)
+        grads[last] = torch.zeros_like(grads[last])  # drops the gradient of one producer
+        return tuple(grads)
+
+    monkeypatch.setattr(lean._ConcatConvFn, "backward", staticmethod(lossy))
+    plain, fused = _pair("gunn")
+    with pytest.raises(AssertionError):
+        _assert_same_training_step(plain, fused, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("p,bias,stride,groups,cl", [(0.0, False, 1, 1, False), (0.4, True, 2, 2, False),
+                                                     (0.2, False, 1, 1, True), (1.0, True, 1, 1, False)])
+def test_concat_conv_unit_matches_plain_ops(p, bias, stride, groups, cl):
+    def unit():
+        torch.manual_seed(0)
+        drop = nn.Dropout2d(p) if p else None
+        convs = (nn.Conv2d(10, 6, 3, stride=stride, padding=1, groups=groups, bias=bias).double(),
+                 nn.Conv2d(10, 4, 1, bias=not bias).double())
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        xs = [torch.randn(4, c, 6, 6, dtype=torch.float64).to(memory_format=fmt) for c in (4, 4, 2)]
+        xs[1].requires_grad_(True)  # only some producers need a gradient
+        return drop, convs, xs
+
+    (drop, convs, xs), (ref_drop, ref_convs, ref_xs) = unit(), unit()
+    fused = lean.ConcatConv(("cat", "drop" if p else None, "conv_a", "conv_b"))
+    torch.manual_seed(3)
+    zs = fused(drop, convs, *xs)
+    torch.manual_seed(3)
+    x = torch.cat(ref_xs, 1)
+    x = x if ref_drop is None else ref_drop(x)
+    refs = [c(x) for c in ref_convs]
+    w = [torch.randn_like(r) for r in refs]
+    sum((z * wk).sum() for z, wk in zip(zs, w)).backward()
+    sum((r * wk).sum() for r, wk in zip(refs, w)).backward()
+    for z, r in zip(zs, refs):
+        torch.testing.assert_close(z, r, rtol=1e-12, atol=1e-12)
+    assert xs[0].grad is None and xs[2].grad is None
+    torch.testing.assert_close(xs[1].grad, ref_xs[1].grad, rtol=1e-12, atol=1e-12)
+    for c, r in zip(convs, ref_convs):
+        for (name, a), b in zip(c.named_parameters(), r.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=lambda s: f"{name}: {s}")
+
+
+def test_gunn_holds_no_more_than_sunn():
+    """GUNN's Algorithm 1 goal: updating segments one after another costs no memory beyond the
+    simultaneous update of the same weights; plain autograd keeps every unit's fresh input (about 2.4×)."""
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    small = {"widths": [24, 36, 48], "segments": [12, 18, 24]}
+    held = {}
+    for spec in ("gunn15", "sunn15"):
+        net = archspec.network(SPECS / f"{spec}.arch", **small)
+        held[spec] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+    assert held["gunn15"][1] <= 1.05 * held["sunn15"][1], held
+    assert held["gunn15"][0] > 1.5 * held["sunn15"][0], held
+
+
+def test_seqconv_memory_grows_linearly_with_groups():
+    """A dense SeqConv layer of g groups: the plain graph holds every group's fresh concatenation
+    (quadratic in g), the lean one only the groups' outputs."""
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    held = {}
+    for r in (1, 2, 4):  # 4r groups of 4 channels in every layer
+        net = archspec.network(SPECS / "seqconv_s2.arch", r=r, k=4, blocks=[1, 1, 1])
+        held[r] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+    for i, name in enumerate(("plain", "lean")):
+        growth = (held[4][i] - held[2][i]) / (held[2][i] - held[1][i]) / 2
+        assert (0.8 < growth < 1.2) if name == "lean" else growth > 1.3, (name, held, growth)
+
+
+@pytest.mark.parametrize("kind", ["gunn", "seqconv"])
+def test_concat_conv_restore_and_export(kind):
+    plain, fused = _pair(kind, torch.float32)
+    x = torch.randn(2, 3, 32, 32)
+    plain.eval(), fused.eval()
+    ep = torch.export.export(fused, (x,))
+    torch.testing.assert_close(ep.module()(x), plain(x))
+    assert not any("higher_order" in str(n.target) for n in ep.graph.nodes)
+    restored = lean.restore(fused)
+    assert restored.code == plain.code and not _fused(restored)
+    assert list(restored.state_dict()) == list(plain.state_dict())
