@@ -6,8 +6,9 @@ its batch-norm and ReLU outputs): memory quadratic in depth. `apply` replaces
 - each `cat → [Dropout2d →] Conv2d…` (SeqConv groups, GUNN units and their projection shortcuts), and
   each `Dropout2d → Conv2d…`, by a `ConcatConv`;
 
-fused modules (`fused.py`) that hold only their inputs and per-channel statistics or masks.
-`restore` undoes the pass, for passes that look at the plain ops (batch-norm folding for export)."""
+fused modules (`fused.py`) that hold only their inputs and per-channel statistics or masks; and it
+normalises each cross-layer depthwise producer once (`normalise_once.py`). `restore` undoes both, for
+passes that look at the plain ops (batch-norm folding for export, standalone source)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from . import normalise_once
 from .fused import ConcatConv, ConcatNormActConv, _ConcatConvFn, _ConcatNormActConvFn  # noqa: F401
 
 def _only_user(node: fx.Node) -> fx.Node | None:
@@ -166,12 +168,13 @@ def apply(gm: fx.GraphModule) -> fx.GraphModule:
         drop |= {n for n in (cat, dropout) if n is not None}
     if emit:
         _rebuild(gm, emit, drop)
-    return gm
+    return normalise_once.apply(gm)
 
 
 def restore(gm: fx.GraphModule) -> fx.GraphModule:
-    """`gm` with every fused module expanded back into its plain ops under their original names.
-    Modifies `gm` in place and returns it."""
+    """`gm` with every fused module expanded back into its plain ops under their original names and
+    every cross-layer depthwise merge normalising on its own. Modifies `gm` in place and returns it."""
+    normalise_once.restore(gm)
     emit, drop, paths = {}, set(), []
     for node in gm.graph.nodes:
         fused = gm.get_submodule(node.target) if node.op == "call_module" else None

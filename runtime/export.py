@@ -150,7 +150,7 @@ def inference_form(model: fx.GraphModule) -> fx.GraphModule:
     convolution outputs that are also read elsewhere stay as they are."""
     from archspec.compiler.lean import restore
 
-    gm = restore(copy.deepcopy(model).eval())  # fused training modules back to plain ops, which fold
+    gm = restore(copy.deepcopy(model).eval())  # lean training modules back to plain ops, which fold
     modules = dict(gm.named_modules())
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     attrs = [n.target for n in gm.graph.nodes if n.op == "get_attr"]
