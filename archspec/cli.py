@@ -375,7 +375,12 @@ def bench_train(
     batch: int = typer.Option(64, "--batch", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile both modules."),
+    compile_: str = typer.Option("none", "--compile",
+                                 help="none; whole (torch.compile both modules); regional (archspec's module "
+                                      "compiled once per layer structure, the baseline whole); or all of them."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="Channels-last weights and input [default: on for CUDA, "
+                                                      "off for CPU]."),
     baseline: str = typer.Option("auto", "--baseline",
                                  help="handwritten, naive (plain codegen), or auto (hand-written where one exists)."),
     steps: int = typer.Option(10, "--steps", min=2, help="Timed steps (the median is shown)."),
@@ -401,7 +406,8 @@ def bench_train(
                                 f"its parameters: {', '.join(net.params)}")
             bt.depth_sweep(lambda d: api.network(spec, **{**sets, depth_sweep: d}), batch, device, out)
         else:
-            bt.run_bench_train(net, batch, device, dtype, compile_, baseline, steps, warmup, out)
+            bt.run_bench_train(net, batch, device, dtype, compile_, baseline, steps, warmup, out,
+                               channels_last=channels_last)
 
     guarded(run)
 

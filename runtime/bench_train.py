@@ -1,5 +1,6 @@
 """`archspec bench train`: the training step of a compiled network against a baseline built in the same
-run — step time, images/s, the bytes autograd holds for backward, and on CUDA the peak allocation."""
+run — step time, images/s, the bytes autograd holds for backward, on CUDA the peak allocation, and the
+first step's wall time (which includes torch.compile's work when compiling)."""
 
 from __future__ import annotations
 
@@ -51,16 +52,26 @@ class Figures:
     images_per_s: float
     saved: int
     peak: int | None  # CUDA peak allocated bytes
+    first_s: float = 0.0  # wall time of the first step: compilation included
+
+
+COMPILE_MODES = ("none", "whole", "regional", "all")
 
 
 def measure(name: str, model: nn.Module, batch: int, shape: tuple[int, ...], classes: int, device: torch.device,
-            dtype: torch.dtype, steps: int, warmup: int) -> Figures:
+            dtype: torch.dtype, steps: int, warmup: int, channels_last: bool | None = None) -> Figures:
+    """Figures of `model`'s training step. The first step is timed on its own (it compiles what is
+    compiled) and counts as a warm-up step. `channels_last` None means on for CUDA, off for CPU."""
+    if channels_last is None:
+        channels_last = device.type == "cuda"
     model = model.to(device).train()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
 
     def step() -> None:
@@ -70,7 +81,12 @@ def measure(name: str, model: nn.Module, batch: int, shape: tuple[int, ...], cla
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
+    t0 = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    first_s = time.perf_counter() - t0
+    for _ in range(warmup - 1):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -79,8 +95,8 @@ def measure(name: str, model: nn.Module, batch: int, shape: tuple[int, ...], cla
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     saved = saved_bytes(model, x, y, dtype)
     med = statistics.median(times)
-    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
-    return Figures(name, med * 1e3, (q[0] * 1e3, q[-1] * 1e3), batch / med, saved, peak)
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) >= 2 else [med] * 9
+    return Figures(name, med * 1e3, (q[0] * 1e3, q[-1] * 1e3), batch / med, saved, peak, first_s)
 
 
 def _timed(step: Callable[[], None], steps: int, device: torch.device) -> list[float]:
@@ -123,9 +139,27 @@ def _gib(n: int | None) -> str:
     return "–" if n is None else f"{n / 2**30:.3f} GiB"
 
 
-def run_bench_train(net: Network, batch: int, device: str, dtype: str, compile_: bool, baseline: str,
-                    steps: int, warmup: int, out: Console) -> list[Figures]:
+def _modes(compile_: bool | str | None) -> list[str]:
+    """The compile modes to measure archspec's module in: `True` (the old flag) means whole."""
+    if compile_ is None or compile_ is False:
+        return ["none"]
+    if compile_ is True:
+        return ["whole"]
+    if compile_ not in COMPILE_MODES:
+        raise RunError(f"unknown compile mode '{compile_}'", "compile modes: " + ", ".join(COMPILE_MODES))
+    return ["none", "whole", "regional"] if compile_ == "all" else [compile_]
+
+
+_SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)"}
+
+
+def run_bench_train(net: Network, batch: int, device: str, dtype: str, compile_: bool | str, baseline: str,
+                    steps: int, warmup: int, out: Console, channels_last: bool | None = None) -> list[Figures]:
+    """Measures archspec's module in each compile mode (`none`, `whole`, `regional`, or `all` three)
+    and the baseline eager and/or whole-compiled, the compiled one standing against both compiled
+    modes of archspec's. Returns the archspec rows, then the baseline rows."""
     from archspec.compiler.codegen import to_module
+    from archspec.compiler.regional import compile_regions, region_kinds
 
     from .train import Dist, pick_device
 
@@ -133,34 +167,45 @@ def run_bench_train(net: Network, batch: int, device: str, dtype: str, compile_:
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype)
     if dt is None:
         raise RunError(f"unknown dtype '{dtype}'", "dtypes: fp32, bf16")
+    modes = _modes(compile_)
     shape, classes = tuple(net.shape(net.input)), net.shape(net.output)[0]
     base_name, base_make = baseline_for(net, baseline)
-    torch.manual_seed(0)
-    compiled = to_module(net)
-    torch.manual_seed(0)
-    base = base_make()
-    if compile_:
-        compiled, base = torch.compile(compiled), torch.compile(base)
-    rows = [measure("archspec" + (" (torch.compile)" if compile_ else ""), compiled, batch, shape, classes, dev, dt,
-                    steps, warmup),
-            measure(base_name + (" (torch.compile)" if compile_ else ""), base, batch, shape, classes, dev, dt, steps,
-                    warmup)]
-    table = Table(title=f"train step: {net.name}, batch {batch}, {dtype}, {dev}, median of {steps} after "
-                        f"{warmup} warm-up", title_justify="left")
-    for col in ("module", "step ms", "p10–p90 ms", "images/s", "held for backward", "CUDA peak"):
+    args = (batch, shape, classes, dev, dt, steps, warmup, channels_last)
+    rows, base_rows, notes = [], {}, []
+    for mode in modes:
+        torch.manual_seed(0)
+        model = to_module(net)
+        if mode == "whole":
+            model = torch.compile(model)
+        elif mode == "regional":
+            model = compile_regions(model, net)
+            kinds = region_kinds(model)
+            notes.append(f"regional: {len(kinds)} compiled structures for {sum(map(len, kinds.values()))} regions")
+        rows.append(measure("archspec" + _SUFFIX[mode], model, *args))
+    for mode in dict.fromkeys("none" if m == "none" else "whole" for m in modes):
+        torch.manual_seed(0)
+        base = base_make()
+        base_rows[mode] = measure(base_name + _SUFFIX[mode], torch.compile(base) if mode == "whole" else base, *args)
+    layout = "channels_last" if (dev.type == "cuda" if channels_last is None else channels_last) else "contiguous"
+    table = Table(title=f"train step: {net.name}, batch {batch}, {dtype}, {layout}, {dev}, median of {steps} "
+                        f"after {max(warmup, 1)} warm-up", title_justify="left")
+    for col in ("module", "step ms", "p10–p90 ms", "images/s", "held for backward", "CUDA peak", "first step s"):
         table.add_column(col, justify="left" if col == "module" else "right")
-    for r in rows:
+    for r in rows + list(base_rows.values()):
         table.add_row(r.name, f"{r.step_ms:.1f}", f"{r.spread_ms[0]:.1f}–{r.spread_ms[1]:.1f}",
-                      f"{r.images_per_s:,.1f}", _gib(r.saved), _gib(r.peak))
+                      f"{r.images_per_s:,.1f}", _gib(r.saved), _gib(r.peak), f"{r.first_s:.1f}")
     out.print(table)
-    a, b = rows
-    ratios = [f"step time {a.step_ms / b.step_ms:.2f}×", f"images/s {a.images_per_s / b.images_per_s:.2f}×"]
-    if b.saved:
-        ratios.append(f"held for backward {a.saved / b.saved:.2f}×")
-    if a.peak and b.peak:
-        ratios.append(f"CUDA peak {a.peak / b.peak:.2f}×")
-    out.print(f"archspec / {base_name}: " + ", ".join(ratios))
-    return rows
+    for note in notes:
+        out.print(note)
+    for mode, a in zip(modes, rows):
+        b = base_rows["none" if mode == "none" else "whole"]
+        ratios = [f"step time {a.step_ms / b.step_ms:.2f}×", f"images/s {a.images_per_s / b.images_per_s:.2f}×"]
+        if b.saved:
+            ratios.append(f"held for backward {a.saved / b.saved:.2f}×")
+        if a.peak and b.peak:
+            ratios.append(f"CUDA peak {a.peak / b.peak:.2f}×")
+        out.print(f"{a.name} / {b.name}: " + ", ".join(ratios))
+    return rows + list(base_rows.values())
 
 
 def depth_sweep(net_at: Callable[[int], Network], batch: int, device: str, out: Console,
