@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import normalise_once
-from .fused import ConcatConv, ConcatNormActConv, _ConcatConvFn, _ConcatNormActConvFn  # noqa: F401
+from .fused import ConcatConv, ConcatNormActConv
 
 def _only_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
