@@ -127,9 +127,8 @@ def apply(gm: fx.GraphModule) -> fx.GraphModule:
         if found is None:
             continue
         cat, bn, conv = found
-        path = _register(gm, conv.target, "_".join(_leaf(n.target) if n.op == "call_module" else n.name.rpartition("_")[2]
-                                                     for n in (bn, relu, conv)),
-                         ConcatNormActConv((cat.name, bn.name, relu.name, conv.name)))
+        leaf = "_".join((_leaf(bn.target), relu.name.rpartition("_")[2], _leaf(conv.target)))
+        path = _register(gm, conv.target, leaf, ConcatNormActConv((cat.name, bn.name, relu.name, conv.name)))
 
         def write(graph: fx.Graph, env: dict, cat=cat, bn=bn, conv=conv, path=path) -> fx.Node:
             refs = (graph.create_node("get_attr", bn.target, name=bn.name),
