@@ -5,7 +5,8 @@ or anything computed from it: backward rebuilds those by elementwise passes and 
 convolution. In eval mode, or with grad disabled, each runs its plain ops. The modules own no weights:
 the graph passes them the modules they stand for, so state_dict keys do not change.
 
-This file imports only torch, so that a standalone file can carry its source."""
+The work is done by custom ops (each with its backward another), opaque to torch.compile, so that a
+compiled module cannot merge backward's rebuilt concatenation with forward's and save it again."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The library the fused ops are registered in, named after this module so that a standalone file
-# carrying this source can be imported beside archspec without registering an op twice.
-_LIB = __name__.replace(".", "_")
+_LIB = __name__.replace(".", "_")  # the op library, named after this module
 
 
 def _dtype(xs: tuple[torch.Tensor, ...]) -> torch.dtype:
     return functools.reduce(torch.promote_types, (t.dtype for t in xs))
+
+
+def _run_dtype(xs: tuple[torch.Tensor, ...]) -> torch.dtype:
+    """The dtype the convolutions run in: autocast's where it is on, the inputs' otherwise."""
+    dev = xs[0].device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else _dtype(xs)
+
+
+def _needs(need, n: int) -> list[bool]:
+    """Per-element `needs_input_grad` of a list input, which autograd gives as one flag or a tuple."""
+    return [bool(v) for v in need] if isinstance(need, (tuple, list)) else [bool(need)] * n
 
 
 def _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype):
@@ -64,9 +74,10 @@ def _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, 
             gy = torch.ops.aten.threshold_backward(gy.to(y.dtype), y, 0)
             gx, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
                 gy, x, bn_w, None, None, mean, invstd, True, eps, [need_xs, need_bw, need_bb])
+    gcw = None if gcw is None else gcw.to(conv_w.dtype)
+    gcb = None if gcb is None else gcb.to(conv_w.dtype)
     # a custom op returns no None (the caller's mask says which are real) and no output twice
-    return tuple(gz.new_empty(0) if g is None else g for g in (gx, gbw, gbb, gcw if gcw is None else gcw.to(conv_w.dtype),
-                                                     gcb if gcb is None else gcb.to(conv_w.dtype)))
+    return tuple(gz.new_empty(0) if g is None else g for g in (gx, gbw, gbb, gcw, gcb))
 
 
 @torch.library.custom_op(_LIB + "::concat_norm_act_conv_backward", mutates_args=())
@@ -102,8 +113,7 @@ def _backward(ctx, gz, _gmean, _ginvstd):
     mean, invstd, bn_w, bn_b, conv_w, *xs = ctx.saved_tensors
     eps, stride, padding, dilation, groups, dtype = ctx.geometry
     need = ctx.needs_input_grad
-    need_xs = any(need[0]) if isinstance(need[0], (tuple, list)) else bool(need[0])
-    mask = [need_xs, bool(need[1]) and bn_w is not None, bool(need[2]) and bn_b is not None, bool(need[3]),
+    mask = [any(_needs(need[0], len(xs))), bool(need[1]) and bn_w is not None, bool(need[2]) and bn_b is not None, bool(need[3]),
             bool(need[4]) and bool(ctx.bias_size)]
     gx, gbw, gbb, gcw, gcb = concat_norm_act_conv_backward(gz, xs, mean, invstd, bn_w, bn_b, conv_w, ctx.bias_size,
                                                            eps, stride, padding, dilation, groups, dtype, mask)
@@ -132,11 +142,9 @@ class ConcatNormActConv(nn.Module):
     def forward(self, bn: nn.BatchNorm2d, conv: nn.Conv2d, *xs: torch.Tensor) -> torch.Tensor:
         if not (bn.training and torch.is_grad_enabled()) or xs[0].numel() <= xs[0].shape[1]:
             return conv(F.relu(bn(torch.cat(xs, 1))))  # the last case raises F.batch_norm's own error
-        dev = xs[0].device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else _dtype(xs)
         z, mean, invstd = concat_norm_act_conv(list(xs), bn.weight, bn.bias, conv.weight, conv.bias, bn.eps,
                                                list(conv.stride), list(conv.padding), list(conv.dilation),
-                                               conv.groups, dtype)
+                                               conv.groups, _run_dtype(xs))
         if bn.track_running_stats and bn.running_mean is not None:
             momentum = 0.0 if bn.momentum is None else bn.momentum
             if bn.num_batches_tracked is not None:
@@ -152,7 +160,6 @@ class ConcatNormActConv(nn.Module):
 
     def extra_repr(self) -> str:
         return "names=" + repr(self.names)
-
 
 
 def _geometry(flat: list[int], k: int) -> tuple[list[int], list[int], list[int], int]:
@@ -244,12 +251,10 @@ def _concat_conv_backward(ctx, gzs):
     noise, *rest = ctx.saved_tensors
     weights, xs = rest[:k], rest[k:]
     need = ctx.needs_input_grad
-    need_xs = list(need[0]) if isinstance(need[0], (tuple, list)) else [bool(need[0])] * parts
-    need_ws = list(need[2]) if isinstance(need[2], (tuple, list)) else [bool(need[2])] * k
-    present = iter(list(need[3]) if isinstance(need[3], (tuple, list)) else [bool(need[3])] * k)
-    need_bs = [bool(next(present)) if size else False for size in bias_sizes]
-    mask = [any(need_xs), *map(bool, need_ws), *need_bs]
-    gzs = [g if g is not None else torch.zeros(0) for g in gzs]
+    need_xs, need_ws = _needs(need[0], parts), _needs(need[2], k)
+    present = iter(_needs(need[3], k))  # one flag per bias that exists
+    need_bs = [next(present) if size else False for size in bias_sizes]
+    mask = [any(need_xs), *need_ws, *need_bs]
     grads = concat_conv_backward(list(gzs), list(xs), noise, list(weights), bias_sizes, geometry, dtype, mask)
     gx, gws, gbs = grads[0], grads[1:1 + k], grads[1 + k:]
     gxs = None
@@ -278,20 +283,17 @@ class ConcatConv(nn.Module):
             x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
             x = x if drop is None else drop(x)
             return tuple(conv(x) for conv in convs) if len(convs) > 1 else convs[0](x)
-        dtype = _dtype(xs)
         noise = None
         if drop is not None and drop.training and drop.p > 0:
             shape = (xs[0].shape[0], sum(t.shape[1] for t in xs)) + (1,) * (xs[0].dim() - 2)
-            noise = xs[0].new_empty(shape, dtype=dtype)
+            noise = xs[0].new_empty(shape, dtype=_dtype(xs))
             if drop.p == 1:
                 noise.zero_()
             else:
                 noise.bernoulli_(1 - drop.p).div_(1 - drop.p)
-        dev = xs[0].device.type
-        run = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else dtype
         geometry = [v for m in convs for v in (*m.stride, *m.padding, *m.dilation, m.groups)]
         zs = concat_conv(list(xs), noise, [m.weight for m in convs], [m.bias for m in convs if m.bias is not None],
-                         [m.bias is not None for m in convs], geometry, run)
+                         [m.bias is not None for m in convs], geometry, _run_dtype(xs))
         return tuple(zs) if len(convs) > 1 else zs[0]
 
     def extra_repr(self) -> str:

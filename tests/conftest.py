@@ -11,6 +11,17 @@ def specs() -> Path:
     return SPECS
 
 
+@pytest.fixture
+def one_thread():
+    """Many small tensors: one intra-op thread is fastest, and spares a small shared CPU's cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def assert_same_function(gm, want_fn, x) -> None:
     """`gm(x)` and `want_fn(x)` agree in float64, and so do their gradients for the input and every
     parameter — all of which must take part."""

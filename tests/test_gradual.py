@@ -11,13 +11,7 @@ from archspec.errors import SpecError
 from conftest import SPECS, assert_same_function
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """GUNN's many small convolutions are slow when intra-op threads compete for a busy small CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (spec, params with 10 classes, params with 100 classes); ImageNet ones have 1000 classes only

@@ -21,13 +21,7 @@ from conftest import SPECS
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spares a shared machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(n: int = 3, dtype=torch.float64) -> tuple[fx.GraphModule, fx.GraphModule]:
