@@ -1,7 +1,7 @@
 """archspec: a compiler from short architecture specs to PyTorch modules."""
 
 from .api import build, network, parse, summary
-from .errors import Loc, SpecError
+from .language.errors import Loc, SpecError
 
 __all__ = ["build", "network", "parse", "summary", "Loc", "SpecError"]
 __version__ = "0.1.0"

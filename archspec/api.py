@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .elaborate import elaborate
-from .errors import SpecError
-from .ir import Network
-from .loader import Spec, load, load_file
+from .graph.elaborate import elaborate
+from .graph.ir import Network
+from .language.errors import SpecError
+from .language.loader import Spec, load, load_file
 
 DEFAULT_MAX_PARAMS = 2_000_000_000
 

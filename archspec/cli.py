@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Loc, RunError, SpecError, loc_of
+from .language.errors import Loc, RunError, SpecError, loc_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
@@ -52,9 +52,9 @@ SpecArg = typer.Argument(..., metavar="SPEC", help="Spec file (.arch).", show_de
 
 def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:
     """`name=value` pairs; values are spec literals (numbers, true/false, "strings", [lists])."""
-    from . import tree as T
-    from .evaluate import evaluate
-    from .syntax import parse_expr
+    from .language import tree as T
+    from .language.evaluate import evaluate
+    from .language.syntax import parse_expr
 
     result: dict[str, Any] = {}
     for item in items or ():

@@ -12,8 +12,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from archspec.ir import Network, Node
-from archspec.ops import Shape
+from archspec.graph.ir import Network, Node
+from archspec.graph.ops import Shape
 
 from .modules import CrossDepthwise
 
@@ -104,7 +104,7 @@ def to_module(net: Network, init: bool = True, lean: bool = True) -> fx.GraphMod
         from .init import initialise
         initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
     if lean:
-        from . import lean as lean_pass
+        from .passes import lean as lean_pass
         lean_pass.apply(gm)
     return gm
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from archspec.ir import Network, node_macs, node_params
-from archspec.ops import OPS, Shape
+from archspec.graph.ir import Network, node_macs, node_params
+from archspec.graph.ops import OPS, Shape
 
 
 @dataclass

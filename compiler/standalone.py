@@ -33,7 +33,7 @@ def _ctor(m: nn.Module) -> str:
 def standalone_source(gm: fx.GraphModule, title: str) -> str:
     """Python source defining `gm`'s class; load weights with `load_state_dict(gm.state_dict())`. Lean
     training modules are written as the plain ops they stand for."""
-    from .lean import restore
+    from .passes.lean import restore
 
     cls_name = type(gm).__name__  # a deep-copied GraphModule's class is called GraphModule
     gm = restore(copy.deepcopy(gm))

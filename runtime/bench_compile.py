@@ -45,8 +45,8 @@ def run_bench(spec: Path, overrides: dict[str, Any], repeat: int, out: Console) 
 
     from archspec.compiler.codegen import to_module
     from archspec.compiler.costs import summarize
-    from archspec.elaborate import elaborate
-    from archspec.loader import load, read_text
+    from archspec.graph.elaborate import elaborate
+    from archspec.language.loader import load, read_text
 
     text = read_text(spec)
     base = spec.resolve().parent

@@ -17,8 +17,8 @@ from rich.table import Table
 from torch import nn
 
 import archspec
-from archspec.errors import RunError, did_you_mean
-from archspec.ir import Network
+from archspec.language.errors import RunError, did_you_mean
+from archspec.graph.ir import Network
 
 from .export import BatchRange, ExportOptions, compile_tensorrt, export_model, inference_form, load_tensorrt
 

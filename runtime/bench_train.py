@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from archspec.errors import RunError
-from archspec.ir import Network
+from archspec.language.errors import RunError
+from archspec.graph.ir import Network
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None) -> int:
@@ -159,7 +159,7 @@ def run_bench_train(net: Network, batch: int, device: str, dtype: str, compile_:
     and the baseline eager and/or whole-compiled, the compiled one standing against both compiled
     modes of archspec's. Returns the archspec rows, then the baseline rows."""
     from archspec.compiler.codegen import to_module
-    from archspec.compiler.regional import compile_regions, region_kinds
+    from archspec.compiler.passes.regional import compile_regions, region_kinds
 
     from .train import Dist, pick_device
 

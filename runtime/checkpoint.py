@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from archspec.errors import RunError
+from archspec.language.errors import RunError
 
 __all__ = ["Checkpoint", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
            "FORMAT", "VERSION"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from archspec.errors import RunError
-from archspec.ir import Network
+from archspec.language.errors import RunError
+from archspec.graph.ir import Network
 
 from .draw import COLOURS, block_of, layer_of, save_figure, units_of
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from archspec.errors import RunError
+from archspec.language.errors import RunError
 
 _SPLIT_SEED = 20240917  # the digits split never changes, whatever the run's seed
 _PIXELS = 3 * 32 * 32

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from archspec.errors import RunError
-from archspec.ir import Network, node_macs, node_params
-from archspec.ops import fmt_shape
+from archspec.language.errors import RunError
+from archspec.graph.ir import Network, node_macs, node_params
+from archspec.graph.ops import fmt_shape
 
 LEVELS = ("block", "layer", "op")
 SUFFIXES = (".svg", ".png", ".dot")

@@ -22,8 +22,8 @@ from rich.table import Table
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from archspec.errors import RunError, did_you_mean
-from archspec.ir import Network
+from archspec.language.errors import RunError, did_you_mean
+from archspec.graph.ir import Network
 
 FORMATS = ("pt2", "onnx", "tensorrt")
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -148,7 +148,7 @@ def inference_form(model: fx.GraphModule) -> fx.GraphModule:
     pair fewer to run or export, the same function up to rounding. Batch norms after anything else
     (pre-activation ones after a ReLU or a concatenation, DelugeNet's cross-layer depthwise merges) and
     convolution outputs that are also read elsewhere stay as they are."""
-    from archspec.compiler.lean import restore
+    from archspec.compiler.passes.lean import restore
 
     gm = restore(copy.deepcopy(model).eval())  # lean training modules back to plain ops, which fold
     modules = dict(gm.named_modules())

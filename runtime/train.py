@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.errors import RunError
-from archspec.ir import Network
+from archspec.language.errors import RunError
+from archspec.graph.ir import Network
 
 from . import checkpoint as ckpt
 from . import data as D

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from archspec.errors import RunError
+from archspec.language.errors import RunError
 from archspec.runtime import checkpoint as ckpt
 from archspec.runtime.checkpoint import Checkpoint
 

@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 
 import archspec
 from archspec.compiler.codegen import to_module
-from archspec.compiler.regional import compile_regions, region_kinds
+from archspec.compiler.passes.regional import compile_regions, region_kinds
 from conftest import SPECS
 
 # small members of the three families the lean pass treats differently: cross-layer depthwise merges,
@@ -126,7 +126,7 @@ def test_region_input_gradients_come_back_in_the_inputs_layout():
     """Inductor hands a compiled region's input gradient back channels last on CPU; eager batch-norm
     backward runs several times slower on a gradient laid out unlike its input, so regions' inputs pass
     through `grad_in_layout`."""
-    from archspec.compiler.regional import grad_in_layout
+    from archspec.compiler.passes.regional import grad_in_layout
 
     leaf = torch.randn(2, 3, 4, 4, requires_grad=True)
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -180,7 +180,7 @@ def test_regional_inductor_trains_like_eager():
 
 
 def test_bench_compile_modes():
-    from archspec.errors import RunError
+    from archspec.language.errors import RunError
     from archspec.runtime.bench_train import _modes
 
     assert _modes(False) == ["none"] and _modes(True) == ["whole"]  # the old boolean flag

@@ -39,7 +39,7 @@ def test_reference_counts(name, overrides, params, macs):
 def test_cldc_parameters_of_delugenet146():
     net = archspec.network(SPECS / "delugenet146.arch")
     cldc = [n for n in net.nodes() if n.op == "crossdepthwise"]
-    assert sum(archspec.ir.node_params(net, n) for n in cldc) == 209_280
+    assert sum(archspec.graph.ir.node_params(net, n) for n in cldc) == 209_280
     assert max(len(net.inputs(n.name)) for n in cldc) == 25
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import archspec
 from archspec import SpecError
-from archspec.syntax import _MISTAKES
+from archspec.language.syntax import _MISTAKES
 from conftest import SPECS
 
 

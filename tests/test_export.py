@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
-from archspec.compiler.lean import restore
+from archspec.compiler.passes.lean import restore
 from archspec.compiler.modules import CrossDepthwise
-from archspec.errors import RunError
+from archspec.language.errors import RunError
 from archspec.runtime.bench_infer import run_bench_infer
 from archspec.runtime.export import (BatchRange, ExportOptions, _verify, export_model, inference_form,
                                      parse_dynamic_batch)

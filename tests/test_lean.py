@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.compiler import lean
+from archspec.compiler.passes import lean
 from archspec.compiler.codegen import to_module
 from archspec.runtime.bench_train import saved_bytes
 from conftest import SPECS
@@ -84,7 +84,7 @@ def test_fused_training_step_equals_plain_in_float64(kind):
 
 def test_a_wrong_backward_is_caught(monkeypatch):
     """The equality check above sees a fused backward that loses the gradient of the concatenation."""
-    from archspec.compiler import fused as fused_ops
+    from archspec.compiler.passes import fused as fused_ops
 
     backward = fused_ops.concat_norm_act_conv_backward
 
@@ -241,7 +241,7 @@ def test_concat_conv_training_step_equals_plain_in_float64(kind):
 
 
 def test_a_wrong_concat_conv_backward_is_caught(monkeypatch):
-    from archspec.compiler import fused as fused_ops
+    from archspec.compiler.passes import fused as fused_ops
 
     backward = fused_ops.concat_conv_backward
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.compiler import normalise_once
+from archspec.compiler.passes import normalise_once
 from archspec.compiler.codegen import to_module
 from archspec.compiler.modules import CrossDepthwise
 from archspec.runtime.bench_train import saved_bytes

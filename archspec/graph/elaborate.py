@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping, Sequence
 import networkx as nx
 from pydantic import ValidationError
 
-from . import tree as T
-from .errors import Loc, SpecError, did_you_mean, loc_of
-from .evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
+from ..language import tree as T
+from ..language.errors import Loc, SpecError, did_you_mean, loc_of
+from ..language.evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
 from .ir import Edge, Network, Node
-from .loader import Spec
+from ..language.loader import Spec
 from .merges import MERGES
 from .ops import OPS, PRIMITIVES, OpArgs, ShapeError, Shape, fmt_shape
 from .patterns import PATTERNS, BlockContext
@@ -259,6 +259,9 @@ class Elaborator:
         self.sites: list[Loc] = []  # where each of them was called
         self.steps = 0
         self.where: Loc | None = None  # the statement being run, for errors with no better place
+        for name, d in spec.layers.items():
+            if name in PRIMITIVES or name == "input":
+                raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", loc_of(d.name, d.loc))
 
     def step(self, loc: Loc | None) -> None:
         self.steps += 1
@@ -634,8 +637,8 @@ def _with(env: dict[str, Value], name: str, value: Value) -> dict[str, Value]:
 
 def elaborate(spec: Spec, overrides: Mapping[str, Any] | None = None) -> Network:
     """Build the graph of `spec`'s main network with parameters set by `overrides`."""
-    el = Elaborator(spec)
     try:
+        el = Elaborator(spec)
         return el.network(dict(overrides or {}))
     except SpecError as e:
         raise e.with_sources(spec.sources) from None

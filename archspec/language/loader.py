@@ -129,15 +129,11 @@ def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str
 
 
 def _define(spec: Spec, table: dict, d, what: str) -> None:
-    from .ops import PRIMITIVES
-
     name = str(d.name)
     where = loc_of(d.name, d.loc)
     old = table.get(name)
     if old is not None and old is not d:
         raise SpecError(f"{what} '{name}' is defined twice", where, f"first defined at {loc_of(old.name, old.loc)}")
-    if what == "layer" and (name in PRIMITIVES or name == "input"):
-        raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", where)
     other = spec.networks if what == "layer" else spec.layers
     if name in other:
         raise SpecError(f"'{name}' is already a {'network' if what == 'layer' else 'layer'}", where,

@@ -27,7 +27,7 @@ KEYWORDS = ("use", "layer", "network", "block", "repeat", "for", "in", "if", "el
 
 @lru_cache(maxsize=None)
 def _parser() -> Lark:
-    grammar = resources.files("archspec").joinpath("grammar.lark").read_text()
+    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
-from ..errors import Loc
+from ...language.errors import Loc
 from ..merges import Merge
 from ..ops import NoArgs, OpArgs, Shape
 

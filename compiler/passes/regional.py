@@ -26,7 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 if TYPE_CHECKING:
-    from archspec.ir import Network
+    from archspec.graph.ir import Network
 
 _LAYER = re.compile(r"layer\d+")
 

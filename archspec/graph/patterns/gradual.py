@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from ..errors import SpecError
+from ...language.errors import SpecError
 from ..ops import OpArgs, fmt_shape
 from . import Pattern
 

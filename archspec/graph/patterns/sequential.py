@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
-from ..errors import SpecError
+from ...language.errors import SpecError
 from ..ops import OpArgs
 from . import Pattern
 

@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .modules import CrossDepthwise
+from ..modules import CrossDepthwise
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:

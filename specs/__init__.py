@@ -1,0 +1,1 @@
+"""The shipped spec library, found by name (`archspec.build("delugenet146")`)."""
