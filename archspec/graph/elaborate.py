@@ -15,6 +15,7 @@ from ..language.errors import Loc, SpecError, did_you_mean, loc_of
 from ..language.evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
 from .ir import Edge, Network, Node
 from ..language.loader import Spec
+from .words import aliases
 from .merges import MERGES
 from .ops import OPS, PRIMITIVES, OpArgs, ShapeError, Shape, fmt_shape
 from .patterns import PATTERNS, BlockContext
@@ -26,30 +27,13 @@ MAX_EDGES = 500_000  # tensors read, summed over all ops (dense patterns grow qu
 MAX_TEMPLATE_DEPTH = 64  # layer templates running inside each other
 MAX_STEPS = 200_000  # statements run, loops unrolled
 
-# Names from other frameworks and papers for our ops, patterns and merges (keys lowercase, no '_').
-OP_ALIASES = {
-    "conv2d": "conv", "convolution": "conv", "batchnorm": "bn", "batchnorm2d": "bn", "bn2d": "bn",
-    "batchnormalization": "bn", "norm": "bn", "fc": "linear", "dense": "linear", "fullyconnected": "linear",
-    "maxpool2d": "maxpool", "maxpooling": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool",
-    "averagepool": "avgpool", "avgpooling": "avgpool", "averagepooling2d": "avgpool",
-    "globalavgpool": "gap", "globalaveragepool": "gap", "adaptiveavgpool": "gap",
-    "adaptiveavgpool2d": "gap", "globalaveragepooling2d": "gap", "gavgpool": "gap",
-    "id": "identity", "noop": "identity", "drop": "dropout", "spatialdropout": "dropout2d", "rectifier": "relu",
-}
-PATTERN_ALIASES = {"plain": "chain", "series": "chain", "resnet": "residual", "res": "residual",
-                   "skip": "residual", "densenet": "dense", "densely": "dense", "deluge": "dense",
-                   "delugenet": "dense", "sequential": "seq", "seqconv": "seq", "windowed": "window",
-                   "wseqconv": "window", "gunn": "gradual", "sunn": "gradual"}
-MERGE_ALIASES = {"cat": "concat", "concatenate": "concat", "stack": "concat", "add": "sum", "plus": "sum",
-                 "addition": "sum", "cldc": "crossdepthwise", "crosslayer": "crossdepthwise",
-                 "crosslayerdepthwise": "crossdepthwise", "depthwise": "crossdepthwise"}
-
-
 class Scope:
-    """A hierarchical name prefix with per-kind counters (`conv1`, `conv2`, `block1`, ...)."""
+    """A hierarchical name prefix with per-kind counters (`conv1`, `conv2`, `block1`, ...), and the block and
+    block layer it lies in, so that every node records its structure and no later stage parses names."""
 
-    def __init__(self, path: str = ""):
+    def __init__(self, path: str = "", block: str | None = None, layer: str | None = None):
         self.path = path
+        self.block, self.layer = block, layer
         self.counts: dict[str, int] = {}
         self.children: dict[str, Scope] = {}
 
@@ -60,10 +44,12 @@ class Scope:
             base = f"{base}{self.counts[base]}"
         return f"{self.path}.{base}" if self.path else base
 
-    def child(self, base: str, numbered: bool = False) -> "Scope":
+    def child(self, base: str, numbered: bool = False, kind: str | None = None) -> "Scope":
+        """A child scope; `kind` "block" or "layer" makes it the block or block layer of what it holds."""
         name = self.name(base, numbered)
         if name not in self.children:
-            self.children[name] = Scope(name)
+            block, layer = (name if kind == "block" else self.block), (name if kind == "layer" else self.layer)
+            self.children[name] = Scope(name, block, layer)
         return self.children[name]
 
 
@@ -235,7 +221,8 @@ class Builder:
         name = scope.name(base, numbered)
         if name in self.g:
             name = scope.name(base, True)
-        self.g.add_node(name, node=Node(name=name, op=op, args=a, shape=shape, loc=loc, pattern=pattern, role=role))
+        self.g.add_node(name, node=Node(name=name, op=op, args=a, shape=shape, loc=loc, pattern=pattern, role=role,
+                                               block=scope.block, layer=scope.layer))
         for slot, i in enumerate(inputs):
             self.g.add_edge(i, name, edge=Edge(slot=slot, pattern=pattern))
         self.edges += len(inputs)
@@ -416,7 +403,7 @@ class Elaborator:
         if name in env:
             return SpecError(f"'{name}' is a value ({describe(env[name])}), not an op or layer", loc)
         choices = list(PRIMITIVES) + ["shortcut"] + list(self.spec.layers)
-        hint = did_you_mean(name, choices, OP_ALIASES)
+        hint = did_you_mean(name, choices, aliases(OPS))
         if hint is None:
             hint = f"ops: {', '.join(PRIMITIVES)}, shortcut"
             if self.spec.layers:
@@ -531,7 +518,7 @@ class Elaborator:
                 raise SpecError(f"'{word.name}' is a merge, not a connection pattern", loc,
                                 f"name the pattern first, as in `block dense {word.name} {{ ... }}`")
             raise SpecError(f"unknown connection pattern '{word.name}'", loc,
-                            did_you_mean(word.name, PATTERNS, PATTERN_ALIASES)
+                            did_you_mean(word.name, PATTERNS, aliases(PATTERNS))
                             or f"patterns: {', '.join(PATTERNS)}")
         pargs = self.word_args(word, pattern.Args, env, x, f"pattern '{word.name}'")
         merge, margs = None, None
@@ -549,9 +536,9 @@ class Elaborator:
                                     f"a block has one pattern, then optionally a merge: `block {word.name} "
                                     f"{pattern.default_merge} {{ ... }}`")
                 raise SpecError(f"unknown merge '{merge_word}'", loc,
-                                did_you_mean(merge_word, MERGES, MERGE_ALIASES) or f"merges: {', '.join(MERGES)}")
+                                did_you_mean(merge_word, MERGES, aliases(MERGES)) or f"merges: {', '.join(MERGES)}")
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
-        bscope = scope.child("block", numbered=True)
+        bscope = scope.child("block", numbered=True, kind="block")
         layers = self.layers(s.body, env.copy(), x)
         ctx = BlockContext(self.b, bscope, pattern.word, merge, margs, s.loc)
         return pattern.build(ctx, x, layers, pargs)

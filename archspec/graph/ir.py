@@ -25,6 +25,8 @@ class Node(BaseModel):
     loc: Loc
     pattern: str = "chain"  # the connection pattern that made this node
     role: str = "op"  # op, merge, shortcut, join, input
+    block: str | None = None  # the innermost block holding the node (`block2`), None outside blocks
+    layer: str | None = None  # the innermost block layer holding it (`block2.layer5`), None outside every layer
 
 
 class Edge(BaseModel):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from .ops import BatchNormArgs, NoArgs, OpArgs
+from .words import Word
 
 if TYPE_CHECKING:
     from .patterns import BlockContext, Where
 
 
-class Merge:
+class Merge(Word):
     word: ClassVar[str]
     op: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = NoArgs
@@ -29,6 +30,7 @@ class ConcatMerge(Merge):
     """Concatenate along channels (DenseNet)."""
 
     word = "concat"
+    aliases = ('cat', 'concatenate', 'stack')
     op = "concat"
     equal_shapes = False
 
@@ -37,6 +39,7 @@ class SumMerge(Merge):
     """Element-wise sum (ResNet)."""
 
     word = "sum"
+    aliases = ('add', 'plus', 'addition')
     op = "add"
 
 
@@ -44,6 +47,7 @@ class CrossDepthwiseMerge(Merge):
     """Per-channel learned weighted sum of batch-normalised inflows (DelugeNet)."""
 
     word = "crossdepthwise"
+    aliases = ('cldc', 'crosslayer', 'crosslayerdepthwise', 'depthwise')
     op = "crossdepthwise"
     Args = BatchNormArgs
 

@@ -9,6 +9,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
+from .words import Word
+
 Shape = tuple[int, ...]
 
 
@@ -67,7 +69,7 @@ class SliceArgs(OpArgs):
     stop: PositiveInt
 
 
-class Op:
+class Op(Word):
     """One kind of graph node. Subclasses set `kind`, `Args` and override the rules they need."""
 
     kind: ClassVar[str]
@@ -118,6 +120,7 @@ class Input(Op):
 
 class Conv(Op):
     kind = "conv"
+    aliases = ('conv2d', 'convolution')
     Args = ConvArgs
     weighted = True
 
@@ -141,6 +144,7 @@ class Conv(Op):
 
 class BatchNorm(Op):
     kind = "bn"
+    aliases = ('batchnorm', 'batchnorm2d', 'bn2d', 'batchnormalization', 'norm')
     Args = BatchNormArgs
 
     @classmethod
@@ -154,16 +158,19 @@ class BatchNorm(Op):
 
 class Relu(Op):
     kind = "relu"
+    aliases = ('rectifier',)
 
 
 class Identity(Op):
     kind = "identity"
+    aliases = ('id', 'noop')
 
 
 class Dropout(Op):
     """Element-wise dropout."""
 
     kind = "dropout"
+    aliases = ('drop',)
     Args = DropoutArgs
 
 
@@ -171,6 +178,7 @@ class Dropout2d(Op):
     """Channel-wise dropout."""
 
     kind = "dropout2d"
+    aliases = ('spatialdropout',)
     Args = DropoutArgs
 
     @classmethod
@@ -192,14 +200,17 @@ class _Pool(Op):
 
 class AvgPool(_Pool):
     kind = "avgpool"
+    aliases = ('avgpool2d', 'averagepool', 'avgpooling', 'averagepooling2d')
 
 
 class MaxPool(_Pool):
     kind = "maxpool"
+    aliases = ('maxpool2d', 'maxpooling', 'maxpooling2d')
 
 
 class GlobalAvgPool(Op):
     kind = "gap"
+    aliases = ('globalavgpool', 'globalaveragepool', 'adaptiveavgpool', 'adaptiveavgpool2d', 'globalaveragepooling2d', 'gavgpool')
 
     @classmethod
     def shape(cls, ins, a):
@@ -210,6 +221,7 @@ class Linear(Op):
     """Fully connected; an image input is flattened first."""
 
     kind = "linear"
+    aliases = ('fc', 'dense', 'fullyconnected')
     Args = LinearArgs
     weighted = True
 

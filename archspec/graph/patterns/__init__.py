@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 from ...language.errors import Loc
 from ..merges import Merge
 from ..ops import NoArgs, OpArgs, Shape
+from ..words import Word
 
 if TYPE_CHECKING:
     from ..elaborate import Builder, Scope
@@ -31,7 +32,7 @@ class BlockContext:
     loc: Loc
 
     def layer_scope(self, i: int) -> "Scope":
-        return self.scope.child(f"layer{i + 1}")
+        return self.scope.child(f"layer{i + 1}", kind="layer")
 
     def run(self, layer: Layer, x: str, scope: "Scope") -> str:
         return layer(x, scope)
@@ -49,7 +50,7 @@ class BlockContext:
         return self.builder.shape(name)
 
 
-class Pattern:
+class Pattern(Word):
     word: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = NoArgs
     default_merge: ClassVar[str | None] = None  # None: the pattern takes no merge word

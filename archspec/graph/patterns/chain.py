@@ -5,6 +5,7 @@ from . import Pattern
 
 class Chain(Pattern):
     word = "chain"
+    aliases = ('plain', 'series')
 
     @classmethod
     def build(cls, ctx, x, layers, args):

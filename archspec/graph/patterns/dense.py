@@ -10,6 +10,7 @@ class DenseArgs(OpArgs):
 
 class Dense(Pattern):
     word = "dense"
+    aliases = ('densenet', 'densely', 'deluge', 'delugenet')
     Args = DenseArgs
     default_merge = "concat"
 

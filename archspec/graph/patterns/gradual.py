@@ -37,6 +37,7 @@ class GradualArgs(OpArgs):
 
 class Gradual(Pattern):
     word = "gradual"
+    aliases = ('gunn', 'sunn')
     Args = GradualArgs
     default_merge = "sum"
 

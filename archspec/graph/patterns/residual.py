@@ -19,6 +19,7 @@ class ResidualArgs(OpArgs):
 
 class Residual(Pattern):
     word = "residual"
+    aliases = ('resnet', 'res', 'skip')
     Args = ResidualArgs
     default_merge = "sum"
 

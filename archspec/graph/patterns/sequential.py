@@ -30,6 +30,7 @@ class WindowArgs(OpArgs):
 
 class Seq(Pattern):
     word = "seq"
+    aliases = ('sequential', 'seqconv')
     default_merge = "concat"
 
     @classmethod
@@ -80,6 +81,7 @@ class Seq(Pattern):
 
 class Window(Seq):
     word = "window"
+    aliases = ('windowed', 'wseqconv')
     Args = WindowArgs
 
     @classmethod
