@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .compiler.codegen import to_module
+from .compiler.costs import summarize
+from .compiler.passes import memory as memory_policy
 from .graph.elaborate import elaborate
 from .graph.ir import Network
 from .language.errors import SpecError
@@ -32,19 +37,20 @@ def network(spec: str | os.PathLike | Spec, **overrides: Any) -> Network:
 
 def summary(spec: str | os.PathLike | Spec | Network, **overrides: Any):
     """Per-group and total parameters, MACs and shapes, computed from the graph alone."""
-    from archspec.compiler.costs import summarize
-
     return summarize(spec if isinstance(spec, Network) else network(spec, **overrides))
 
 
-def build(spec: str | os.PathLike | Spec | Network, *, max_params: int = DEFAULT_MAX_PARAMS, **overrides: Any):
-    """A `torch.fx.GraphModule` for `spec`. Refuses networks above `max_params` before allocating."""
-    from archspec.compiler.codegen import to_module
-    from archspec.compiler.costs import summarize
-
+def build(spec: str | os.PathLike | Spec | Network, *, memory: str = "fast", max_params: int = DEFAULT_MAX_PARAMS,
+          **overrides: Any):
+    """A `torch.fx.GraphModule` for `spec`. Refuses networks above `max_params` before allocating.
+    `memory` is the training-memory policy: `fast` (plain ops), `lean` (memory linear in depth) or `auto`
+    (lean only where a batch of 64 would not fit the free memory of the first CUDA device; fast without one)."""
     net = spec if isinstance(spec, Network) else network(spec, **overrides)
     s = summarize(net)
     if s.params > max_params:
         raise SpecError(f"network '{net.name}' has {s.params:,} parameters, above the limit of {max_params:,}",
                         None, "raise the limit with --max-params (or max_params=) if this is intended")
-    return to_module(net)
+    if memory not in memory_policy.MODES:
+        raise SpecError(f"unknown memory mode {memory!r}", None, f"memory modes: {', '.join(memory_policy.MODES)}")
+    free = torch.cuda.mem_get_info()[0] if memory == "auto" and torch.cuda.is_available() else None
+    return memory_policy.apply(to_module(net), memory_policy.resolve(memory, net, 64, free))

@@ -5,6 +5,7 @@ whose `code` is straight-line Python."""
 from __future__ import annotations
 
 import operator
+from math import prod
 from typing import Callable
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from archspec.graph.ir import Network, Node
 from archspec.graph.ops import Shape
 
+from .init import initialise
 from .modules import CrossDepthwise
 
 # A lowering turns a node (and its input shapes) into either a module or a (function, extra args).
@@ -62,13 +64,23 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     m.add_module(leaf, module)
 
 
+def _describe(fx_node: fx.Node, node: Node) -> fx.Node:
+    """Record where `fx_node` comes from in the spec, so that passes and drawing read structure from
+    `node.meta` instead of parsing names or running the model."""
+    fx_node.meta.update(spec_path=node.name, op=node.op, shape=node.shape, block=node.block, layer=node.layer,
+                        role=node.role, pattern=node.pattern)
+    return fx_node
+
+
 def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
-    """The fx.Graph of `net` and the module tree its call_module nodes refer to."""
+    """The fx.Graph of `net` and the module tree its call_module nodes refer to. Every fx node made for a
+    graph node carries its `spec_path`, `op`, `shape` (per sample), `block`, `layer`, `role` and `pattern`
+    in `meta`; helpers made on the way (a flatten, a partial sum) carry the same."""
     root, graph = nn.Module(), fx.Graph()
     env: dict[str, fx.Node] = {}
     for node in net.nodes():
         if node.role == "input":
-            env[node.name] = graph.placeholder("x")
+            env[node.name] = _describe(graph.placeholder("x"), node)
             continue
         srcs = net.inputs(node.name)
         ins = [env[s] for s in srcs]
@@ -78,34 +90,31 @@ def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
             env[node.name] = ins[0]
         elif isinstance(lowered, nn.Module):
             if node.op == "linear" and len(net.shape(srcs[0])) > 1:
-                ins = [graph.create_node("call_function", torch.flatten, (ins[0], 1), name=fx_name + "_flat")]
+                ins = [_describe(graph.create_node("call_function", torch.flatten, (ins[0], 1), name=fx_name + "_flat"),
+                                 node.model_copy(update={"shape": (prod(net.shape(srcs[0])),)}))]
             _set_submodule(root, node.name, lowered)
-            env[node.name] = graph.create_node("call_module", node.name, tuple(ins), name=fx_name)
+            env[node.name] = _describe(graph.create_node("call_module", node.name, tuple(ins), name=fx_name), node)
         else:
             fn, extra, kwargs = lowered
             args = (ins, 1) if fn is torch.cat else tuple(ins) + extra
             if fn is operator.add and len(ins) > 2:
                 acc = ins[0]
                 for k, other in enumerate(ins[1:-1]):
-                    acc = graph.create_node("call_function", operator.add, (acc, other), name=f"{fx_name}_{k}")
+                    acc = _describe(graph.create_node("call_function", operator.add, (acc, other),
+                                                      name=f"{fx_name}_{k}"), node)
                 args = (acc, ins[-1])
-            env[node.name] = graph.create_node("call_function", fn, args, kwargs, name=fx_name)
+            env[node.name] = _describe(graph.create_node("call_function", fn, args, kwargs, name=fx_name), node)
     graph.output(env[net.output])
     return root, graph
 
 
-def to_module(net: Network, init: bool = True, lean: bool = True) -> fx.GraphModule:
-    """A runnable GraphModule for `net`, its weights initialised as the reference describes. `lean` fuses
-    each concatenation → batch norm → ReLU → convolution so that training holds memory linear in depth
-    (see `lean.apply`); the weights and state_dict keys are the same either way."""
+def to_module(net: Network, init: bool = True) -> fx.GraphModule:
+    """A runnable GraphModule of plain ops for `net`, its weights initialised as the reference describes.
+    Memory and speed passes (`passes.memory`) are the caller's choice."""
     root, graph = to_graph(net)
     gm = fx.GraphModule(root, graph, class_name=_class_name(net.name))
     if init:
-        from .init import initialise
         initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
-    if lean:
-        from .passes import lean as lean_pass
-        lean_pass.apply(gm)
     return gm
 
 
