@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from . import library
 from .compiler.codegen import to_module
 from .compiler.costs import summarize
 from .compiler.passes import memory as memory_policy
@@ -20,14 +21,17 @@ DEFAULT_MAX_PARAMS = 2_000_000_000
 
 
 def parse(source: str | os.PathLike | Spec) -> Spec:
-    """A spec from a path, from spec text, or an already parsed spec."""
+    """A spec from a path, a shipped model's name (`"delugenet146"`), spec text, or an already parsed
+    spec. One line without braces is a path or a name, not spec text, when it has no spaces, ends in
+    `.arch` or names a file."""
     if isinstance(source, Spec):
         return source
-    if isinstance(source, os.PathLike):
-        return load_file(source)
-    if "\n" not in source and "{" not in source and (source.endswith(".arch") or Path(source).exists()):
-        return load_file(source)
-    return load(source)
+    text = os.fspath(source)
+    one_line = text and "\n" not in text and "{" not in text
+    if isinstance(source, os.PathLike) or (
+            one_line and (not any(c.isspace() for c in text) or text.endswith(".arch") or Path(text).exists())):
+        return load_file(library.find(text))
+    return load(text)
 
 
 def network(spec: str | os.PathLike | Spec, **overrides: Any) -> Network:

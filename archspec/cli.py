@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .language import tree as T
 from .language.errors import Loc, RunError, SpecError, loc_of
+from .language.evaluate import evaluate
+from .language.syntax import parse_expr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
@@ -47,15 +50,12 @@ SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
 MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=_count, metavar="N",
                             help="Refuse networks with more parameters than N (e.g. 2e9), before "
                                  "allocating any weight.")
-SpecArg = typer.Argument(..., metavar="SPEC", help="Spec file (.arch).", show_default=False)
+SpecArg = typer.Argument(..., metavar="SPEC", help="A spec file (.arch), or a shipped model's name (see `archspec "
+                                                  "list`).", show_default=False)
 
 
 def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:
     """`name=value` pairs; values are spec literals (numbers, true/false, "strings", [lists])."""
-    from .language import tree as T
-    from .language.evaluate import evaluate
-    from .language.syntax import parse_expr
-
     result: dict[str, Any] = {}
     for item in items or ():
         name, eq, text = item.partition("=")
@@ -166,7 +166,7 @@ def print_summary(s) -> None:
 def _analyse(spec: Path, sets: Optional[List[str]], max_params: int | None):
     """Parse and elaborate `spec` with `--set` values, summarise it, and refuse it (located at the
     network's definition) when its analytic parameter count is above `max_params`."""
-    from . import api
+    from . import api  # loads torch: only commands that read a spec pay for it, not --help
 
     overrides = parse_sets(sets)
     parsed = api.parse(spec)
@@ -197,7 +197,7 @@ def compile(
             from archspec.compiler.codegen import to_module
             from archspec.compiler.standalone import standalone_source
 
-            gm = to_module(net, lean=False)  # plain ops: the standalone file carries no fused training modules
+            gm = to_module(net)  # plain ops: the standalone file carries no fused training modules
             write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))
         if as_json:
             print(json.dumps(s.to_json()))
@@ -220,6 +220,29 @@ def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: 
     guarded(run)
 
 
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table.")) -> None:
+    """The shipped models, usable by name anywhere: family, parameters, MACs and input, from their graphs."""
+
+    def run():
+        from . import library  # elaborates every model: its graph layer's imports are paid for only here
+
+        rows = library.catalogue()
+        if as_json:
+            print(json.dumps([{"name": r.name, "family": r.family, "params": r.params, "macs": r.macs,
+                               "input_shape": list(r.input_shape)} for r in rows]))
+            return
+        t = Table(title="shipped models (archspec compile NAME)", title_justify="left")
+        for col, just in (("name", "left"), ("family", "left"), ("params", "right"), ("MACs", "right"),
+                          ("input", "right")):
+            t.add_column(col, justify=just)
+        for r in rows:
+            t.add_row(r.name, r.family, f"{r.params:,}", _human(r.macs), _shape(r.input_shape))
+        out.print(t)
+
+    guarded(run)
+
+
 @bench_app.command("compile")
 def bench_compile(
     spec: Path = SpecArg,
@@ -230,7 +253,7 @@ def bench_compile(
     """Time each compile stage (parse, elaborate, passes, codegen) against a hand-written module."""
 
     def run():
-        from archspec.runtime.bench_compile import run_bench
+        from archspec.runtime.bench.compile import run_bench
 
         _analyse(spec, set_, max_params)  # every error, and the size limit, before anything is timed
         run_bench(spec, parse_sets(set_), repeat, out)
@@ -263,6 +286,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA)."),
+    memory: Optional[str] = typer.Option(None, "--memory", metavar="MODE",
+                                         help="fast (plain ops), lean (memory linear in depth) or auto (lean where "
+                                              "fast would not fit the GPU). Default: fast; with --resume, the mode "
+                                              "the run was trained in."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Launch this many processes with torchrun (DDP)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -272,7 +299,7 @@ def train(
         sets = parse_sets(set_)
         if nproc > 1:
             return _launch(nproc)
-        from archspec.runtime.host_memory import keep_freed_memory
+        from archspec.runtime.train.host_memory import keep_freed_memory
         from archspec.runtime.train import TrainConfig, train as run_training
 
         keep_freed_memory()
@@ -285,7 +312,7 @@ def train(
                 raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
         cfg = TrainConfig(spec=str(spec), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
                           lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
-                          progress=not quiet)
+                          memory=memory, progress=not quiet)
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:
             last = rows[-1]
@@ -372,9 +399,13 @@ def export(
 def bench_train(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    batch: int = typer.Option(64, "--batch", min=1),
+    batch: str = typer.Option("64", "--batch", help="Batch size, or comma-separated sizes (64,128,256): one "
+                                                    "row per size and module."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
+    memory: str = typer.Option("fast", "--memory",
+                               help="Memory policy of archspec's module: fast (plain ops), lean (memory linear "
+                                    "in depth) or auto (lean where the fast step would not fit)."),
     compile_: str = typer.Option("none", "--compile",
                                  help="none; whole (torch.compile both modules); regional (archspec's module "
                                       "compiled once per layer structure, the baseline whole); or all of them."),
@@ -383,31 +414,39 @@ def bench_train(
                                                       "off for CPU]."),
     baseline: str = typer.Option("auto", "--baseline",
                                  help="handwritten, naive (plain codegen), or auto (hand-written where one exists)."),
-    steps: int = typer.Option(10, "--steps", min=2, help="Timed steps (the median is shown)."),
+    steps: int = typer.Option(10, "--steps", min=2, help="Timed steps per module, interleaved with the "
+                                                         "others' (the median and spread are shown)."),
     warmup: int = typer.Option(3, "--warmup", min=0),
     depth_sweep: Optional[str] = typer.Option(None, "--depth-sweep", metavar="PARAM",
                                               help="Instead: bytes held for backward with the spec parameter "
                                                    "PARAM (e.g. n or depth) at 8, 16 and 32."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
+                                             help="Also write the environment, figures and ratios as JSON."),
 ) -> None:
-    """Training-step time, images/s and memory held for backward, against a baseline in the same run."""
+    """Training-step time, images/s and memory held for backward, against a baseline in the same run,
+    the modules' steps interleaved."""
 
     def run():
-        from archspec.runtime import bench_train as bt
-        from archspec.runtime.host_memory import keep_freed_memory
+        from archspec.runtime.bench import train as bt
+        from archspec.runtime.train.host_memory import keep_freed_memory
 
         from . import api
 
         sets = parse_sets(set_)
+        try:
+            batches = [_count(b) for b in batch.split(",") if b.strip()]
+        except typer.BadParameter as e:
+            raise RunError(f"--batch: {e.message}", "for example --batch 64,128,256") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
         keep_freed_memory()  # both modules run in this process, so the comparison stays fair
         if depth_sweep is not None:
             if depth_sweep not in net.params:
                 raise SpecError(f"network '{net.name}' has no parameter '{depth_sweep}' to sweep", None,
                                 f"its parameters: {', '.join(net.params)}")
-            bt.depth_sweep(lambda d: api.network(spec, **{**sets, depth_sweep: d}), batch, device, out)
+            bt.depth_sweep(lambda d: api.network(spec, **{**sets, depth_sweep: d}), batches, device, out)
         else:
-            bt.run_bench_train(net, batch, device, dtype, compile_, baseline, steps, warmup, out,
-                               channels_last=channels_last)
+            bt.run_bench_train(net, batches, device, dtype, compile_, baseline, steps, warmup, out,
+                               channels_last=channels_last, memory=memory, json_path=json_path)
 
     guarded(run)
 
@@ -416,19 +455,28 @@ def bench_train(
 def bench_infer(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    backends: str = typer.Option("eager,compile,onnxruntime,tensorrt", "--backends"),
+    backends: str = typer.Option("eager,compile,onnxruntime,tensorrt,cudagraph", "--backends",
+                                 help="Comma-separated: eager, compile, onnxruntime, tensorrt, cudagraph."),
     batch: str = typer.Option("1,64", "--batch", help="Comma-separated batch sizes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     repeat: int = typer.Option(20, "--repeat", min=3, help="Timed runs per backend and batch."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads for the run [default: every core available]."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
+                                             help="Also write the environment and figures as JSON."),
 ) -> None:
     """Inference latency and images/s per backend, warm-up excluded."""
 
     def run():
-        from archspec.runtime.bench_infer import run_bench_infer
+        from archspec.runtime.bench.infer import run_bench_infer
 
+        try:
+            batches = [_count(b) for b in batch.split(",") if b.strip()]
+        except typer.BadParameter as e:
+            raise RunError(f"--batch: {e.message}", "for example --batch 1,64") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
-        run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()],
-                        [_count(b) for b in batch.split(",") if b.strip()], device, repeat, out)
+        run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
+                        threads=threads, json_path=json_path)
 
     guarded(run)
 
@@ -444,7 +492,7 @@ def graph(
     """Draw the network: blocks, layers and their cross-layer connections, by pattern and merge."""
 
     def run():
-        from archspec.runtime.draw import draw
+        from archspec.runtime.viz import draw
 
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
         path = draw(net, output or Path(spec.name).with_suffix(".svg"), level)
@@ -464,7 +512,7 @@ def inspect(
     """Plot the learned strength of each cross-layer connection of a trained network."""
 
     def run():
-        from archspec.runtime.connections import connection_strengths, plot_connections
+        from archspec.runtime.viz.connections import connection_strengths, plot_connections
 
         if not connections:
             raise RunError("nothing to inspect: --connections is what inspect reports")

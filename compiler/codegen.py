@@ -1,57 +1,19 @@
 """Graph → torch.fx: each node becomes one fx node (a submodule call named after the spec, or a
-torch function), written straight into an fx.Graph — nothing is traced. The result is a GraphModule
-whose `code` is straight-line Python."""
+torch function), as its op's `lower` says, written straight into an fx.Graph — nothing is traced. The
+result is a GraphModule whose `code` is straight-line Python."""
 
 from __future__ import annotations
 
-import operator
 from math import prod
-from typing import Callable
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from archspec.graph.ir import Network, Node
-from archspec.graph.ops import Shape
+from archspec.graph.ops import OPS
 
 from .init import initialise
-from .modules import CrossDepthwise
-
-# A lowering turns a node (and its input shapes) into either a module or a (function, extra args).
-Lowered = nn.Module | tuple[Callable, tuple, dict]
-
-
-def _conv(n: Node, ins: list[Shape]) -> nn.Module:
-    a = n.args
-    return nn.Conv2d(ins[0][0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias)
-
-
-def _linear(n: Node, ins: list[Shape]) -> nn.Module:
-    return nn.Linear(int(torch.Size(ins[0]).numel()), n.args.out, bias=n.args.bias)
-
-
-def _pool(cls):
-    return lambda n, ins: cls(n.args.kernel, n.args.stride or n.args.kernel, n.args.padding)
-
-
-LOWER: dict[str, Callable[[Node, list[Shape]], Lowered]] = {
-    "conv": _conv,
-    "bn": lambda n, ins: nn.BatchNorm2d(ins[0][0], n.args.eps, n.args.momentum),
-    "relu": lambda n, ins: (F.relu, (), {}),
-    "identity": lambda n, ins: None,
-    "dropout": lambda n, ins: nn.Dropout(n.args.p),
-    "dropout2d": lambda n, ins: nn.Dropout2d(n.args.p),
-    "avgpool": _pool(nn.AvgPool2d),
-    "maxpool": _pool(nn.MaxPool2d),
-    "gap": lambda n, ins: (torch.mean, (), {"dim": (2, 3)}),
-    "linear": _linear,
-    "concat": lambda n, ins: (torch.cat, (), {}),
-    "add": lambda n, ins: (operator.add, (), {}),
-    "slice": lambda n, ins: (operator.getitem, ((slice(None), slice(n.args.start, n.args.stop)),), {}),
-    "crossdepthwise": lambda n, ins: CrossDepthwise([s[0] for s in ins], n.args.eps, n.args.momentum),
-}
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -84,24 +46,24 @@ def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
             continue
         srcs = net.inputs(node.name)
         ins = [env[s] for s in srcs]
-        lowered = LOWER[node.op](node, [net.shape(s) for s in srcs])
+        op = OPS[node.op]
+        lowered = op.lower(node.args, [net.shape(s) for s in srcs])
         fx_name = node.name.replace(".", "_")
         if lowered is None:  # identity
             env[node.name] = ins[0]
         elif isinstance(lowered, nn.Module):
-            if node.op == "linear" and len(net.shape(srcs[0])) > 1:
+            if op.flattens and len(net.shape(srcs[0])) > 1:
                 ins = [_describe(graph.create_node("call_function", torch.flatten, (ins[0], 1), name=fx_name + "_flat"),
                                  node.model_copy(update={"shape": (prod(net.shape(srcs[0])),)}))]
             _set_submodule(root, node.name, lowered)
             env[node.name] = _describe(graph.create_node("call_module", node.name, tuple(ins), name=fx_name), node)
         else:
             fn, extra, kwargs = lowered
-            args = (ins, 1) if fn is torch.cat else tuple(ins) + extra
-            if fn is operator.add and len(ins) > 2:
+            args = (ins, *extra) if op.gather == "list" else tuple(ins) + extra
+            if op.gather == "pairwise" and len(ins) > 2:
                 acc = ins[0]
                 for k, other in enumerate(ins[1:-1]):
-                    acc = _describe(graph.create_node("call_function", operator.add, (acc, other),
-                                                      name=f"{fx_name}_{k}"), node)
+                    acc = _describe(graph.create_node("call_function", fn, (acc, other), name=f"{fx_name}_{k}"), node)
                 args = (acc, ins[-1])
             env[node.name] = _describe(graph.create_node("call_function", fn, args, kwargs, name=fx_name), node)
     graph.output(env[net.output])
@@ -114,7 +76,7 @@ def to_module(net: Network, init: bool = True) -> fx.GraphModule:
     root, graph = to_graph(net)
     gm = fx.GraphModule(root, graph, class_name=_class_name(net.name))
     if init:
-        initialise(gm, {n.name: n.args.init for n in net.nodes() if n.op in ("conv", "linear")})
+        initialise(gm, {n.name: n for n in net.nodes()})
     return gm
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 import tempfile
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,10 +19,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from archspec.language.errors import RunError, did_you_mean
+from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
+from archspec.language.errors import RunError, did_you_mean
 
 FORMATS = ("pt2", "onnx", "tensorrt")
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -139,68 +138,6 @@ def _choices(what: str, names, suggestion: str | None) -> str:
     return f"{suggestion}\n{listed}" if suggestion else listed
 
 
-# ---- the inference form ------------------------------------------------------------------------------
-
-
-def inference_form(model: fx.GraphModule) -> fx.GraphModule:
-    """A deep copy in eval mode in which every BatchNorm2d whose input is a Conv2d's output, used by it
-    alone, is folded into that convolution (which gains a bias) and removed from the graph: one op per
-    pair fewer to run or export, the same function up to rounding. Batch norms after anything else
-    (pre-activation ones after a ReLU or a concatenation, DelugeNet's cross-layer depthwise merges) and
-    convolution outputs that are also read elsewhere stay as they are."""
-    from archspec.compiler.passes.lean import restore
-
-    gm = restore(copy.deepcopy(model).eval())  # lean training modules back to plain ops, which fold
-    modules = dict(gm.named_modules())
-    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
-    attrs = [n.target for n in gm.graph.nodes if n.op == "get_attr"]
-    folded = 0
-    for node in list(gm.graph.nodes):
-        conv = _folded_conv(node, modules, calls, attrs)
-        if conv is None:
-            continue
-        _replace_module(gm, conv.target, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
-        node.replace_all_uses_with(conv)
-        gm.graph.erase_node(node)
-        folded += 1
-    if folded:
-        gm.graph.lint()
-        gm.recompile()
-        gm.delete_all_unused_submodules()
-    return gm
-
-
-def _folded_conv(node: fx.Node, modules: dict[str, nn.Module], calls: Counter, attrs: list[str]) -> fx.Node | None:
-    """The convolution node `node` (a batch norm) can be folded into, or None. Both modules must be
-    called once and never read as attributes (a fused op handed the module or its weight would see
-    the folded weights)."""
-    if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
-        return None
-    bn = modules.get(node.target)
-    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
-        return None
-    src = node.args[0]
-    if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1:
-        return None
-    conv = modules.get(src.target)
-    if not isinstance(conv, nn.Conv2d) or conv.out_channels != bn.num_features:
-        return None
-    for target in (src.target, node.target):
-        if calls[target] != 1 or any(_overlap(target, a) for a in attrs):
-            return None
-    return src
-
-
-def _overlap(module: str, attr: str) -> bool:
-    """Whether reading `attr` reads `module` or part of it (or a module that holds it)."""
-    return attr == module or attr.startswith(module + ".") or module.startswith(attr + ".")
-
-
-def _replace_module(gm: nn.Module, target: str, module: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, name, module)
-
-
 # ---- export ------------------------------------------------------------------------------------------
 
 
@@ -213,7 +150,7 @@ def export_model(net: Network, model: nn.Module, opts: ExportOptions, console: C
         raise RunError(f"cannot write {output}: it is a directory", "name a file with -o")
     if opts.format == "tensorrt" and output.suffix == ".engine":
         raise RunError(f"-o {output}: name the .ep program; the raw engine is written beside it as .engine")
-    folded = inference_form(model) if isinstance(model, fx.GraphModule) else copy.deepcopy(model).eval()
+    folded = fold(model) if isinstance(model, fx.GraphModule) else copy.deepcopy(model).eval()
     exporter = {"pt2": _export_pt2, "onnx": _export_onnx, "tensorrt": _export_tensorrt}[opts.format]
     return exporter(model, folded, shape, opts, output, console)
 

@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from archspec.language.errors import RunError
-from archspec.runtime import checkpoint as ckpt
-from archspec.runtime.checkpoint import Checkpoint
+from archspec.runtime.train import checkpoint as ckpt
+from archspec.runtime.train.checkpoint import Checkpoint
 
 
 def same(a, b) -> bool:
@@ -184,7 +184,7 @@ def test_shared_and_strided_tensors_are_saved(tmp_path):
 
 CHILD = textwrap.dedent("""
     import os, sys, time, torch
-    from archspec.runtime import checkpoint as ckpt
+    from archspec.runtime.train import checkpoint as ckpt
     path = sys.argv[1]
     ckpt.save(path, ckpt.Checkpoint(model={"w": torch.arange(10.0)}, optimizer=None, scheduler=None, epoch=1,
                                     rng={}, meta={"name": "A"}))

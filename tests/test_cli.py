@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from archspec.cli import app
 from conftest import ROOT, SPECS
+from reference_counts import BY_NAME
 
 DELUGENET146 = str(SPECS / "delugenet146.arch")
 LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: ", re.M)
@@ -106,7 +107,7 @@ def test_output_to_a_directory_is_an_error(cli, tmp_path):
     assert r.exit_code == 2 and "is a directory" in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("args", [(), ("compile",), ("check",), ("bench",), ("bench", "compile")])
+@pytest.mark.parametrize("args", [(), ("compile",), ("check",), ("list",), ("bench",), ("bench", "compile")])
 def test_help(cli, args):
     r = cli(*args, "--help")
     assert r.exit_code == 0, r.output
@@ -122,6 +123,65 @@ def test_usage_errors_exit_2(cli):
     assert cli("compile", DELUGENET146, "--bogus").exit_code == 2
     r = cli("compile", DELUGENET146, "--max-params", "lots")
     assert r.exit_code == 2 and "not a number" in r.output
+
+
+# ---- the shipped models, by name --------------------------------------------------------------------
+
+
+def test_models_by_name_from_any_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("compile", "delugenet146", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["params"] == BY_NAME["delugenet146"].params
+    r = cli("check", "resnetlike146", "--set", "shortcut=1", "--set", "classes=10")
+    assert r.exit_code == 0, r.output
+    assert f"{BY_NAME['resnetlike146'].variants[1].params:,} params" in r.stdout
+    r = cli("compile", "gunn15", "-o", "gunn15.py")
+    assert r.exit_code == 0 and (tmp_path / "gunn15.py").is_file(), r.output
+
+
+def test_a_file_named_like_a_model_is_read_as_the_file(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "delugenet146").write_text(net("conv(8, 3)"))
+    r = cli("check", "delugenet146")
+    assert r.exit_code == 0 and r.stdout.startswith("ok: n: "), r.output
+
+
+@pytest.mark.parametrize("command", ["compile", "check"])
+def test_unknown_model_name_suggests_the_closest(cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    r = cli(command, "delugenet14")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.output.startswith("error: no spec file or shipped model named 'delugenet14'")
+    assert "did you mean 'delugenet146'" in r.output and "archspec list" in r.output
+
+
+@pytest.mark.slow
+def test_list_json(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("list", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert sorted(rows) == sorted(p.stem for p in SPECS.glob("*.arch")) == sorted(BY_NAME)
+    for name, row in rows.items():
+        ref = BY_NAME[name]
+        assert (row["params"], tuple(row["input_shape"])) == (ref.params, ref.input), name
+        if isinstance(ref.macs, int):
+            assert row["macs"] == ref.macs, name
+    used = {name: re.search(r'use "lib/(\w+)\.arch"', (SPECS / f"{name}.arch").read_text()) for name in rows}
+    assert {n: row["family"] for n, row in rows.items()} == {n: m[1] if m else "" for n, m in used.items()}
+    assert rows["wrn28_10"]["family"] == "resnet" and rows["sunn18"]["family"] == "gunn"
+
+
+@pytest.mark.slow
+def test_list_table(cli):
+    r = cli("list")
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│")}
+    assert set(lines) == set(BY_NAME)
+    for word in ("delugenet", "6,686,250", "691.899M", "3×32×32"):
+        assert word in lines["delugenet146"], lines["delugenet146"]
+    assert "3×224×224" in lines["gunn18"]
 
 
 # ---- the parameter limit ---------------------------------------------------------------------------
@@ -246,9 +306,9 @@ def _script() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "archspec"]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "80"}
-    return subprocess.run(_script() + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(_script() + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
 
@@ -256,6 +316,15 @@ def test_console_script_compile_json():
     p = _run("compile", "specs/delugenet146.arch", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["params"] == 6_686_250
+
+
+@pytest.mark.slow
+def test_console_script_by_name_from_another_folder(tmp_path):
+    p = _run("compile", "delugenet146", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["params"] == 6_686_250
+    p = _run("check", "delugenet14", cwd=tmp_path)
+    assert p.returncode == 2 and "did you mean 'delugenet146'" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_console_script_error(tmp_path):

@@ -37,6 +37,7 @@ def test_macs_agree_with_flop_counter(spec, overrides):
     assert sum(p.numel() for p in gm.parameters()) == s.params
 
 
+@pytest.mark.slow
 def test_forward_and_backward_under_torch_compile_aot_eager():
     gm = archspec.build(SPECS / "delugenet146.arch", **SMALL).train()
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ from torch._dynamo.utils import counters
 
 import archspec
 from archspec.compiler.codegen import to_module
+from archspec.compiler.passes import memory as memory_policy
 from archspec.compiler.passes.regional import compile_regions, region_kinds
 from conftest import SPECS
 
@@ -26,14 +27,15 @@ TINY = {
 HAS_CXX = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
-def tiny(family: str, dtype=torch.float64, **more):
-    """A tiny member of `family`, in float64 unless told: these networks are small and their batch-norm
+def tiny(family: str, dtype=torch.float64, memory: str = "lean", **more):
+    """A tiny member of `family` under the `memory` policy (lean unless told: its fused ops are the case
+    a compiler could get wrong), in float64 unless told: these networks are small and their batch-norm
     statistics come from few values, so float32 rounding alone moves some gradients by 1e-3 (channels
     last, being summed in another order, is then not comparable); in float64 any difference is a bug."""
     spec, overrides = TINY[family]
     net = archspec.network(SPECS / f"{spec}.arch", **{**overrides, **more})
     torch.manual_seed(0)
-    return net, to_module(net).train().to(dtype)
+    return net, memory_policy.apply(to_module(net), memory).train().to(dtype)
 
 
 def batch(net, n: int = 4, dtype=torch.float64):
@@ -82,6 +84,7 @@ def test_whole_model_compiles_without_graph_breaks(family):
     assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", TINY)
 def test_whole_model_compile_trains_like_eager(family):
     net, gm = tiny(family)
@@ -91,11 +94,13 @@ def test_whole_model_compile_trains_like_eager(family):
     assert_same_step(got, step(ref, x), gm, ref)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("memory", ["fast", "lean"])
 @pytest.mark.parametrize("family", TINY)
-def test_regional_compile_trains_like_eager_and_keeps_the_state_dict(family):
-    net, gm = tiny(family)
+def test_regional_compile_trains_like_eager_and_keeps_the_state_dict(family, memory):
+    net, gm = tiny(family, memory=memory)
     ref = copy.deepcopy(gm)
-    rm = compile_regions(gm, net, backend="aot_eager")
+    rm = compile_regions(gm, backend="aot_eager")
     assert list(rm.state_dict()) == list(ref.state_dict())
     ours = gm.state_dict()
     assert all(t.data_ptr() == ours[k].data_ptr() for k, t in rm.state_dict().items())  # shared, not copied
@@ -107,13 +112,14 @@ def test_regional_compile_trains_like_eager_and_keeps_the_state_dict(family):
     assert sum(counters["graph_break"].values()) == 0
 
 
+@pytest.mark.slow
 def test_regional_compile_count_does_not_grow_with_depth():
     compiled = {}
     for n in (2, 4):
         net, gm = tiny("delugenet", n=n)
         torch._dynamo.reset()
         counters.clear()
-        rm = compile_regions(gm, net, backend="aot_eager")
+        rm = compile_regions(gm, backend="aot_eager")
         step(rm, batch(net))
         step(rm, batch(net))  # a second step compiles nothing new
         kinds = region_kinds(rm)
@@ -141,6 +147,7 @@ def test_region_input_gradients_come_back_in_the_inputs_layout():
     assert grad_in_layout(leaf) is leaf  # autograd lays a leaf's gradient out like the leaf already
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", TINY)
 @pytest.mark.parametrize("mode", ["eager", "whole", "regional"])
 def test_channels_last_matches_contiguous(family, mode):
@@ -148,18 +155,19 @@ def test_channels_last_matches_contiguous(family, mode):
     ref = copy.deepcopy(gm)
     gm = gm.to(memory_format=torch.channels_last)
     model = {"eager": lambda: gm, "whole": lambda: torch.compile(gm, backend="aot_eager"),
-             "regional": lambda: compile_regions(gm, net, backend="aot_eager")}[mode]()
+             "regional": lambda: compile_regions(gm, backend="aot_eager")}[mode]()
     x = batch(net)
     got = step(model, x.contiguous(memory_format=torch.channels_last))
     assert_same_step(got, step(ref, x), gm, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", TINY)
 @pytest.mark.parametrize("mode", ["whole", "regional"])
 def test_bf16_autocast_trains_like_eager(family, mode):
     net, gm = tiny(family, torch.float32)
     eager_bf16, fp32 = copy.deepcopy(gm), copy.deepcopy(gm)
-    model = torch.compile(gm, backend="aot_eager") if mode == "whole" else compile_regions(gm, net, backend="aot_eager")
+    model = torch.compile(gm, backend="aot_eager") if mode == "whole" else compile_regions(gm, backend="aot_eager")
     x = batch(net, dtype=torch.float32)
     got, want, exact = step(model, x, bf16=True), step(eager_bf16, x, bf16=True), step(fp32, x)
     assert torch.isfinite(got).all() and all(torch.isfinite(g).all() for g in grads(gm).values())
@@ -170,18 +178,19 @@ def test_bf16_autocast_trains_like_eager(family, mode):
     assert rel(got, exact) < 5e-2 and rel(flat(gm), flat(fp32)) < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_CXX, reason="inductor's CPU backend needs a C++ compiler (g++, c++ or clang++)")
 def test_regional_inductor_trains_like_eager():
     net, gm = tiny("delugenet", torch.float32, n=1)
     ref = copy.deepcopy(gm)
-    rm = compile_regions(gm, net)
+    rm = compile_regions(gm)
     x = batch(net, dtype=torch.float32)
     assert_same_step(step(rm, x), step(ref, x), gm, ref, rtol=1e-3, atol=1e-3)
 
 
 def test_bench_compile_modes():
     from archspec.language.errors import RunError
-    from archspec.runtime.bench_train import _modes
+    from archspec.runtime.bench.train import _modes
 
     assert _modes(False) == ["none"] and _modes(True) == ["whole"]  # the old boolean flag
     assert _modes("regional") == ["regional"] and _modes("all") == ["none", "whole", "regional"]
@@ -189,16 +198,17 @@ def test_bench_compile_modes():
         _modes("partial")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["densenet_bc", "gunn"])
 def test_whole_compile_keeps_the_lean_memory(family):
     """The fused ops are opaque to the compiler, so it cannot merge backward's rebuilt concatenation
     with forward's and save it again: a compiled lean module holds what the eager one holds."""
-    from archspec.runtime.bench_train import saved_bytes
+    from archspec.runtime.bench.train import saved_bytes
 
     wider = {"densenet_bc": {"depth": 40}, "gunn": {"widths": [24, 36, 48], "segments": [6, 6, 6]}}[family]
     net, gm = tiny(family, torch.float32, **wider)
     x, y = batch(net, dtype=torch.float32), torch.zeros(4, dtype=torch.long)
-    plain = to_module(net, lean=False)
+    plain = to_module(net)
     torch._dynamo.reset()
     compiled = torch.compile(copy.deepcopy(gm), backend="aot_eager")
     held = [saved_bytes(m, x, y) for m in (plain, gm, compiled)]

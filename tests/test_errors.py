@@ -10,7 +10,7 @@ import pytest
 
 import archspec
 from archspec import SpecError
-from archspec.language.syntax import _MISTAKES
+from archspec.language.diagnostics import MISTAKES
 from conftest import SPECS
 
 
@@ -126,7 +126,7 @@ def test_unknown_function():
 
 def test_a_spec_is_data_python_is_never_evaluated(tmp_path):
     marker = tmp_path / "pwned"
-    for body in (f'conv(__import__("os"), 1)', 'conv(eval("1"), 1)',
+    for body in ('conv(__import__("os"), 1)', 'conv(eval("1"), 1)',
                  f'conv(exec("open(\'{marker}\', \'w\')"), 1)'):
         e = error(net(body))
         assert "unknown function" in e.message
@@ -501,10 +501,10 @@ def test_deep_nesting_is_an_error_not_a_crash():
 # ---- syntax ----------------------------------------------------------------------------------------
 
 
-MISTAKES = [(label, example) for label, examples in _MISTAKES.items() for example in examples]
+EXAMPLES = [(label, example) for label, examples in MISTAKES.items() for example in examples]
 
 
-@pytest.mark.parametrize("label,example", MISTAKES)
+@pytest.mark.parametrize("label,example", EXAMPLES)
 def test_each_syntax_mistake_gets_its_message(label, example):
     with pytest.raises(SpecError) as e:
         archspec.parse(example + "\n")  # a newline: spec text, never a file name
@@ -518,7 +518,7 @@ def test_each_syntax_mistake_gets_its_message(label, example):
     assert err.hint and "expected" in err.hint
 
 
-@pytest.mark.parametrize("label,example", [(l, x) for l, x in MISTAKES if x.startswith("network n() { ")])
+@pytest.mark.parametrize("label,example", [(l, x) for l, x in EXAMPLES if x.startswith("network n() { ")])
 def test_syntax_mistakes_after_other_statements(label, example):
     """The same mistake later in a body (a deeper parser stack) gets the same message."""
     text = example.replace("network n() { ", "network n() {\n  input(3, 8, 8)\n  relu\n  ", 1)

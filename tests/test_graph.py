@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import archspec
 from archspec.cli import app
 from archspec.language.errors import RunError
-from archspec.runtime.draw import draw, units_of
+from archspec.runtime.viz import draw, units_of
 from conftest import SPECS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,11 +7,11 @@ import pytest
 
 PROBE = r"""
 import resource, sys, torch
-from archspec.runtime.host_memory import keep_freed_memory
+from archspec.runtime.train.host_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 faults = []
-for _ in range(4):
+for _ in range(8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # 64 MiB, every page touched
     del t
@@ -20,6 +20,7 @@ print(min(faults[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_freed_buffers_are_reused_without_page_faults():
     pages = 64 * 2**20 // 4096

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import archspec
 from archspec.cli import app
 from archspec.language.errors import RunError
-from archspec.runtime.checkpoint import Checkpoint, save
-from archspec.runtime.connections import connection_strengths, per_input_channel, plot_connections
+from archspec.runtime.train.checkpoint import Checkpoint, save
+from archspec.runtime.viz.connections import connection_strengths, per_input_channel, plot_connections
 from archspec.runtime.train import spec_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

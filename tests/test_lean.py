@@ -1,21 +1,45 @@
-"""The lean pass: DenseNets fused to `ConcatNormActConv`, SeqConv groups and GUNN units to `ConcatConv`,
-compute exactly what the plain graph computes — outputs, every gradient, batch-norm running statistics,
-dropout masks — while holding memory linear in depth; eval mode and export see plain ops; weights and
-state_dict keys do not change."""
+"""The lean pass: DenseNets fused to `ConcatNormActConv` (with any recomputable activation: relu, silu),
+SeqConv groups and GUNN units to `ConcatConv`, compute exactly what the plain graph computes — outputs,
+every gradient, batch-norm running statistics, dropout masks — while holding memory linear in depth;
+eval mode and export see plain ops; weights and state_dict keys do not change."""
 
 import pytest
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.compiler.passes import lean
 from archspec.compiler.codegen import to_module
-from archspec.runtime.bench_train import saved_bytes
+from archspec.compiler.passes import fused as fused_ops
+from archspec.compiler.passes import lean, normalise_once
+from archspec.compiler.passes.fused import ConcatConv, ConcatNormActConv
+from archspec.runtime.bench.train import saved_bytes
 from conftest import SPECS
+
+# DenseNet-BC with silu in place of relu: the lean pass fuses any activation the registry marks recomputable
+SILU_BC = """
+layer bottleneck(k: int) {
+  bn silu conv(4 * k, 1)
+  bn silu conv(k, 3, padding=1)
+}
+network densenet_bc_silu(classes: int = 10, depth: int = 100, k: int = 12) {
+  input(3, 32, 32)
+  let n = (depth - 4) // 6
+  stem { conv(2 * k, 3, padding=1) }
+  for i in range(3) {
+    if i > 0 {
+      transition { bn silu conv(floor(channels * 0.5), 1) avgpool(2) }
+    }
+    block dense concat { repeat n { bottleneck(k) } }
+  }
+  head { bn silu gap linear(classes) }
+}
+"""
 
 SMALL = {
     "bc": (SPECS / "densenet_bc100_k12.arch", {"depth": 16, "k": 4}),  # 2 bottleneck layers per block, 1×1
+    "bc_silu": (SILU_BC, {"depth": 16, "k": 4}),
     "basic": (SPECS / "densenet40_k12.arch", {"depth": 10, "k": 4}),  # 2 basic layers per block, 3×3
     # GUNN units with their projection shortcut: two convolutions read each join
     "gunn": (SPECS / "gunn15.arch", {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
@@ -26,21 +50,33 @@ SMALL = {
 }
 
 
+def _lean(net, init: bool = False) -> fx.GraphModule:
+    return lean.apply(to_module(net, init=init))
+
+
 def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
     spec, overrides = SMALL[kind]
     net = archspec.network(spec, **overrides)
     torch.manual_seed(0)
-    plain = to_module(net, lean=False).to(dtype)
+    plain = to_module(net).to(dtype)
     with torch.no_grad():  # no weight left at zero (SeqConv zero-initialises layers): every gradient flows
         for p in plain.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    fused = to_module(net, init=False, lean=True).to(dtype)
+    fused = _lean(net).to(dtype)
     fused.load_state_dict(plain.state_dict())
     return plain, fused
 
 
+PASS_MADE = (ConcatNormActConv, ConcatConv, normalise_once.BatchMoments)
+
+
 def _fused(gm: nn.Module) -> list[nn.Module]:
-    return [m for m in gm.modules() if isinstance(m, (lean.ConcatNormActConv, lean.ConcatConv))]
+    return [m for m in gm.modules() if isinstance(m, (ConcatNormActConv, ConcatConv))]
+
+
+def _plain_paths(gm: nn.Module) -> list[str]:
+    """The module paths of `gm` other than those the lean pass adds."""
+    return [n for n, m in gm.named_modules() if not isinstance(m, PASS_MADE)]
 
 
 def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tensor, rtol: float = 1e-10) -> None:
@@ -67,14 +103,15 @@ def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tens
         torch.testing.assert_close(b, a, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("kind", ["bc", "basic"])
+@pytest.mark.parametrize("kind", ["bc", "basic", "bc_silu"])
 def test_fused_training_step_equals_plain_in_float64(kind):
     plain, fused = _pair(kind)
     convs = [n.args[1].target for n in fused.graph.nodes
-             if n.op == "call_module" and isinstance(fused.get_submodule(n.target), lean.ConcatNormActConv)]
+             if n.op == "call_module" and isinstance(fused.get_submodule(n.target), ConcatNormActConv)]
+    assert {m.act for m in _fused(fused)} == {"silu" if kind == "bc_silu" else "relu"}
     in_blocks = [fused.get_submodule(c) for c in convs if c.startswith("block")]
     assert len(convs) == 5 and len(in_blocks) == 3
-    assert all(c.kernel_size == ((1, 1) if kind == "bc" else (3, 3)) for c in in_blocks)
+    assert all(c.kernel_size == ((3, 3) if kind == "basic" else (1, 1)) for c in in_blocks)
     torch.manual_seed(1)
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     _assert_same_training_step(plain, fused, x)
@@ -82,10 +119,9 @@ def test_fused_training_step_equals_plain_in_float64(kind):
     assert int(fused.block1.layer2.bn1.num_batches_tracked) == 2
 
 
-def test_a_wrong_backward_is_caught(monkeypatch):
+@pytest.mark.parametrize("kind", ["bc", "bc_silu"])
+def test_a_wrong_backward_is_caught(monkeypatch, kind):
     """The equality check above sees a fused backward that loses the gradient of the concatenation."""
-    from archspec.compiler.passes import fused as fused_ops
-
     backward = fused_ops.concat_norm_act_conv_backward
 
     def lossy(*args):
@@ -93,7 +129,7 @@ def test_a_wrong_backward_is_caught(monkeypatch):
         return (gx * 0.5, *rest)
 
     monkeypatch.setattr(fused_ops, "concat_norm_act_conv_backward", lossy)
-    plain, fused = _pair("bc")
+    plain, fused = _pair(kind)
     with pytest.raises(AssertionError):
         _assert_same_training_step(plain, fused, torch.randn(2, 3, 32, 32, dtype=torch.float64))
 
@@ -109,17 +145,18 @@ def _unit(momentum, bias: bool, stride: int, cl: bool):
     return bn, conv, xs
 
 
-@pytest.mark.parametrize("momentum,bias,stride,cl", [(0.1, False, 1, False), (None, True, 2, False),
-                                                     (0.3, True, 1, True)])
-def test_unit_matches_plain_ops_with_any_inputs_needing_grad(momentum, bias, stride, cl):
+@pytest.mark.parametrize("momentum,bias,stride,cl,act", [(0.1, False, 1, False, "relu"), (None, True, 2, False, "relu"),
+                                                         (0.3, True, 1, True, "relu"), (0.1, True, 2, False, "silu"),
+                                                         (None, False, 1, True, "silu")])
+def test_unit_matches_plain_ops_with_any_inputs_needing_grad(momentum, bias, stride, cl, act):
     bn, conv, xs = _unit(momentum, bias, stride, cl)
     ref_bn, ref_conv, _ = _unit(momentum, bias, stride, cl)
     xs[1].requires_grad_(True)  # only some producers need a gradient
     ref_xs = [t.detach().clone().requires_grad_(t.requires_grad) for t in xs]
-    fused = lean.ConcatNormActConv(("cat", "bn", "relu", "conv"))
+    fused = ConcatNormActConv(("cat", "bn", act, "conv"), act)
     for _ in range(2):
         z = fused(bn, conv, *xs)
-        ref = ref_conv(F.relu(ref_bn(torch.cat(ref_xs, 1))))
+        ref = ref_conv(getattr(F, act)(ref_bn(torch.cat(ref_xs, 1))))
         w = torch.randn_like(ref)
         (z * w).sum().backward()
         (ref * w).sum().backward()
@@ -135,7 +172,7 @@ def test_unit_matches_plain_ops_with_any_inputs_needing_grad(momentum, bias, str
 
 def test_channels_last_gives_the_same_numbers():
     plain, fused = _pair("bc", torch.float32)
-    fused_cl = to_module(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]), lean=True)
+    fused_cl = _lean(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]))
     fused_cl.load_state_dict(fused.state_dict())
     fused_cl = fused_cl.to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 32, 32)
@@ -158,7 +195,8 @@ def test_bf16_autocast_trains_like_plain():
         assert (q.grad - p.grad).norm() <= 2e-2 * p.grad.norm() + 1e-6, name
 
 
-def test_memory_held_for_backward_grows_linearly():
+@pytest.mark.parametrize("spec", [SPECS / "densenet_bc100_k12.arch", SILU_BC], ids=["relu", "silu"])
+def test_memory_held_for_backward_grows_linearly(spec):
     """DenseNet-BC with 4, 8 and 16 layers per block: every further layer costs the lean module the same,
     the plain one more and more (it holds a fresh copy of every concatenation). The growth rate scales
     both alike, so a small one keeps this quick."""
@@ -166,8 +204,8 @@ def test_memory_held_for_backward_grows_linearly():
     torch.manual_seed(0)
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
     for depth in (28, 52, 100):
-        net = archspec.network(SPECS / "densenet_bc100_k12.arch", depth=depth, k=4)
-        held[depth] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+        net = archspec.network(spec, depth=depth, k=4)
+        held[depth] = [saved_bytes(m, x, y) for m in (to_module(net, init=False), _lean(net))]
     for i, name in enumerate(("plain", "lean")):
         first = (held[52][i] - held[28][i]) / 4  # per added layer per block, going from 4 to 8
         second = (held[100][i] - held[52][i]) / 8  # and from 8 to 16
@@ -196,34 +234,52 @@ def test_eval_no_grad_and_export_see_plain_ops():
     assert not any("ConcatNormActConv" in op or "higher_order" in op for op in ops)
 
 
-def test_weights_state_dict_and_restore_match_the_plain_module():
+def test_weights_and_state_dict_match_the_plain_module():
     plain, fused = _pair("bc", torch.float32)
     sp, sf = plain.state_dict(), fused.state_dict()
     assert list(sp) == list(sf)
     for k in sp:
         assert torch.equal(sp[k], sf[k]), k
-    other = to_module(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]), init=False, lean=False)
+    other = to_module(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]), init=False)
     other.load_state_dict(fused.state_dict())
     fused.load_state_dict(other.state_dict())
     assert len(_fused(fused)) == 5  # 1 layer per block past the first, 2 transitions
-    restored = lean.restore(fused)
-    assert restored.code == plain.code and not _fused(restored)
-    assert [n for n, _ in restored.named_modules()] == [n for n, _ in plain.named_modules()]
+    assert _plain_paths(fused) == [n for n, _ in plain.named_modules()]
+    other.eval(), fused.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(other(x), fused(x))  # a plain module with the same weights is the same net
+
+
+def test_fused_nodes_carry_the_meta_of_the_nodes_they_replace():
+    net = archspec.network(SMALL["gunn"][0], **SMALL["gunn"][1])
+    plain, fused = to_module(net, init=False), _lean(net)
+    by_name = {n.name: n for n in plain.graph.nodes}
+    made = [n for n in fused.graph.nodes
+            if n.op == "call_module" and isinstance(fused.get_submodule(n.target), ConcatConv)]
+    assert made
+    for node in made:
+        first = by_name[fused.get_submodule(node.target).names[2]]
+        assert node.meta["layer"] == first.meta["layer"] and node.meta["spec_path"] == first.meta["spec_path"]
+    for node in fused.graph.nodes:  # every node but the ones reading a module by reference: spec meta
+        if node.op not in ("get_attr", "output"):
+            assert {"spec_path", "op", "shape", "layer"} <= set(node.meta), node.name
+        if node.name in by_name and node.op == "call_function":
+            assert node.meta["shape"] == by_name[node.name].meta["shape"], node.name
 
 
 def test_other_patterns_are_left_alone():
     net = archspec.network(SPECS / "preresnet164.arch")
-    assert to_module(net, init=False).code == to_module(net, init=False, lean=False).code
+    assert _lean(net).code == to_module(net, init=False).code
     net = archspec.network(SPECS / "delugenet146.arch", n=2)  # only its merges' moments are shared
-    lean_code = to_module(net, init=False).code
-    assert "moments" in lean_code and "torch.cat" not in lean_code
-    assert lean.restore(to_module(net, init=False)).code == to_module(net, init=False, lean=False).code
+    fused = _lean(net)
+    assert "moments" in fused.code and "torch.cat" not in fused.code and not _fused(fused)
+    assert _plain_paths(fused) == [n for n, _ in to_module(net, init=False).named_modules()]
 
 
 @pytest.mark.parametrize("kind", ["gunn", "gunn_nores", "seqconv", "seqconv_dense"])
 def test_concat_conv_training_step_equals_plain_in_float64(kind):
     plain, fused = _pair(kind)
-    found = [m for m in fused.modules() if isinstance(m, lean.ConcatConv)]
+    found = [m for m in fused.modules() if isinstance(m, ConcatConv)]
     cats_left = [n for n in fused.graph.nodes if n.op == "call_function" and n.target is torch.cat
                  and all(u.op == "call_module" and isinstance(fused.get_submodule(u.target), nn.Conv2d)
                          for u in n.users)]
@@ -241,8 +297,6 @@ def test_concat_conv_training_step_equals_plain_in_float64(kind):
 
 
 def test_a_wrong_concat_conv_backward_is_caught(monkeypatch):
-    from archspec.compiler.passes import fused as fused_ops
-
     backward = fused_ops.concat_conv_backward
 
     def lossy(*args):
@@ -269,7 +323,7 @@ def test_concat_conv_unit_matches_plain_ops(p, bias, stride, groups, cl):
         return drop, convs, xs
 
     (drop, convs, xs), (ref_drop, ref_convs, ref_xs) = unit(), unit()
-    fused = lean.ConcatConv(("cat", "drop" if p else None, "conv_a", "conv_b"))
+    fused = ConcatConv(("cat", "drop" if p else None, "conv_a", "conv_b"))
     torch.manual_seed(3)
     zs = fused(drop, convs, *xs)
     torch.manual_seed(3)
@@ -296,11 +350,12 @@ def test_gunn_holds_no_more_than_sunn():
     held = {}
     for spec in ("gunn15", "sunn15"):
         net = archspec.network(SPECS / f"{spec}.arch", **small)
-        held[spec] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+        held[spec] = [saved_bytes(m, x, y) for m in (to_module(net, init=False), _lean(net))]
     assert held["gunn15"][1] <= 1.05 * held["sunn15"][1], held
     assert held["gunn15"][0] > 1.5 * held["sunn15"][0], held
 
 
+@pytest.mark.slow
 def test_seqconv_memory_grows_linearly_with_groups():
     """A dense SeqConv layer of g groups: the plain graph holds every group's fresh concatenation
     (quadratic in g), the lean one only the groups' outputs."""
@@ -308,20 +363,19 @@ def test_seqconv_memory_grows_linearly_with_groups():
     held = {}
     for r in (1, 2, 4):  # 4r groups of 4 channels in every layer
         net = archspec.network(SPECS / "seqconv_s2.arch", r=r, k=4, blocks=[1, 1, 1])
-        held[r] = [saved_bytes(to_module(net, init=False, lean=flag), x, y) for flag in (False, True)]
+        held[r] = [saved_bytes(m, x, y) for m in (to_module(net, init=False), _lean(net))]
     for i, name in enumerate(("plain", "lean")):
         growth = (held[4][i] - held[2][i]) / (held[2][i] - held[1][i]) / 2
         assert (0.8 < growth < 1.2) if name == "lean" else growth > 1.3, (name, held, growth)
 
 
 @pytest.mark.parametrize("kind", ["gunn", "seqconv"])
-def test_concat_conv_restore_and_export(kind):
+def test_concat_conv_state_dict_and_export(kind):
     plain, fused = _pair(kind, torch.float32)
     x = torch.randn(2, 3, 32, 32)
     plain.eval(), fused.eval()
     ep = torch.export.export(fused, (x,))
     torch.testing.assert_close(ep.module()(x), plain(x))
     assert not any("higher_order" in str(n.target) for n in ep.graph.nodes)
-    restored = lean.restore(fused)
-    assert restored.code == plain.code and not _fused(restored)
-    assert list(restored.state_dict()) == list(plain.state_dict())
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert _plain_paths(fused) == [n for n, _ in plain.named_modules()]

@@ -1,7 +1,7 @@
 """The normalise-once pass: a DelugeNet whose cross-layer depthwise merges share one set of batch moments
 per producer computes what the plain per-pair graph computes — outputs, every gradient, running
-statistics, eval outputs — while holding no more for backward; state_dict keys do not change and
-`restore` gives the plain graph back."""
+statistics, eval outputs — while holding no more for backward; state_dict keys do not change and the
+moments nodes say, in their meta, which producer they serve."""
 
 import copy
 
@@ -15,7 +15,7 @@ import archspec
 from archspec.compiler.passes import normalise_once
 from archspec.compiler.codegen import to_module
 from archspec.compiler.modules import CrossDepthwise
-from archspec.runtime.bench_train import saved_bytes
+from archspec.runtime.bench.train import saved_bytes
 from conftest import SPECS
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(n: int = 3, dtype=torch.float64) -> tuple[fx.GraphModule, fx.GraphModule]:
-    net = archspec.api.network(SPECS / "tiny_delugenet.arch", n=n)
+    net = archspec.network(SPECS / "tiny_delugenet.arch", n=n)
     torch.manual_seed(0)
-    plain = to_module(net, lean=False).to(dtype)
+    plain = to_module(net).to(dtype)
     return plain, normalise_once.apply(copy.deepcopy(plain))
 
 
@@ -132,7 +132,7 @@ def test_a_dropped_gradient_is_caught(monkeypatch):
             _training_steps(plain, new, x, steps=1)
 
 
-def test_no_grad_training_forward_and_restore():
+def test_no_grad_training_forward_and_a_plain_module_with_the_same_weights():
     plain, new = _pair(n=2)
     x = _input()
     plain.train(), new.train()
@@ -141,16 +141,23 @@ def test_no_grad_training_forward_and_restore():
     for (name, a), (_, b) in zip(plain.named_buffers(), new.named_buffers(), strict=True):
         torch.testing.assert_close(b, a, **TIGHT, msg=lambda m: f"{name}: {m}")
 
-    before = {k: v.data_ptr() for k, v in new.state_dict().items()}
-    normalise_once.restore(new)
-    assert not _moments_nodes(new) and not any(isinstance(m, normalise_once.BatchMoments) for m in new.modules())
-    assert all(type(new.get_submodule(n.target)) is CrossDepthwise and "moments" not in n.kwargs
-               for n in _merge_nodes(new))
-    assert {k: v.data_ptr() for k, v in new.state_dict().items()} == before
-    assert new.code == plain.code
+    fresh = to_module(archspec.network(SPECS / "tiny_delugenet.arch", n=2), init=False).double()
+    fresh.load_state_dict(new.state_dict())  # the same keys: a plain module takes the weights as they are
+    assert not _moments_nodes(fresh) and all(type(fresh.get_submodule(n.target)) is CrossDepthwise
+                                             for n in _merge_nodes(fresh))
     for mode in ("train", "eval"):
-        getattr(plain, mode)(), getattr(new, mode)()
-        torch.testing.assert_close(new(x), plain(x), **TIGHT)
+        getattr(fresh, mode)(), getattr(new, mode)()
+        torch.testing.assert_close(new(x), fresh(x), **TIGHT)
+
+
+def test_moments_nodes_carry_their_producers_meta():
+    plain, new = _pair(n=2)
+    moments = _moments_nodes(new)
+    assert moments
+    for node in moments:
+        src = node.args[0]
+        assert node.meta["op"] == "moments" and node.meta["shape"] == (src.meta["shape"][0],)
+        assert node.meta["spec_path"] == src.meta["spec_path"] and node.meta["layer"] == src.meta["layer"]
 
 
 def _uneven(momentum: float | None = 0.1) -> fx.GraphModule:

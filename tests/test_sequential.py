@@ -1,7 +1,7 @@
-"""SeqConv (`block seq`, `block window`, the `shortcut` mark, `residual(embedded=true)`): the
-reference's parameter counts and MACs, built modules that agree with them and with FlopCounterMode,
-Eq. 1 and Eq. 2 and the raw residual stream computed directly (float64, outputs and gradients), the
-authors' initialisation and dropout placement, and located errors."""
+"""SeqConv (`block seq`, `block window`, the `shortcut` mark, `residual(embedded=true)`): depth, a
+training step that reaches every weight, Eq. 1 and Eq. 2 and the raw residual stream computed directly
+(float64, outputs and gradients), the authors' initialisation and dropout placement, and located
+errors. The SeqConv specs' parameter counts, MACs and builds are in `test_specs.py`."""
 
 import math
 import re
@@ -15,76 +15,23 @@ import archspec
 from archspec.language.errors import SpecError
 from conftest import SPECS, assert_same_function
 
-# (spec, params with 10 classes, with 100 classes, MACs as the reference rounds them or None)
-CIFAR = [
-    ("seqresnet_k8r4", 1_233_370, 1_250_740, "0.282G"),
-    ("seqresnet_k16r10", 7_627_354, 7_670_644, "1.724G"),
-    ("seqresnetb_k16r7", 843_834, 874_164, "0.204G"),
-    ("seqresnetb_k32r12n3", 6_029_658, 6_081_588, "1.417G"),
-    ("seqconv_s2", 1_229_658, 1_242_708, None),
-    ("seqconv_s3", 1_254_106, 1_271_476, None),
-    ("seqconv_s4", 1_256_154, 1_269_204, None),
-]
-IMAGENET = [
-    ("seqresnext24", 26_211_784, "4.544G", 24),
-    ("seqresnetb42", 25_642_696, "5.644G", 42),
-    ("seqresnetb22", 11_859_656, "2.883G", 22),
-]
+
+@pytest.mark.parametrize("name,depth", [("seqresnext24", 24), ("seqresnetb42", 42), ("seqresnetb22", 22)])
+def test_imagenet_depth_is_above_the_name(name, depth):
+    """The name counts a SeqConv layer as one layer; its groups run in sequence, so the longest path of
+    weighted layers is far longer: that is the point of the paper ("the depth is drastically increased")."""
+    assert archspec.summary(SPECS / f"{name}.arch").depth > depth
 
 
-@pytest.mark.parametrize("name,c10,c100,macs", CIFAR)
-def test_cifar_reference_counts(name, c10, c100, macs):
-    s = archspec.summary(SPECS / f"{name}.arch")
-    assert (s.params, s.input_shape, s.output_shape) == (c10, (3, 32, 32), (10,))
-    assert archspec.summary(SPECS / f"{name}.arch", classes=100).params == c100
-    if macs:
-        assert f"{s.macs / 1e9:.3f}G" == macs
-
-
-@pytest.mark.parametrize("name,params,macs,depth", IMAGENET)
-def test_imagenet_reference_counts(name, params, macs, depth):
-    s = archspec.summary(SPECS / f"{name}.arch")
-    assert (s.params, s.input_shape, s.output_shape) == (params, (3, 224, 224), (1000,))
-    assert f"{s.macs / 1e9:.3f}G" == macs
-    # the name counts a SeqConv layer as one layer; its groups run in sequence, so the longest path of
-    # weighted layers is far longer: that is the point of the paper ("the depth is drastically increased")
-    assert s.depth > depth
-
-
-def test_exact_macs():
-    assert archspec.summary(SPECS / "seqresnet_k8r4.arch").macs == 282_085_248
-    assert archspec.summary(SPECS / "seqresnext24.arch").macs == 4_543_979_520
-
-
-# (spec, overrides, batch); ImageNet ones at 64×64, one image under no_grad
-RUNS = [(name, {}, 2) for name, *_ in CIFAR] + [("seqresnet_k8r4", {"classes": 100}, 2)] + \
-       [(name, {"size": 64}, 1) for name, *_ in IMAGENET]
-
-
-@pytest.mark.parametrize("name,overrides,batch", RUNS, ids=[f"{r[0]}-{r[1]}" for r in RUNS])
-def test_built_module_matches_analytic_counts_and_runs(name, overrides, batch):
-    net = archspec.network(SPECS / f"{name}.arch", **overrides)
-    s = archspec.summary(net)
-    gm = archspec.build(net)
-    assert sum(p.numel() for p in gm.parameters()) == s.params
-    x = torch.randn(batch, *s.input_shape)
-    if batch > 1:
-        y = gm.train()(x)
-        y.sum().backward()
-        assert all(p.grad is not None for p in gm.parameters())
-    else:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            y = gm.eval()(x)
-        assert fc.get_total_flops() == 2 * s.macs
-    assert y.shape == (batch, net.params["classes"]) and torch.isfinite(y).all()
-
-
-def test_flop_counter_on_a_cifar_network():
-    net = archspec.network(SPECS / "seqresnetb_k16r7.arch")
-    s = archspec.summary(net)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        archspec.build(net).eval()(torch.randn(1, 3, 32, 32))
-    assert fc.get_total_flops() == 2 * s.macs
+@pytest.mark.parametrize("name", ["seqresnet_k8r4", "seqresnet_k16r10", "seqresnetb_k16r7", "seqresnetb_k32r12n3",
+                                  "seqconv_s2", "seqconv_s3", "seqconv_s4"])
+def test_a_training_step_reaches_every_weight(name):
+    """Every group of every sequential layer takes part: each parameter gets a gradient."""
+    gm = archspec.build(SPECS / f"{name}.arch").train()
+    y = gm(torch.randn(2, 3, 32, 32))
+    y.sum().backward()
+    assert y.shape == (2, 10) and torch.isfinite(y).all()
+    assert all(p.grad is not None for p in gm.parameters())
 
 
 def test_patterns_are_visible_in_graph_and_code():

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from archspec.cli import app
-from archspec.runtime import checkpoint as ckpt
+from archspec.runtime.train import checkpoint as ckpt
 from archspec.runtime.train import TrainConfig, train
 from conftest import ROOT, SPECS
 
@@ -26,6 +26,7 @@ def _cfg(out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_metrics_and_checkpoints(tmp_path):
     rows = train(_cfg(tmp_path / "run"), log=lambda m: None)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -98,6 +99,7 @@ def test_corrupt_checkpoint_cli(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output and str(bad) in r.output, r.output
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_stay_identical(tmp_path):
     """DDP over gloo: both ranks end with the same weights, and only rank 0 writes the run."""
     script = tmp_path / "ranks.py"

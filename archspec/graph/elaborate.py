@@ -4,229 +4,25 @@ name and the location of the text that made it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
-
-import networkx as nx
-from pydantic import ValidationError
 
 from ..language import tree as T
 from ..language.errors import Loc, SpecError, did_you_mean, loc_of
 from ..language.evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
-from .ir import Edge, Network, Node
 from ..language.loader import Spec
-from .words import aliases
+from .args import arg_locs, make_args, plural
+from .builder import Builder, Scope
+from .ir import Network
 from .merges import MERGES
-from .ops import OPS, PRIMITIVES, OpArgs, ShapeError, Shape, fmt_shape
+from .ops import OPS, PRIMITIVES, OpArgs
 from .patterns import PATTERNS, BlockContext
+from .streams import Streams
+from .words import aliases
 
-# Bounds that turn a runaway spec into an error rather than a hang. The largest real networks have a few
-# thousand ops and run a few thousand statements.
-MAX_NODES = 50_000  # ops in one network
-MAX_EDGES = 500_000  # tensors read, summed over all ops (dense patterns grow quadratically)
+# Bounds that turn a runaway spec into an error rather than a hang (the builder bounds the graph's size).
+# The largest real networks run a few thousand statements.
 MAX_TEMPLATE_DEPTH = 64  # layer templates running inside each other
 MAX_STEPS = 200_000  # statements run, loops unrolled
-
-class Scope:
-    """A hierarchical name prefix with per-kind counters (`conv1`, `conv2`, `block1`, ...), and the block and
-    block layer it lies in, so that every node records its structure and no later stage parses names."""
-
-    def __init__(self, path: str = "", block: str | None = None, layer: str | None = None):
-        self.path = path
-        self.block, self.layer = block, layer
-        self.counts: dict[str, int] = {}
-        self.children: dict[str, Scope] = {}
-
-    def name(self, base: str, numbered: bool = True) -> str:
-        base = str(base)
-        if numbered:
-            self.counts[base] = self.counts.get(base, 0) + 1
-            base = f"{base}{self.counts[base]}"
-        return f"{self.path}.{base}" if self.path else base
-
-    def child(self, base: str, numbered: bool = False, kind: str | None = None) -> "Scope":
-        """A child scope; `kind` "block" or "layer" makes it the block or block layer of what it holds."""
-        name = self.name(base, numbered)
-        if name not in self.children:
-            block, layer = (name if kind == "block" else self.block), (name if kind == "layer" else self.layer)
-            self.children[name] = Scope(name, block, layer)
-        return self.children[name]
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _explain(e: dict) -> str:
-    """A pydantic validation error in the words of the spec language."""
-    kind, ctx = e["type"], e.get("ctx") or {}
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return "must be an int"
-    if kind in ("float_type", "float_parsing"):
-        return "must be a number"
-    if kind in ("bool_type", "bool_parsing"):
-        return "must be true or false"
-    if kind in ("tuple_type", "list_type"):
-        return "must be a list"
-    if kind == "string_type":
-        return "must be a \"string\""
-    if kind == "greater_than":
-        return "must be positive" if ctx.get("gt") == 0 else f"must be greater than {ctx.get('gt')}"
-    if kind == "greater_than_equal":
-        return "must not be negative" if ctx.get("ge") == 0 else f"must be at least {ctx.get('ge')}"
-    if kind == "less_than":
-        return f"must be less than {ctx.get('lt')}"
-    if kind == "less_than_equal":
-        return f"must be at most {ctx.get('le')}"
-    if kind == "literal_error":
-        return "must be one of " + ctx.get("expected", "").replace(" or ", ", ")
-    msg = str(e.get("msg", "is not valid"))
-    return msg[:1].lower() + msg[1:]
-
-
-def _arg_error(kind: str, err: ValidationError, Args: type[OpArgs], loc: Loc,
-               arg_locs: Mapping[str, Loc]) -> SpecError:
-    e = err.errors()[0]
-    path = e["loc"] or ()
-    field = str(path[0]) if path else ""
-    where = arg_locs.get(field, loc)
-    fields = list(Args.model_fields)
-    if e["type"] == "extra_forbidden":
-        return SpecError(f"{kind} has no argument '{field}'", where,
-                         did_you_mean(field, fields) or (f"its arguments: {', '.join(fields)}" if fields
-                                                         else f"{kind} takes no arguments"))
-    if e["type"] == "missing":
-        return SpecError(f"{kind} needs argument '{field}'", loc,
-                         f"its arguments, in order: {', '.join(fields)}")
-    got = e.get("input")
-    if isinstance(got, tuple):
-        got = list(got)
-    what = f"argument '{field}'"
-    if len(path) > 1 and isinstance(path[1], int):  # an item of a list argument
-        what = f"item {path[1]} of argument '{field}'"
-    shown = describe(got) if isinstance(got, (int, float, str, bool, list)) else repr(got)
-    return SpecError(f"{kind}: {what} {_explain(e)}, got {shown}", where)
-
-
-def make_args(kind: str, Args: type[OpArgs], pos: Sequence[Value], kw: Mapping[str, Value], loc: Loc,
-              pos_locs: Sequence[Loc] = (), kw_locs: Mapping[str, Loc] | None = None) -> OpArgs:
-    """Validate a call's arguments against an op's (or pattern's) argument model. `pos_locs` and
-    `kw_locs` say where each argument was written, so that a bad one is pointed at."""
-    fields = list(Args.model_fields)
-    kw_locs = dict(kw_locs or {})
-    if len(pos) > len(fields):
-        where = pos_locs[len(fields)] if len(pos_locs) > len(fields) else loc
-        if not fields:
-            raise SpecError(f"{kind} takes no arguments, got {len(pos)}", where)
-        raise SpecError(f"{kind} takes at most {_plural(len(fields), 'argument')} ({', '.join(fields)}), "
-                        f"got {len(pos)}", where)
-    data = dict(zip(fields, pos))
-    arg_locs = dict(zip(fields, pos_locs))
-    for k, v in kw.items():
-        k = str(k)
-        if k in data:
-            raise SpecError(f"{kind}: argument '{k}' is given twice (by position and by name)",
-                            kw_locs.get(k, loc))
-        data[k] = v
-        if k in kw_locs:
-            arg_locs[k] = kw_locs[k]
-    try:
-        return Args.model_validate({k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-    except ValidationError as err:
-        raise _arg_error(kind, err, Args, loc, arg_locs) from None
-
-
-def _arg_locs(args: Sequence[T.Expr], kwargs: Sequence[tuple[str, T.Expr]]) -> tuple[list[Loc], dict[str, Loc]]:
-    """Where each argument was written: a named one from its name to the end of its value."""
-    named = {}
-    for k, v in kwargs:
-        k_loc = loc_of(k, None)
-        named[str(k)] = k_loc.to(v.loc) if k_loc else v.loc
-    return [a.loc for a in args], named
-
-
-@dataclass
-class Shortcut:
-    """A residual stream waiting to be added at the `shortcut` marks of a layer, range by range."""
-
-    parts: list[str]  # the stream, as tensors laid side by side along channels
-    taken: int = 0  # channels already added
-
-
-class Builder:
-    """Adds nodes to the graph, validating arguments and inferring shapes as it goes.
-
-    It also keeps what the `shortcut` mark needs: the residual streams waiting to be added (innermost
-    last), every mark made so far (`taps`), and each tensor's raw tensor — the pre-normalisation tensor
-    the marks tapped on the way to it, kept as the list of tensors that laid side by side make it, so
-    that a stream read range by range needs no concatenation."""
-
-    def __init__(self) -> None:
-        self.g = nx.DiGraph()
-        self.edges = 0  # kept here: networkx counts edges by walking every node
-        self.shortcuts: list[Shortcut] = []
-        self.taps: list[str] = []
-        self.raw: dict[str, list[str]] = {}
-
-    def shape(self, name: str) -> Shape:
-        return self.g.nodes[name]["node"].shape
-
-    def open_shortcut(self, parts: list[str]) -> Shortcut:
-        self.shortcuts.append(Shortcut(parts))
-        return self.shortcuts[-1]
-
-    def channels(self, parts: list[str]) -> int:
-        return sum(self.shape(p)[0] for p in parts)
-
-    def channel_range(self, parts: list[str], start: int, stop: int, scope: Scope, loc: Loc) -> str:
-        """Channels [start, stop) of `parts` laid side by side: a part itself where the range is one, else
-        slices of the parts it crosses, concatenated."""
-        pieces, offset = [], 0
-        for p in parts:
-            c = self.shape(p)[0]
-            lo, hi = max(start, offset), min(stop, offset + c)
-            if lo < hi:
-                pieces.append(p if (lo, hi) == (offset, offset + c) else
-                              self.add("slice", {"start": lo - offset, "stop": hi - offset}, [p], scope,
-                                       "shortcut_slice", loc, pattern="residual", role="shortcut", numbered=False))
-            offset += c
-        if len(pieces) == 1:
-            return pieces[0]
-        return self.add("concat", {}, pieces, scope, "shortcut_join", loc, pattern="residual", role="shortcut",
-                        numbered=False)
-
-    def add(self, op: str, args: dict | OpArgs, inputs: list[str], scope: Scope, base: str, loc: Loc,
-            pattern: str = "chain", role: str = "op", numbered: bool = True) -> str:
-        spec = OPS[op]
-        lo, hi = spec.arity
-        if len(inputs) < lo or (hi is not None and len(inputs) > hi):
-            raise SpecError(f"{op} takes {lo}" + ("" if hi == lo else f" to {hi or 'any number of'}")
-                            + f" inputs, got {len(inputs)}", loc)
-        if len(set(inputs)) != len(inputs):
-            raise SpecError(f"{op} reads the same tensor twice", loc)
-        a = args if isinstance(args, OpArgs) else make_args(op, spec.Args, (), args, loc)
-        in_shapes = [self.shape(i) for i in inputs]
-        try:
-            shape = spec.shape(in_shapes, a)
-        except ShapeError as err:
-            got = ", ".join(fmt_shape(s) for s in in_shapes)
-            raise SpecError(f"shapes cannot meet: {err}", loc,
-                            f"{op} gets {'inputs' if len(in_shapes) > 1 else 'an input of'} {got}") from None
-        if len(self.g) >= MAX_NODES:
-            raise SpecError(f"the network has more than {MAX_NODES:,} ops", loc,
-                            "is a repeat count or a range far too large?")
-        if self.edges + len(inputs) > MAX_EDGES:
-            raise SpecError(f"the network's ops read more than {MAX_EDGES:,} tensors in all", loc,
-                            "is a dense block far too long?")
-        name = scope.name(base, numbered)
-        if name in self.g:
-            name = scope.name(base, True)
-        self.g.add_node(name, node=Node(name=name, op=op, args=a, shape=shape, loc=loc, pattern=pattern, role=role,
-                                               block=scope.block, layer=scope.layer))
-        for slot, i in enumerate(inputs):
-            self.g.add_edge(i, name, edge=Edge(slot=slot, pattern=pattern))
-        self.edges += len(inputs)
-        return name
 
 
 def _python_value(v: Any) -> Value:
@@ -242,6 +38,7 @@ class Elaborator:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.b = Builder()
+        self.streams = Streams(self.b)
         self.stack: list[str] = []  # the layer templates being run, outermost first
         self.sites: list[Loc] = []  # where each of them was called
         self.steps = 0
@@ -279,7 +76,7 @@ class Elaborator:
         base, params = self.signature(str(d.base), loc_of(d.base, d.loc), seen + (name,))
         names = list(params)
         if len(d.args) > len(names):
-            raise SpecError(f"network '{d.base}' takes {_plural(len(names), 'parameter')}"
+            raise SpecError(f"network '{d.base}' takes {plural(len(names), 'parameter')}"
                             f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(d.args)}",
                             d.args[len(names)].loc)
         given = dict(zip(names, d.args))
@@ -422,13 +219,13 @@ class Elaborator:
             raise self._not_callable(c, env)
         pos = [evaluate(a, env, dyn) for a in c.args]
         kw = {str(k): evaluate(v, env, dyn) for k, v in c.kwargs}
-        pos_locs, kw_locs = _arg_locs(c.args, c.kwargs)
+        pos_locs, kw_locs = arg_locs(c.args, c.kwargs)
         if op is not None:
             return self.b.add(c.name, make_args(c.name, op.Args, pos, kw, c.loc, pos_locs, kw_locs), [x],
                               own_scope or scope, c.name, c.loc)
         names = [str(p.name) for p in layer.params]
         if len(pos) > len(names):
-            takes = f"takes {_plural(len(names), 'argument')} ({', '.join(names)})" if names else "takes no arguments"
+            takes = f"takes {plural(len(names), 'argument')} ({', '.join(names)})" if names else "takes no arguments"
             raise SpecError(f"layer '{c.name}' {takes}, got {len(pos)}", pos_locs[len(names)],
                             f"defined at {loc_of(layer.name, layer.loc)}")
         given = dict(zip(names, pos))
@@ -459,14 +256,13 @@ class Elaborator:
             raise self._runaway(c)
         self.stack.append(c.name)
         self.sites.append(c.loc.span(len(c.name)))
-        marks = len(self.b.taps)
+        taps = self.streams.taps_made()
         try:
             out = self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
         finally:
             self.stack.pop()
             self.sites.pop()
-        if len(self.b.taps) > marks and out not in self.b.raw:
-            self.b.raw[out] = [self.b.taps[-1]]  # a layer's raw tensor: its last mark, unless a block inside says
+        self.streams.layer_done(out, taps)
         return out
 
     def shortcut(self, c: T.Call, x: str, scope: Scope) -> str:
@@ -477,25 +273,7 @@ class Elaborator:
         if c.args or c.kwargs:
             raise SpecError("shortcut takes no arguments", loc,
                             "it adds the next channels of the enclosing residual stream, as many as its input has")
-        tap = x
-        if self.b.shortcuts:
-            pend = self.b.shortcuts[-1]
-            sx = self.b.shape(x)
-            ss = (self.b.channels(pend.parts),) + self.b.shape(pend.parts[0])[1:]
-            start, stop = pend.taken, pend.taken + sx[0]
-            if stop > ss[0]:
-                raise SpecError(f"shortcut: this mark would add channels [{start}, {stop}) of a residual stream "
-                                f"of only {ss[0]}", loc, "each mark adds as many channels as its input has; the "
-                                "marks of an embedded residual layer together add the stream exactly once")
-            if sx[1:] != ss[1:]:
-                raise SpecError(f"shortcut: the residual stream is {fmt_shape(ss)}, but this mark's input is "
-                                f"{fmt_shape(sx)}", loc, "the layer must keep the stream's spatial size")
-            s = self.b.channel_range(pend.parts, start, stop, scope, c.loc)
-            tap = self.b.add("add", {}, [x, s], scope, "shortcut", c.loc, pattern="residual", role="shortcut",
-                             numbered=False)
-            pend.taken = stop
-        self.b.taps.append(tap)
-        return tap
+        return self.streams.mark(x, scope, c.loc, loc)
 
     def _runaway(self, c: T.Call) -> SpecError:
         chain = self.stack + [c.name]
@@ -540,12 +318,12 @@ class Elaborator:
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True, kind="block")
         layers = self.layers(s.body, env.copy(), x)
-        ctx = BlockContext(self.b, bscope, pattern.word, merge, margs, s.loc)
+        ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc)
         return pattern.build(ctx, x, layers, pargs)
 
     def word_args(self, w: T.Word, Args: type[OpArgs], env: Mapping[str, Value], x: str, kind: str) -> OpArgs:
         dyn = self.dynamic(x)
-        pos_locs, kw_locs = _arg_locs(w.args, w.kwargs)
+        pos_locs, kw_locs = arg_locs(w.args, w.kwargs)
         return make_args(kind, Args, [evaluate(a, env, dyn) for a in w.args],
                          {str(k): evaluate(v, env, dyn) for k, v in w.kwargs}, w.loc, pos_locs, kw_locs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from .ops import BatchNormArgs, NoArgs, OpArgs
+from .ops import OPS, OpArgs
 from .words import Word
 
 if TYPE_CHECKING:
@@ -13,10 +13,18 @@ if TYPE_CHECKING:
 
 
 class Merge(Word):
+    """A merge word: the op (`OPS[op]`) it adds when several tensors flow in, whose arguments it takes,
+    and its colour in a drawing."""
+
     word: ClassVar[str]
     op: ClassVar[str]
-    Args: ClassVar[type[OpArgs]] = NoArgs
+    colour: ClassVar[str]
+    Args: ClassVar[type[OpArgs]]
     equal_shapes: ClassVar[bool] = True  # inputs must agree in shape, so a pattern may need a projection
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.Args = OPS[cls.op].Args
 
     @classmethod
     def combine(cls, ctx: "BlockContext", inputs: list[str], where: "Where", args: OpArgs) -> str:
@@ -32,6 +40,7 @@ class ConcatMerge(Merge):
     word = "concat"
     aliases = ('cat', 'concatenate', 'stack')
     op = "concat"
+    colour = "#1f77b4"
     equal_shapes = False
 
 
@@ -41,6 +50,7 @@ class SumMerge(Merge):
     word = "sum"
     aliases = ('add', 'plus', 'addition')
     op = "add"
+    colour = "#2ca02c"
 
 
 class CrossDepthwiseMerge(Merge):
@@ -49,7 +59,10 @@ class CrossDepthwiseMerge(Merge):
     word = "crossdepthwise"
     aliases = ('cldc', 'crosslayer', 'crosslayerdepthwise', 'depthwise')
     op = "crossdepthwise"
-    Args = BatchNormArgs
+    colour = "#d62728"
 
 
 MERGES: dict[str, type[Merge]] = {m.word: m for m in (ConcatMerge, SumMerge, CrossDepthwiseMerge)}
+
+BY_OP: dict[str, type[Merge]] = {m.op: m for m in MERGES.values()}
+"""The merge word behind a merge node's op (`add` → sum), for reading a built graph."""

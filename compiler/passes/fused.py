@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archspec.graph.ops import OPS
+
 _LIB = __name__.replace(".", "_")  # the op library, named after this module
 
 
@@ -35,10 +37,11 @@ def _needs(need, n: int) -> list[bool]:
     return [bool(v) for v in need] if isinstance(need, (tuple, list)) else [bool(need)] * n
 
 
-def _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype):
+def _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype):
+    forward, _ = OPS[act].activation()
     with torch.autocast(xs[0].device.type, enabled=False):
         y, mean, invstd = torch.native_batch_norm(torch.cat(xs, 1), bn_w, bn_b, None, None, True, 0.0, eps)
-        y = torch.relu_(y)
+        y = forward(y)
         z = F.conv2d(y.to(dtype), conv_w.to(dtype), None if conv_b is None else conv_b.to(dtype), stride, padding,
                      dilation, groups)
     return z, mean, invstd
@@ -46,32 +49,36 @@ def _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, gr
 
 @torch.library.custom_op(_LIB + "::concat_norm_act_conv", mutates_args=())
 def concat_norm_act_conv(xs: list[Tensor], bn_w: Optional[Tensor], bn_b: Optional[Tensor], conv_w: Tensor,
-                         conv_b: Optional[Tensor], eps: float, stride: list[int], padding: list[int],
+                         conv_b: Optional[Tensor], act: str, eps: float, stride: list[int], padding: list[int],
                          dilation: list[int], groups: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """conv(relu(bn(cat(xs)))) with batch statistics, and those statistics (mean, 1/std); functional (a
-    custom op with autograd may not mutate), so the caller updates the running averages."""
-    return _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype)
+    """conv(act(bn(cat(xs)))) with batch statistics, and those statistics (mean, 1/std); `act` is the
+    word of a recomputable activation in the op registry. Functional (a custom op with autograd may not
+    mutate), so the caller updates the running averages."""
+    return _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype)
 
 
 @concat_norm_act_conv.register_fake
-def _(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype):
-    return _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype)
+def _(xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype):
+    return _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype)
 
 
-def _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, padding, dilation, groups, dtype,
-              mask):
+def _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, act, eps, stride, padding, dilation, groups,
+              dtype, mask):
     need_xs, need_bw, need_bb, need_cw, need_cb = mask
     need_y = need_xs or need_bw or need_bb
+    forward, backward = OPS[act].activation()
     with torch.autocast(gz.device.type, enabled=False):
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         var = invstd.pow(-2) - eps
-        y = torch.relu_(torch.batch_norm(x, bn_w, bn_b, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled))
+        h = torch.batch_norm(x, bn_w, bn_b, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
+        y = forward(h)
         gy, gcw, gcb = torch.ops.aten.convolution_backward(
             gz, y.to(dtype), conv_w.to(dtype), bias_size or None, stride, padding, dilation, False, [0] * len(padding),
             groups, [need_y, need_cw, need_cb])
         gx, gbw, gbb = None, None, None
         if need_y:
-            gy = torch.ops.aten.threshold_backward(gy.to(y.dtype), y, 0)
+            gy = backward(gy.to(y.dtype), h, y)
+            del h, y
             gx, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
                 gy, x, bn_w, None, None, mean, invstd, True, eps, [need_xs, need_bw, need_bb])
     gcw = None if gcw is None else gcw.to(conv_w.dtype)
@@ -82,17 +89,18 @@ def _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, 
 
 @torch.library.custom_op(_LIB + "::concat_norm_act_conv_backward", mutates_args=())
 def concat_norm_act_conv_backward(gz: Tensor, xs: list[Tensor], mean: Tensor, invstd: Tensor, bn_w: Optional[Tensor],
-                                  bn_b: Optional[Tensor], conv_w: Tensor, bias_size: list[int], eps: float,
+                                  bn_b: Optional[Tensor], conv_w: Tensor, bias_size: list[int], act: str, eps: float,
                                   stride: list[int], padding: list[int], dilation: list[int], groups: int,
                                   dtype: torch.dtype, mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of the concatenation, the batch norm's weight and bias, the convolution's weight and
     bias, rebuilding the normalised activation from `xs` and the statistics."""
-    return _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, padding, dilation, groups,
-                     dtype, mask)
+    return _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, act, eps, stride, padding, dilation,
+                     groups, dtype, mask)
 
 
 @concat_norm_act_conv_backward.register_fake
-def _(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, padding, dilation, groups, dtype, mask):
+def _(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, act, eps, stride, padding, dilation, groups, dtype,
+      mask):
     need_xs, need_bw, need_bb, need_cw, need_cb = mask
     like = lambda t, need: torch.empty_like(t) if need and t is not None else gz.new_empty(0)  # noqa: E731
     gx = torch.cat(xs, 1) if need_xs else gz.new_empty(0)
@@ -101,48 +109,52 @@ def _(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, eps, stride, padding,
 
 
 def _setup(ctx, inputs, output):
-    (xs, bn_w, bn_b, conv_w, conv_b, eps, stride, padding, dilation, groups, dtype) = inputs
+    (xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype) = inputs
     _z, mean, invstd = output
     ctx.save_for_backward(mean, invstd, bn_w, bn_b, conv_w, *xs)
-    ctx.geometry = (eps, stride, padding, dilation, groups, dtype)
+    ctx.geometry = (act, eps, stride, padding, dilation, groups, dtype)
     ctx.bias_size = [] if conv_b is None else list(conv_b.shape)
     ctx.mark_non_differentiable(mean, invstd)
 
 
 def _backward(ctx, gz, _gmean, _ginvstd):
     mean, invstd, bn_w, bn_b, conv_w, *xs = ctx.saved_tensors
-    eps, stride, padding, dilation, groups, dtype = ctx.geometry
+    act, eps, stride, padding, dilation, groups, dtype = ctx.geometry
     need = ctx.needs_input_grad
-    mask = [any(_needs(need[0], len(xs))), bool(need[1]) and bn_w is not None, bool(need[2]) and bn_b is not None, bool(need[3]),
-            bool(need[4]) and bool(ctx.bias_size)]
+    mask = [any(_needs(need[0], len(xs))), bool(need[1]) and bn_w is not None, bool(need[2]) and bn_b is not None,
+            bool(need[3]), bool(need[4]) and bool(ctx.bias_size)]
     gx, gbw, gbb, gcw, gcb = concat_norm_act_conv_backward(gz, xs, mean, invstd, bn_w, bn_b, conv_w, ctx.bias_size,
-                                                           eps, stride, padding, dilation, groups, dtype, mask)
+                                                           act, eps, stride, padding, dilation, groups, dtype, mask)
     gxs = [g.to(t.dtype) for g, t in zip(gx.split([t.shape[1] for t in xs], 1), xs)] if mask[0] else None
     pick = lambda g, m: g if m else None
     return (gxs, pick(gbw, mask[1]), pick(gbb, mask[2]), pick(gcw, mask[3]), pick(gcb, mask[4]),
-            None, None, None, None, None, None)
+            None, None, None, None, None, None, None)
 
 
 concat_norm_act_conv.register_autograd(_backward, setup_context=_setup)
 
 
 class ConcatNormActConv(nn.Module):
-    """`conv(relu(bn(cat(xs, 1))))` for a given BatchNorm2d and Conv2d, holding no weights of its own: the
-    graph passes both modules in, so they stay at their own paths (state_dict keys do not change) and
-    anything that swaps them (SyncBatchNorm conversion, folding) is seen on the next call. Training runs
-    the batch norm through `F.batch_norm`'s own kernel outside autograd, inside one opaque custom op (with
-    its backward another), so that torch.compile cannot merge backward's rebuilt concatenation with
-    forward's and save it; the running averages are updated here, since such an op may not mutate.
-    `names` are the graph names of the cat, bn, relu and conv it stands for."""
+    """`conv(act(bn(cat(xs, 1))))` for a given BatchNorm2d and Conv2d and a recomputable activation `act`
+    (a word of the op registry, which gives its forward and backward), holding no weights of its own:
+    the graph passes both modules in, so they stay at their own paths (state_dict keys do not change)
+    and anything that swaps them (SyncBatchNorm conversion, folding) is seen on the next call. Training
+    runs the batch norm through `F.batch_norm`'s own kernel outside autograd, inside one opaque custom op
+    (with its backward another), so that torch.compile cannot merge backward's rebuilt concatenation
+    with forward's and save it; the running averages are updated here, since such an op may not mutate.
+    `names` are the graph names of the cat, bn, activation and conv it stands for."""
 
-    def __init__(self, names: tuple[str, str, str, str]):
+    def __init__(self, names: tuple[str, str, str, str], act: str):
         super().__init__()
-        self.names = tuple(names)
+        if act not in OPS or not OPS[act].recomputable:
+            raise ValueError(f"{act!r} is not a recomputable activation of the op registry")
+        self.names, self.act = tuple(names), act
 
     def forward(self, bn: nn.BatchNorm2d, conv: nn.Conv2d, *xs: torch.Tensor) -> torch.Tensor:
         if not (bn.training and torch.is_grad_enabled()) or xs[0].numel() <= xs[0].shape[1]:
-            return conv(F.relu(bn(torch.cat(xs, 1))))  # the last case raises F.batch_norm's own error
-        z, mean, invstd = concat_norm_act_conv(list(xs), bn.weight, bn.bias, conv.weight, conv.bias, bn.eps,
+            forward, _ = OPS[self.act].activation()  # the last case raises F.batch_norm's own error
+            return conv(forward(bn(torch.cat(xs, 1))))
+        z, mean, invstd = concat_norm_act_conv(list(xs), bn.weight, bn.bias, conv.weight, conv.bias, self.act, bn.eps,
                                                list(conv.stride), list(conv.padding), list(conv.dilation),
                                                conv.groups, _run_dtype(xs))
         if bn.track_running_stats and bn.running_mean is not None:
@@ -159,7 +171,7 @@ class ConcatNormActConv(nn.Module):
         return z
 
     def extra_repr(self) -> str:
-        return "names=" + repr(self.names)
+        return f"names={self.names!r}, act={self.act!r}"
 
 
 def _geometry(flat: list[int], k: int) -> tuple[list[int], list[int], list[int], int]:

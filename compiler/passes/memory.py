@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch.fx as fx
 
 from archspec.graph.ir import Network
+from archspec.language.errors import RunError, did_you_mean
 
 from . import lean
 
@@ -33,7 +34,8 @@ def resolve(mode: str, net: Network, batch: int, free_bytes: int | None, bytes_p
     """`fast` or `lean` for `mode`: `auto` is lean only where the plain step's held bytes exceed the
     free memory's headroom; with no free-memory figure it stays fast."""
     if mode not in MODES:
-        raise ValueError(f"memory mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise RunError(f"unknown memory mode {mode!r}", "\n".join(
+            filter(None, (did_you_mean(str(mode), MODES), f"memory modes: {', '.join(MODES)}"))))
     if mode != "auto":
         return mode
     if free_bytes is None:

@@ -6,7 +6,8 @@ vectors only (no per-pair statistics, no normalised copy per input), holds for b
 (held anyway) and the shared moments, and updates its own running statistics as `F.batch_norm` would.
 Backward is the per-pair graph's: one training-mode batch-norm backward per input. In eval mode the
 moments are None and each CrossDepthwise runs its plain per-pair path. Parameters, buffers and
-state_dict keys do not change. `restore` undoes the pass, for export, folding and standalone source.
+state_dict keys do not change. Each moments node carries its producer's `meta`, with `op` "moments"
+and the per-channel `shape` of the statistics, so that later passes see where it belongs.
 
 At run time this file needs only torch and `modules.CrossDepthwise`."""
 
@@ -123,7 +124,7 @@ class _CrossDepthwiseFn(torch.autograd.Function):
 class CrossDepthwiseFromMoments(CrossDepthwise):
     """A CrossDepthwise that, given its inputs' batch moments in training, normalises through them: no
     per-pair statistics, no normalised copy per input. Without moments, or in eval mode, it is the plain
-    CrossDepthwise. Same parameters and buffers; `apply` and `restore` swap the class in place."""
+    CrossDepthwise. Same parameters and buffers; `apply` swaps the class in place."""
 
     def forward(self, *xs: torch.Tensor, moments=None) -> torch.Tensor:
         if not self.training or moments is None or any(m is None for m in moments):
@@ -180,35 +181,13 @@ def apply(gm: fx.GraphModule) -> fx.GraphModule:
             anchor = src if src.op != "placeholder" else [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
             with gm.graph.inserting_after(anchor):
                 moments[src] = gm.graph.create_node("call_module", path, (src,), name=path.replace(".", "_"))
+            shape = src.meta.get("shape")
+            moments[src].meta.update(src.meta, op="moments", shape=None if shape is None else (shape[0],))
     for node, m in merges:
         node.kwargs = {**node.kwargs, "moments": tuple(moments[a] for a in node.args)}
         if type(m) is CrossDepthwise:
             m.__class__ = CrossDepthwiseFromMoments
     if merges:
-        gm.graph.lint()
-        gm.recompile()
-    return gm
-
-
-def restore(gm: fx.GraphModule) -> fx.GraphModule:
-    """`gm` with the moments nodes and modules removed and every `CrossDepthwiseFromMoments` a plain
-    CrossDepthwise again (same object and tensors). Modifies `gm` in place and returns it."""
-    changed = False
-    for node in gm.graph.nodes:
-        if (node.op == "call_module" and "moments" in node.kwargs
-                and isinstance(gm.get_submodule(node.target), CrossDepthwise)):
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "moments"}
-            changed = True
-    for m in gm.modules():
-        if type(m) is CrossDepthwiseFromMoments:
-            m.__class__ = CrossDepthwise
-    for node in reversed(list(gm.graph.nodes)):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), BatchMoments) and not node.users:
-            parent, _, leaf = node.target.rpartition(".")
-            gm.graph.erase_node(node)
-            delattr(gm.get_submodule(parent), leaf)
-            changed = True
-    if changed:
         gm.graph.lint()
         gm.recompile()
     return gm

@@ -7,8 +7,11 @@ structure. What stays outside the regions runs eagerly: the nodes that gather ea
 variadic callee — `torch.cat`, a merge, a fused concatenation — reading tensors of other scopes, whose
 arity grows with the layer index), and small glue (slices, adds) between regions.
 
-The result shares its leaf modules, parameters and buffers with the input and keeps their paths, so
-its state_dict has the same keys and the two are interchangeable for checkpoints.
+The structure comes from each fx node's `meta`, as codegen and the passes write it: `layer` (the
+innermost block layer) or else the top-level component of `spec_path` names its region, and `shape`
+tells apart layers of one structure that differ in resolution. The result shares its leaf modules,
+parameters and buffers with the input and keeps their paths, so its state_dict has the same keys and
+the two are interchangeable for checkpoints.
 
 Not `torch.compiler.nested_compile_region` inside a whole-model compile: in torch 2.13 its
 invoke_subgraph refuses training with buffer mutations, which every batch norm makes."""
@@ -17,18 +20,12 @@ from __future__ import annotations
 
 import inspect
 import operator
-import re
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
 from torch import nn
-
-if TYPE_CHECKING:
-    from archspec.graph.ir import Network
-
-_LAYER = re.compile(r"layer\d+")
 
 
 class Region(nn.Module):
@@ -38,14 +35,14 @@ class Region(nn.Module):
     runs: tuple[str, ...] = ()
 
 
-def _scope(path: str) -> str:
-    """The region a spec path belongs to: everything up to its last `layerN` component (the innermost
-    unit a `repeat` or a block stamps out), else its top-level scope; '' for ops at the top level."""
-    parts = path.split(".")[:-1]
-    for i in reversed(range(len(parts))):
-        if _LAYER.fullmatch(parts[i]):
-            return ".".join(parts[: i + 1])
-    return parts[0] if parts else ""
+def _scope(node: fx.Node) -> str:
+    """The region `node` belongs to: its innermost block layer (the unit a `repeat` or a block stamps
+    out), else the top-level scope of its spec path; '' for nodes that come from no spec op."""
+    layer = node.meta.get("layer")
+    if layer:
+        return layer
+    path = node.meta.get("spec_path")
+    return path.split(".")[0] if path and "." in path else ""
 
 
 class _GradLayout(torch.autograd.Function):
@@ -72,32 +69,6 @@ def grad_in_layout(x: Any) -> Any:
     return x
 
 
-def _spec_paths(gm: fx.GraphModule, net: Network | None) -> Callable[[fx.Node], str]:
-    """Maps a graph node to the spec path it was made from. Codegen names nodes after their spec path
-    with '_' for '.', and passes may append suffixes (`_flat`, `_0`); the net resolves the ambiguity.
-    Without one, a node belongs to the deepest module container whose name prefixes its own."""
-    if net is not None:
-        names = {n.name.replace(".", "_"): n.name for n in net.nodes()}
-    else:
-        containers = sorted((p for p, m in gm.named_modules() if p and m._modules), key=len, reverse=True)
-        names = {}
-
-    def path_of(node: fx.Node) -> str:
-        if node.op in ("call_module", "get_attr"):
-            return node.target
-        if net is None:
-            return next((f"{p}.{node.name}" for p in containers if node.name.startswith(p.replace(".", "_") + "_")),
-                        node.name)
-        name = node.name
-        while name:
-            if name in names:
-                return names[name]
-            name = name.rpartition("_")[0]
-        return node.name
-
-    return path_of
-
-
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
     out: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), lambda a: out.append(a) if a.op != "get_attr" else None)
@@ -113,39 +84,11 @@ def _variadic(node: fx.Node, gm: fx.GraphModule) -> bool:
     return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
 
 
-def _shapes(gm: fx.GraphModule, net: Network | None) -> dict[fx.Node, Any]:
-    """Each node's output shape(s) without the batch dimension, from a run on the meta device with
-    the network's input shape (nothing is computed, no buffer changes); empty without a net. Layers of
-    one structure may still differ in resolution (blocks before and after a pooling), and a compiled
-    region is specialised to its input shapes."""
-    if net is None:
-        return {}
-    meta = {k: torch.empty_like(t, device="meta") for k, t in
-            list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))}
-    shapes: dict[fx.Node, Any] = {}
-
-    class Record(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            out = super().run_node(n)
-            shapes[n] = fx.node.map_aggregate(out, lambda t: tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else None)
-            return out
-
-    from torch.nn.utils.stateless import _reparametrize_module
-
-    try:
-        with torch.no_grad(), _reparametrize_module(gm, meta):
-            Record(gm).run(torch.empty(2, *net.shape(net.input), device="meta"))
-    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: dynamo's guards still tell
-        return {}
-    return shapes
-
-
-def _plan(gm: fx.GraphModule, net: Network | None) -> tuple[list[tuple[str, list[fx.Node]]], set[fx.Node]]:
+def _plan(gm: fx.GraphModule) -> tuple[list[tuple[str, list[fx.Node]]], set[fx.Node]]:
     """The runs — (scope, nodes): maximal sequences of consecutive nodes of one scope, gathers left
     out — and the floating nodes: get_attrs and picks from an outer node's tuple, which compute
     nothing, so they neither break a run nor need their place (the outer graph writes them where
     first needed). Each run is convex: nothing outside it lies on a path between two of its nodes."""
-    path_of = _spec_paths(gm, net)
     modules = dict(gm.named_modules())
     where: dict[fx.Node, str | None] = {}
     floating: set[fx.Node] = set()
@@ -156,7 +99,7 @@ def _plan(gm: fx.GraphModule, net: Network | None) -> tuple[list[tuple[str, list
                                      and isinstance(node.args[0], fx.Node) and where.get(node.args[0]) is None):
             floating.add(node)
             continue
-        scope = _scope(path_of(node)) if node.op not in ("placeholder", "output") else ""
+        scope = _scope(node) if node.op not in ("placeholder", "output") else ""
         if scope and type(modules.get(scope)) is not nn.Module:
             scope = ""
         if scope and _variadic(node, gm) and any(where.get(a) != scope for a in _tensor_args(node)):
@@ -175,7 +118,7 @@ class _Built:
     the scope's prefix (so that layers of one structure give the same code), with what the outer graph
     needs to call it."""
 
-    def __init__(self, gm: fx.GraphModule, scope: str, nodes: list[fx.Node], shapes: dict[fx.Node, Any]):
+    def __init__(self, gm: fx.GraphModule, scope: str, nodes: list[fx.Node]):
         inside = set(nodes)
         prefix, under = scope.replace(".", "_") + "_", scope + "."
         local = lambda name: name[len(prefix):] if name.startswith(prefix) else name
@@ -206,7 +149,7 @@ class _Built:
         owner = gm.get_submodule(scope)
         used = sorted({n.target for n in graph.nodes if n.op in ("call_module", "get_attr")})
         self.key = (self.code, tuple(_attr_key(path, owner) for path in used),
-                    tuple(shapes.get(a) for a in self.inputs))
+                    tuple(a.meta.get("shape") for a in self.inputs))
 
 
 def _attr_key(path: str, owner: nn.Module) -> tuple:
@@ -257,14 +200,12 @@ def _copy_tree(mod: nn.Module, path: str, regions: dict[str, Region]) -> nn.Modu
     return new
 
 
-def compile_regions(gm: fx.GraphModule, net: Network | None = None, **compile_kwargs) -> fx.GraphModule:
+def compile_regions(gm: fx.GraphModule, **compile_kwargs) -> fx.GraphModule:
     """A module computing what `gm` computes, with each layer scope compiled by
-    `torch.compile(**compile_kwargs)` once per distinct structure (see the module docstring). `net`,
-    the network `gm` was generated from, names the scopes exactly; without it they are read off `gm`'s
-    module tree. `gm` is left as it is."""
-    runs, floating = _plan(gm, net)
-    shapes = _shapes(gm, net)
-    plan = [(scope, nodes, _Built(gm, scope, nodes, shapes)) for scope, nodes in runs]
+    `torch.compile(**compile_kwargs)` once per distinct structure (see the module docstring); scopes and
+    shapes are read off the nodes' `meta`. `gm` is left as it is."""
+    runs, floating = _plan(gm)
+    plan = [(scope, nodes, _Built(gm, scope, nodes)) for scope, nodes in runs]
     by_scope: dict[str, list[_Built]] = {}
     first: dict[fx.Node, tuple[str, int, _Built]] = {}
     for scope, nodes, b in plan:

@@ -1,8 +1,9 @@
 """`chain`: layers in plain sequence."""
 
-from . import Pattern
+from .pattern import Pattern, register
 
 
+@register
 class Chain(Pattern):
     word = "chain"
     aliases = ('plain', 'series')

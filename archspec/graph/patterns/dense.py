@@ -3,11 +3,14 @@ the block's output is the merge of all of them (DenseNet with `concat`, DelugeNe
 `crossdepthwise`)."""
 
 from ..ops import OpArgs
-from . import Pattern
+from .pattern import Pattern, register
+
 
 class DenseArgs(OpArgs):
     include_input: bool = True  # false: the block input feeds the first layer only
 
+
+@register
 class Dense(Pattern):
     word = "dense"
     aliases = ('densenet', 'densely', 'deluge', 'delugenet')

@@ -25,7 +25,7 @@ from pydantic import PositiveInt
 
 from ...language.errors import SpecError
 from ..ops import OpArgs, fmt_shape
-from . import Pattern
+from .pattern import Pattern, register
 
 
 class GradualArgs(OpArgs):
@@ -35,6 +35,7 @@ class GradualArgs(OpArgs):
     projection: bool = False  # a 1×1 conv + BN shortcut from each unit's input (GUNN's CIFAR units)
 
 
+@register
 class Gradual(Pattern):
     word = "gradual"
     aliases = ('gunn', 'sunn')

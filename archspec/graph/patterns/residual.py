@@ -10,13 +10,14 @@ each as many as its own input has, and must take all of them."""
 
 from ...language.errors import SpecError
 from ..ops import OpArgs, fmt_shape
-from . import Pattern
+from .pattern import Pattern, register
 
 
 class ResidualArgs(OpArgs):
     embedded: bool = False  # add the shortcut at the layer's `shortcut` marks, not after the layer
 
 
+@register
 class Residual(Pattern):
     word = "residual"
     aliases = ('resnet', 'res', 'skip')
@@ -49,18 +50,14 @@ class Residual(Pattern):
 
     @classmethod
     def embedded(cls, ctx, x, layer, scope) -> str:
-        pend = ctx.builder.open_shortcut(ctx.builder.raw.get(x, [x]))
-        try:
+        with ctx.embedded_stream(x) as stream:
             y = ctx.run(layer, x, scope)
-        finally:
-            ctx.builder.shortcuts.pop()
-        have = ctx.builder.channels(pend.parts)
-        if pend.taken == 0:
+        if stream.taken == 0:
             raise SpecError("residual(embedded=true): the layer has no `shortcut` mark, so its stream is never "
                             "added", ctx.loc, "write `shortcut` in the layer where the stream joins, as in "
                             "`conv(c, 3, padding=1) shortcut bn relu`")
-        if pend.taken != have:
-            raise SpecError(f"residual(embedded=true): the layer's `shortcut` marks add {pend.taken} of the "
-                            f"stream's {have} channels", ctx.loc,
+        if stream.taken != stream.channels:
+            raise SpecError(f"residual(embedded=true): the layer's `shortcut` marks add {stream.taken} of the "
+                            f"stream's {stream.channels} channels", ctx.loc,
                             "the marks together must add every channel of the stream once")
         return y

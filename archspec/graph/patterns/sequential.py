@@ -21,13 +21,14 @@ from pydantic import PositiveInt
 
 from ...language.errors import SpecError
 from ..ops import OpArgs
-from . import Pattern
+from .pattern import Pattern, register
 
 
 class WindowArgs(OpArgs):
     width: PositiveInt | None = None  # channels each group reads; None: the block input's width
 
 
+@register
 class Seq(Pattern):
     word = "seq"
     aliases = ('sequential', 'seqconv')
@@ -48,8 +49,8 @@ class Seq(Pattern):
             history.append(y)
             outs.append(y)
         out = ctx.merge_of(outs, ctx.scope)
-        if len(outs) > 1 and not ctx.merge.equal_shapes and all(y in ctx.builder.raw for y in outs):
-            ctx.builder.raw[out] = [p for y in outs for p in ctx.builder.raw[y]]
+        if len(outs) > 1 and not ctx.merge.equal_shapes:
+            ctx.join_raw(out, outs)
         return out
 
     @classmethod
@@ -79,6 +80,7 @@ class Seq(Pattern):
         return parts[::-1]
 
 
+@register
 class Window(Seq):
     word = "window"
     aliases = ('windowed', 'wseqconv')

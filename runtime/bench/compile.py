@@ -11,6 +11,13 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
+from archspec.compiler.codegen import to_module
+from archspec.compiler.costs import summarize
+from archspec.graph.elaborate import elaborate
+from archspec.language.loader import load, read_text
+
+from .handwritten import handwritten_for
+
 
 def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     times, result = [], None
@@ -21,33 +28,9 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def handwritten_for(net) -> Callable[[], Any] | None:
-    """A constructor of the hand-written equivalent of `net`, for the networks that have one."""
-    from .handwritten import DelugeNetCifar
-
-    p = net.params
-    if set(p) == {"n", "w", "classes"} and net.shape(net.input) == (3, 32, 32):
-        model = lambda: DelugeNetCifar(p["n"], p["w"], p["classes"])  # noqa: E731
-        # only a true equivalent is a baseline: the same parameter count
-        if sum(t.numel() for t in model().parameters()) == sum_params(net):
-            return model
-    return None
-
-
-def sum_params(net) -> int:
-    from archspec.compiler.costs import summarize
-
-    return summarize(net).params
-
-
 def run_bench(spec: Path, overrides: dict[str, Any], repeat: int, out: Console) -> None:
-    import torch  # noqa: F401  (imported before timing: its import is not a compile stage)
-
-    from archspec.compiler.codegen import to_module
-    from archspec.compiler.costs import summarize
-    from archspec.graph.elaborate import elaborate
-    from archspec.language.loader import load, read_text
-
+    """Median time of parse, elaborate, the cost passes and codegen, of text → module end to end, and
+    of constructing the hand-written module (where the family has one), with their ratio."""
     text = read_text(spec)
     base = spec.resolve().parent
     t_parse, parsed = _median_time(lambda: load(text, str(spec), base), repeat)

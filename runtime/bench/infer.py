@@ -1,6 +1,7 @@
 """`archspec bench infer`: inference latency and throughput of one network's inference form (batch
-norms folded) under each backend — eager PyTorch, torch.compile, onnxruntime, TensorRT — at each batch
-size, warm-up excluded. A backend that cannot run here is a row that says why, not an error."""
+norms folded) under each backend — eager PyTorch, torch.compile, a CUDA graph, onnxruntime, TensorRT —
+at each batch size, warm-up excluded. A backend that cannot run here is a row that says why, not an
+error. The CPU thread count is set and printed: CPU figures mean nothing without it."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from rich.table import Table
 from torch import nn
 
 import archspec
-from archspec.language.errors import RunError, did_you_mean
+from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
+from archspec.language.errors import RunError, did_you_mean
+from archspec.runtime.export import BatchRange, ExportOptions, compile_tensorrt, export_model, load_tensorrt
 
-from .export import BatchRange, ExportOptions, compile_tensorrt, export_model, inference_form, load_tensorrt
+from .report import all_cores, environment, print_header, write_json
 
-BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt", "cudagraph")
 WARMUP = 3
 
 Runner = Callable[[torch.Tensor], Any]
@@ -43,20 +46,27 @@ class Backend:
 
 
 def run_bench_infer(net: Network, backends: list[str], batches: list[int], device: str, repeat: int,
-                    console: Console) -> list[dict]:
+                    console: Console, threads: int | None = None, json_path: Path | None = None) -> list[dict]:
     """Time `net` (weights from seed 0) under each backend at each batch size: `repeat` timed runs after
-    warm-up; print a table and return one row per backend and batch (a skipped backend: one row with
-    `skipped`, one that broke: `failed`, with the reason). Median and the 10th–90th percentile spread in ms, images/s from the median."""
-    _check(backends, batches, repeat)
+    warm-up; print the environment and a table and return one row per backend and batch (a skipped
+    backend: one row with `skipped`, one that broke: `failed`, with the reason). Median and the
+    10th–90th percentile spread in ms, images/s from the median. `threads` (default: every core this
+    process may use) is the intra-op thread count for the run."""
+    _check(backends, batches, repeat, threads)
     dev = _pick_device(device)
+    torch.set_num_threads(threads or all_cores())
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # static shapes per batch size: let cuDNN pick its fastest kernels
+    env = environment(dev, network=net.name, repeat=repeat, warmup=WARMUP)
+    print_header(env, console)
     torch.manual_seed(0)
-    model = inference_form(archspec.build(net)).to(dev)
+    model = fold(archspec.build(net)).to(dev)
     shape = tuple(net.shape(net.input))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="archspec-infer-") as tmp:
         for name in backends:
             try:
-                backend = _prepare(name, model, net, shape, batches, dev, Path(tmp))
+                backend = prepare(name, model, net, shape, batches, dev, Path(tmp))
             except Skip as e:
                 rows.append({"backend": name, "device": dev.type, "skipped": str(e)})
                 continue
@@ -75,6 +85,8 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
                     continue
                 rows.append({"backend": name, "device": dev.type, "batch": b, "note": backend.note, **figures})
     _print(net, rows, dev, repeat, console)
+    if json_path is not None:
+        write_json(json_path, {"benchmark": "infer", "environment": env, "rows": rows}, console)
     return rows
 
 
@@ -83,7 +95,7 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _check(backends: list[str], batches: list[int], repeat: int) -> None:
+def _check(backends: list[str], batches: list[int], repeat: int, threads: int | None) -> None:
     if not backends:
         raise RunError("--backends: no backend given", f"backends: {', '.join(BACKENDS)}")
     for name in backends:
@@ -97,6 +109,8 @@ def _check(backends: list[str], batches: list[int], repeat: int) -> None:
         raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
     if repeat < 1:
         raise RunError(f"--repeat {repeat}: at least one timed run is needed")
+    if threads is not None and threads < 1:
+        raise RunError(f"--threads {threads}: at least one thread is needed")
 
 
 def _pick_device(name: str) -> torch.device:
@@ -114,15 +128,51 @@ def _pick_device(name: str) -> torch.device:
 # ---- backends ----------------------------------------------------------------------------------------
 
 
-def _prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], batches: list[int],
+def prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], batches: list[int],
              dev: torch.device, tmp: Path) -> Backend:
     if name == "eager":
         return Backend(model)
     if name == "compile":
         return Backend(torch.compile(model))
+    if name == "cudagraph":
+        return cudagraph(model, dev)
     if name == "onnxruntime":
         return _onnxruntime(model, net, batches, dev, tmp)
     return _tensorrt(model, shape, batches, dev)
+
+
+def cudagraph(model: nn.Module, dev: torch.device) -> Backend:
+    """The eval forward captured in one CUDA graph per batch size, on static input and output buffers,
+    and replayed: no per-kernel launch cost. The first call at a batch size warms up on a side stream
+    (cuDNN's autotuning and the allocator's pools settle there) and captures; later calls copy the input
+    in and replay. The output is the static buffer, overwritten by the next replay."""
+    if dev.type != "cuda":
+        raise Skip("CUDA graphs need a CUDA device, not --device cpu")
+    graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def capture(x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_x = torch.empty_like(x, device=dev).copy_(x)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP):
+                model(static_x)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+        return graph, static_x, static_y
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key not in graphs:
+            graphs[key] = capture(x)
+        graph, static_x, static_y = graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_y
+
+    return Backend(run, "one captured graph per batch size, replayed")
 
 
 def _span(batches: list[int]) -> BatchRange:
@@ -172,8 +222,9 @@ def _tensorrt(model: nn.Module, shape: tuple[int, ...], batches: list[int], dev:
 
 
 def _measure(backend: Backend, shape: tuple[int, ...], batch: int, dev: torch.device, repeat: int) -> dict:
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
-    x = x.numpy() if backend.to_host else x.to(dev)
+    at = torch.device("cpu") if backend.to_host else dev  # a host backend is handed numpy arrays
+    x = torch.randn(batch, *shape, generator=torch.Generator(device=at).manual_seed(0), device=at)
+    x = x.numpy() if backend.to_host else x
     cuda = dev.type == "cuda"
     with torch.inference_mode():
         for _ in range(WARMUP):
@@ -209,7 +260,8 @@ def _spread(times: list[float]) -> tuple[float, float]:
 
 
 def _print(net: Network, rows: list[dict], dev: torch.device, repeat: int, console: Console) -> None:
-    table = Table(title=f"inference {net.name}  input {'×'.join(map(str, net.shape(net.input)))}  on {dev.type}: "
+    on = dev.type if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    table = Table(title=f"inference {net.name}  input {'×'.join(map(str, net.shape(net.input)))}  on {on}: "
                         f"median of {repeat} runs after {WARMUP} untimed warm-up runs (compiling happens there)",
                   title_justify="left")
     for col in ("backend", "batch", "ms", "p10–p90 ms", "images/s", "note"):

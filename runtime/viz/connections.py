@@ -13,8 +13,11 @@ import torch
 
 from archspec.language.errors import RunError
 from archspec.graph.ir import Network
+from archspec.runtime.train.evaluation import load_trained
 
-from .draw import COLOURS, block_of, layer_of, save_figure, units_of
+from .colours import COLOURS
+from .files import save_figure
+from .view import units_of
 
 # Ops that keep channel i at channel i, so a concat's channel ranges still hold after them.
 PASS_THROUGH = {"bn", "relu", "dropout", "dropout2d", "identity", "avgpool", "maxpool", "gap"}
@@ -25,8 +28,6 @@ def connection_strengths(checkpoint: Path) -> dict:
     """The learned strength of every cross-layer connection of a checkpoint, as plain JSON: one entry
     per crossdepthwise merge (most inflows first), then one source × target table per block of concat
     merges."""
-    from .train import load_trained
-
     net, model, ck = load_trained(checkpoint)
     units = units_of(net)
     merges = [n for n in net.nodes() if n.role == "merge"]
@@ -57,12 +58,12 @@ def _crossdepthwise(net: Network, model: torch.nn.Module, name: str, units: dict
         norms.append(float(w[start:start + c].norm()))
         start += c
     top = max(norms)
-    block = block_of(name)
+    block = net.node(name).block
     return {
         "kind": "crossdepthwise",
         "node": name,
         "block": block,
-        "target": layer_of(name) or f"{block} output",
+        "target": net.node(name).layer or f"{block} output",
         "sources": sources,
         "source_units": [units[s] for s in sources],
         "labels": [_short(units[s], block) for s in sources],
@@ -108,7 +109,7 @@ def _concat_blocks(net: Network, model: torch.nn.Module, merges: list[str], unit
         if target is None:
             continue
         strength = per_input_channel(model.get_submodule(target).weight, channels)
-        block = block_of(m) or m
+        block = net.node(m).block or m
         b = blocks.setdefault(block, {"cells": {}, "sources": {}, "targets": [], "target_nodes": [], "nodes": []})
         column = len(b["targets"])
         b["targets"].append(units[target])

@@ -1,0 +1,72 @@
+"""conv: 2-d convolution, initialised with He's scheme on fan-out as the papers' code does."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import NonNegativeInt, PositiveInt
+
+from .base import Op, OpArgs, ShapeError, image, register, window
+
+
+class ConvArgs(OpArgs):
+    out: PositiveInt
+    kernel: PositiveInt = 1
+    stride: PositiveInt = 1
+    padding: NonNegativeInt = 0
+    groups: PositiveInt = 1
+    bias: bool = False
+    # he_normal: N(0, 2/fan_out) (ResNet, DenseNet, DelugeNet, GUNN); he_uniform: the same variance from a
+    # uniform draw (SeqConv); zeros: a layer that starts as nothing (SeqConv's second residual layer)
+    init: Literal["he_normal", "he_uniform", "zeros"] = "he_normal"
+
+
+@register
+class Conv(Op):
+    kind = "conv"
+    aliases = ('conv2d', 'convolution')
+    Args = ConvArgs
+    weighted = True
+    colour = "#4c72b0"
+
+    @classmethod
+    def shape(cls, ins, a):
+        c, h, w = image(ins[0], "conv")
+        if c % a.groups or a.out % a.groups:
+            raise ShapeError(f"conv groups={a.groups} must divide both the input channels ({c}) "
+                             f"and the output channels ({a.out})")
+        return (a.out, window(h, a.kernel, a.stride, a.padding, "conv"),
+                window(w, a.kernel, a.stride, a.padding, "conv"))
+
+    @classmethod
+    def params(cls, ins, a):
+        return a.out * (ins[0][0] // a.groups) * a.kernel**2 + (a.out if a.bias else 0)
+
+    @classmethod
+    def macs(cls, ins, out, a):
+        return out[0] * out[1] * out[2] * (ins[0][0] // a.groups) * a.kernel**2
+
+    @classmethod
+    def lower(cls, args, ins):
+        from torch import nn
+
+        a = args
+        return nn.Conv2d(ins[0][0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias)
+
+    @classmethod
+    def source(cls, m):
+        return (f"torch.nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
+                f"padding={m.padding}, groups={m.groups}, bias={m.bias is not None})")
+
+    @classmethod
+    def initialise(cls, m, a):
+        std = math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels))
+        if a.init == "zeros":
+            m.weight.zero_()
+        elif a.init == "he_uniform":
+            m.weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+        else:
+            m.weight.normal_(0.0, std)
+        if m.bias is not None:
+            m.bias.zero_()

@@ -1,0 +1,96 @@
+"""What a connection pattern is (a word with arguments and a default merge, registered with `@register`)
+and all it may do while wiring a block (`BlockContext`): a pattern sees the block only through that
+small interface, never the interpreter or the builder behind it."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Callable, ClassVar, Protocol, Sequence
+
+from ...language.errors import Loc
+from ..builder import Builder, Scope
+from ..ops import NoArgs, OpArgs, Shape
+from ..streams import Stream, Streams
+from ..words import Word
+
+# A layer of a block: given its input tensor and the scope to name its ops in, it returns its output.
+Layer = Callable[[str, Scope], str]
+Where = Scope  # where a pattern's own ops are named: the block's scope or one of its layers'
+
+
+class MergeRule(Protocol):
+    """What a pattern reads of its block's merge word (a `merges.Merge` class)."""
+
+    word: ClassVar[str]
+    equal_shapes: ClassVar[bool]  # inflows must agree in shape
+
+    def combine(self, ctx: "BlockContext", inputs: list[str], where: Where, args: OpArgs) -> str: ...
+
+
+class BlockContext:
+    """A pattern's view of the block it wires: its scope, merge and location, and the few things it may do
+    there — run a layer, merge inflows, add an op, read a shape, carry a residual stream."""
+
+    def __init__(self, builder: Builder, streams: Streams, scope: Scope, pattern: str, merge: MergeRule | None,
+                 merge_args: OpArgs, loc: Loc):
+        self._builder, self._streams = builder, streams
+        self.scope = scope  # the block's scope: ops of the block as a whole (its output merge) go here
+        self.pattern = pattern
+        self.merge = merge  # None for a pattern that takes no merge word
+        self._merge_args = merge_args
+        self.loc = loc  # the block statement: where the pattern's errors point
+
+    def layer_scope(self, i: int) -> Scope:
+        """The scope of the block's layer `i` (0-based): `block2.layer{i + 1}`."""
+        return self.scope.child(f"layer{i + 1}", kind="layer")
+
+    def run(self, layer: Layer, x: str, scope: Scope) -> str:
+        """Apply one of the block's layers to `x`, naming its ops in `scope`."""
+        return layer(x, scope)
+
+    def merge_of(self, inputs: list[str], where: Where) -> str:
+        """The block's merge of `inputs` (one inflow passes through untouched)."""
+        assert self.merge is not None, f"pattern '{self.pattern}' takes no merge word"
+        return self.merge.combine(self, inputs, where, self._merge_args)
+
+    def add(self, op: str, args: dict, inputs: list[str], where: Where, base: str, role: str = "op",
+            numbered: bool = True) -> str:
+        """A node `op(inputs)` of the pattern's own (a projection, a slice, a join), located at the block."""
+        return self._builder.add(op, args, inputs, where, base, self.loc, pattern=self.pattern, role=role,
+                                 numbered=numbered)
+
+    def shape(self, name: str) -> Shape:
+        return self._builder.shape(name)
+
+    def embedded_stream(self, x: str) -> AbstractContextManager[Stream]:
+        """`with ctx.embedded_stream(x) as stream:` runs a layer whose `shortcut` marks add the residual
+        stream of `x`; afterwards `stream.taken` says how many of its `stream.channels` they added."""
+        return self._streams.embedded(x)
+
+    def join_raw(self, out: str, parts: list[str]) -> None:
+        """Declare `out` to be `parts` side by side, so that their raw tensors (when all have one) make
+        its raw tensor and a stream carried raw runs on through it."""
+        self._streams.join(out, parts)
+
+
+class Pattern(Word):
+    word: ClassVar[str]
+    Args: ClassVar[type[OpArgs]] = NoArgs
+    default_merge: ClassVar[str | None] = None  # None: the pattern takes no merge word
+
+    @classmethod
+    def build(cls, ctx: BlockContext, x: str, layers: Sequence[Layer], args: OpArgs) -> str:
+        """Wire `layers` on the block input `x`; returns the block's output."""
+        raise NotImplementedError
+
+
+PATTERNS: dict[str, type[Pattern]] = {}
+
+
+def register(cls: type[Pattern]) -> type[Pattern]:
+    """Class decorator: make `cls` the pattern its `word` names."""
+    other = PATTERNS.get(cls.word)
+    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"pattern '{cls.word}' is defined twice: {other.__module__} and {cls.__module__}")
+    PATTERNS[cls.word] = cls
+    return cls

@@ -1,0 +1,326 @@
+"""`archspec bench train`: the training step of archspec's module against a baseline built in the same
+process — step time, images/s, the bytes autograd holds for backward, on CUDA the peak allocation, and
+the first step's wall time (torch.compile's work included). The modules' steps are interleaved, one
+of each per round, so drift in clocks, temperature or other load falls on all of them alike."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from torch import nn
+
+from archspec.compiler.codegen import to_module
+from archspec.compiler.passes import memory as memory_policy
+from archspec.compiler.passes.regional import compile_regions, region_kinds
+from archspec.graph.ir import Network
+from archspec.language.errors import RunError
+from archspec.runtime.train.devices import Dist, pick_device
+
+from .handwritten import handwritten_for
+from .report import Spread, environment, print_header, write_json
+
+COMPILE_MODES = ("none", "whole", "regional", "all")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)"}
+
+
+def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one training step, the model's own
+    parameters and buffers excluded: what depth costs in activation memory."""
+    own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in own and s.device.type != "meta":
+            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(x.device, dtype):
+        loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class Figures:
+    """One module's figures at one batch size; times in ms, memory in bytes."""
+
+    name: str
+    batch: int
+    step_ms: float  # median
+    spread_ms: tuple[float, float]  # 10th and 90th percentile
+    range_ms: tuple[float, float]  # fastest and slowest step
+    images_per_s: float  # from the median
+    saved: int  # held for backward
+    peak: int | None  # CUDA: the module's state and batch plus the most one step allocates on top
+    first_s: float = 0.0  # wall time of the first step: compilation included
+
+
+class Trainee:
+    """A module with its own batch and optimizer, ready to take timed training steps."""
+
+    def __init__(self, name: str, model: nn.Module, batch: int, shape: tuple[int, ...], classes: int,
+                 device: torch.device, dtype: torch.dtype, channels_last: bool):
+        self.name, self.device, self.dtype, self.batch = name, device, dtype, batch
+        self.model = model.to(device).train()
+        g = torch.Generator(device=device).manual_seed(0)
+        self.x = torch.randn(batch, *shape, generator=g, device=device)
+        self.y = torch.randint(0, classes, (batch,), generator=g, device=device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            if self.x.dim() == 4:
+                self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                   weight_decay=1e-4)
+        self.first_s = 0.0
+
+    def step(self) -> None:
+        with _autocast(self.device, self.dtype):
+            loss = F.cross_entropy(self.model(self.x).float(), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def timed_step(self) -> float:
+        """Seconds one step takes: CUDA events on the GPU, the wall clock on the CPU."""
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.step()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        self.step()
+        return time.perf_counter() - t0
+
+    def first_step(self) -> None:
+        """The first step, timed by the wall clock: it includes what torch.compile does."""
+        t0 = time.perf_counter()
+        self.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.first_s = time.perf_counter() - t0
+
+    def cuda_peak(self) -> int | None:
+        """The module's parameters, optimizer state and batch, plus the most one step (gradients
+        included) allocates above everything allocated before it."""
+        if self.device.type != "cuda":
+            return None
+        self.opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize(self.device)
+        own = sum(p.nbytes for p in self.model.parameters()) + self.x.nbytes + self.y.nbytes
+        own += sum(t.nbytes for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.step()
+        torch.cuda.synchronize(self.device)
+        return own + torch.cuda.max_memory_allocated(self.device) - before
+
+
+def interleave(steps: int, runs: list[Callable[[], float]]) -> list[list[float]]:
+    """`steps` rounds, each calling every function once in order (A B A B …); their results, per function."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(steps):
+        for i, run in enumerate(runs):
+            times[i].append(run())
+    return times
+
+
+def measure_together(trainees: list[Trainee], steps: int, warmup: int) -> list[Figures]:
+    """Figures of each trainee's step, the steps interleaved. The first step is timed on its own (it
+    compiles what is compiled) and counts as a warm-up step."""
+    for t in trainees:
+        t.first_step()
+    for _ in range(warmup - 1):
+        for t in trainees:
+            t.step()
+    times = interleave(steps, [t.timed_step for t in trainees])
+    rows = []
+    for t, ts in zip(trainees, times):
+        s = Spread.of([v * 1e3 for v in ts])
+        rows.append(Figures(t.name, t.batch, s.median, (s.p10, s.p90), (s.min, s.max), t.batch / (s.median / 1e3),
+                            saved_bytes(t.model, t.x, t.y, t.dtype), t.cuda_peak(), t.first_s))
+    return rows
+
+
+def baseline_for(net: Network, kind: str) -> tuple[str, Callable[[], nn.Module]]:
+    """The module archspec's is compared with: the hand-written equivalent where one exists, or the
+    same graph through plain codegen (`naive`)."""
+    if kind in ("auto", "handwritten"):
+        hand = handwritten_for(net)
+        if hand is not None:
+            return "hand-written nn.Module", hand
+        if kind == "handwritten":
+            raise RunError(f"no hand-written module of '{net.name}' to compare with",
+                           "hand-written baselines exist for the CIFAR DelugeNet, DenseNet-BC, GUNN and "
+                           "SeqResNet specs; use --baseline naive")
+    if kind in ("auto", "naive"):
+        return "naive (plain codegen)", lambda: to_module(net)
+    raise RunError(f"unknown baseline '{kind}'", "baselines: auto, handwritten, naive")
+
+
+def _modes(compile_: bool | str | None) -> list[str]:
+    """The compile modes to measure archspec's module in: `True` (the old flag) means whole."""
+    if compile_ is None or compile_ is False:
+        return ["none"]
+    if compile_ is True:
+        return ["whole"]
+    if compile_ not in COMPILE_MODES:
+        raise RunError(f"unknown compile mode '{compile_}'", "compile modes: " + ", ".join(COMPILE_MODES))
+    return ["none", "whole", "regional"] if compile_ == "all" else [compile_]
+
+
+def _check(batches: list[int], steps: int, warmup: int, dtype: str, memory: str) -> torch.dtype:
+    if not batches:
+        raise RunError("--batch: no batch size given", "for example --batch 64,128,256")
+    if any(b < 1 for b in batches):
+        raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
+    if steps < 1:
+        raise RunError(f"--steps {steps}: at least one timed step is needed")
+    if warmup < 0:
+        raise RunError(f"--warmup {warmup}: cannot be negative")
+    if memory not in memory_policy.MODES:
+        raise RunError(f"unknown memory mode '{memory}'", "memory modes: " + ", ".join(memory_policy.MODES))
+    if dtype not in DTYPES:
+        raise RunError(f"unknown dtype '{dtype}'", "dtypes: " + ", ".join(DTYPES))
+    return DTYPES[dtype]
+
+
+def _gib(n: int | None) -> str:
+    return "–" if n is None else f"{n / 2**30:.3f} GiB"
+
+
+def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: str, compile_: bool | str,
+                    baseline: str, steps: int, warmup: int, out: Console, channels_last: bool | None = None,
+                    memory: str = "fast", json_path: Path | None = None) -> list[Figures]:
+    """At each batch size, archspec's module (under the memory policy `memory`, in each compile mode:
+    `none`, `whole`, `regional`, or `all` three) and the baseline (eager, and whole-compiled where
+    archspec's is compiled) take interleaved training steps. Prints the environment, one row per
+    module and batch size and the ratios of medians; returns the rows, batch by batch."""
+    batches = [batches] if isinstance(batches, int) else list(batches)
+    dt = _check(batches, steps, warmup, dtype, memory)
+    modes = _modes(compile_)
+    dev = pick_device(device, Dist())
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the shapes are static: let cuDNN pick its fastest kernels
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
+    shape, classes = tuple(net.shape(net.input)), net.shape(net.output)[0]
+    base_name, base_make = baseline_for(net, baseline)
+    env = environment(dev, network=net.name, dtype=dtype, channels_last=channels_last, memory=memory,
+                      compile=compile_ or "none", baseline=base_name, steps=steps, warmup=max(warmup, 1))
+    print_header(env, out)
+    rows: list[Figures] = []
+    ratios: list[dict] = []
+    notes: list[str] = []
+    for batch in batches:
+        free = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else None
+        resolved = memory_policy.resolve(memory, net, batch, free, 2 if dt == torch.bfloat16 else 4)
+        label = "archspec" + {"fast": "", "lean": " (lean)"}.get(memory, f" ({memory} → {resolved})")
+        trainees, pairs = [], []
+        base_of: dict[str, Trainee] = {}
+        for mode in dict.fromkeys("none" if m == "none" else "whole" for m in modes):
+            torch.manual_seed(0)
+            base = base_make()
+            base_of[mode] = Trainee(base_name + _SUFFIX[mode], torch.compile(base) if mode == "whole" else base,
+                                    batch, shape, classes, dev, dt, channels_last)
+        for mode in modes:
+            torch.manual_seed(0)
+            model = memory_policy.apply(to_module(net), resolved)
+            if mode == "whole":
+                model = torch.compile(model)
+            elif mode == "regional":
+                model = compile_regions(model)
+                kinds = region_kinds(model)
+                notes.append(f"regional: {len(kinds)} compiled structures for {sum(map(len, kinds.values()))} regions")
+            a = Trainee(label + _SUFFIX[mode], model, batch, shape, classes, dev, dt, channels_last)
+            trainees.append(a)
+            pairs.append((a, base_of["none" if mode == "none" else "whole"]))
+        trainees += list(base_of.values())
+        figures = dict(zip((t.name for t in trainees), measure_together(trainees, steps, warmup)))
+        rows += figures.values()
+        for a, b in pairs:
+            ratios.append(_ratio(figures[a.name], figures[b.name]))
+        del trainees, pairs, base_of
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    _print(net, rows, ratios, dict.fromkeys(notes), steps, warmup, out)
+    if json_path is not None:
+        write_json(json_path, {"benchmark": "train", "environment": env, "rows": [asdict(r) for r in rows],
+                               "ratios": ratios}, out)
+    return rows
+
+
+def _ratio(a: Figures, b: Figures) -> dict:
+    return {"batch": a.batch, "module": a.name, "baseline": b.name, "step_time": a.step_ms / b.step_ms,
+            "images_per_s": a.images_per_s / b.images_per_s,
+            "held_for_backward": a.saved / b.saved if b.saved else None,
+            "cuda_peak": a.peak / b.peak if a.peak and b.peak else None}
+
+
+def _print(net: Network, rows: list[Figures], ratios: list[dict], notes: dict[str, None], steps: int, warmup: int,
+           out: Console) -> None:
+    table = Table(title=f"train step: {net.name}, median of {steps} interleaved steps after {max(warmup, 1)} "
+                        "warm-up", title_justify="left")
+    for col in ("module", "batch", "step ms", "p10–p90 ms", "images/s", "held for backward", "CUDA peak",
+                "first step s"):
+        table.add_column(col, justify="left" if col == "module" else "right")
+    for i, r in enumerate(rows):
+        if i and r.batch != rows[i - 1].batch:
+            table.add_section()
+        table.add_row(escape(r.name), str(r.batch), f"{r.step_ms:.1f}", f"{r.spread_ms[0]:.1f}–{r.spread_ms[1]:.1f}",
+                      f"{r.images_per_s:,.1f}", _gib(r.saved), _gib(r.peak), f"{r.first_s:.1f}")
+    out.print(table)
+    for note in notes:
+        out.print(note)
+    for q in ratios:
+        parts = [f"step time {q['step_time']:.2f}×", f"images/s {q['images_per_s']:.2f}×"]
+        if q["held_for_backward"] is not None:
+            parts.append(f"held for backward {q['held_for_backward']:.2f}×")
+        if q["cuda_peak"] is not None:
+            parts.append(f"CUDA peak {q['cuda_peak']:.2f}×")
+        out.print(escape(f"batch {q['batch']}: {q['module']} / {q['baseline']}: " + ", ".join(parts)))
+
+
+def depth_sweep(net_at: Callable[[int], Network], batches: int | list[int], device: str, out: Console,
+                depths: tuple[int, ...] = (8, 16, 32)) -> list[tuple[int, int, int]]:
+    """Bytes held for backward by the spec's network at several depths, per batch size: linear growth
+    means no quadratic copies of earlier features. Rows are (batch, depth, bytes)."""
+    dev = pick_device(device, Dist())
+    rows = []
+    for batch in [batches] if isinstance(batches, int) else batches:
+        table = Table(title=f"bytes held for backward by depth, batch {batch}", title_justify="left")
+        for col in ("depth", "held", "per layer", "growth vs linear"):
+            table.add_column(col, justify="right")
+        first = None
+        for d in depths:
+            net = net_at(d)
+            model = to_module(net).to(dev).train()
+            g = torch.Generator(device=dev).manual_seed(0)
+            x = torch.randn(batch, *net.shape(net.input), generator=g, device=dev)
+            y = torch.randint(0, net.shape(net.output)[0], (batch,), generator=g, device=dev)
+            b = saved_bytes(model, x, y)
+            first = first or (d, b)
+            rows.append((batch, d, b))
+            table.add_row(str(d), _gib(b), f"{b / d / 2**20:.2f} MiB", f"{(b / first[1]) / (d / first[0]):.2f}")
+        out.print(table)
+    return rows

@@ -1,0 +1,52 @@
+"""Which data set a `--data` source names, and reading it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from archspec.language.errors import RunError
+
+from . import cifar
+from .dataset import LAYOUTS, Dataset
+from .digits import digits
+from .folders import folder_dataset, val_dir
+from .synthetic import synthetic
+
+_SOURCES = ("sources: nothing (scikit-learn's digits), a CIFAR-10/100 directory, an image-folder directory, "
+            "or synthetic-cifar10[:N] / synthetic-cifar100[:N]")
+
+
+def load(source: str | None, *, seed: int = 0) -> Dataset:
+    """The data set `source` names: None or "digits", a directory, or "synthetic-cifar10[:N]"."""
+    if source is None or source == "digits":
+        return digits()
+    if source.startswith("synthetic-"):
+        return synthetic(source, seed)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise RunError(f"no data at {path}", hint=_SOURCES)
+    if not path.is_dir():
+        raise RunError(f"{path} is a file: a data set is a directory", hint=LAYOUTS)
+    return directory(path)
+
+
+def directory(path: Path) -> Dataset:
+    found = [(layout, d) for layout in cifar.LAYOUTS for d in (path, path / layout.subfolder)
+             if all((d / f).is_file() for f in layout.files)]
+    if len({layout.classes for layout, _ in found}) > 1:
+        names = ", ".join(f"{layout.title} in {d}" for layout, d in found)
+        raise RunError(f"{path} holds more than one data set: {names}",
+                       hint="pass the directory of the one to train on")
+    if found:
+        return cifar.cifar(*found[0])
+    if (path / "train").is_dir():
+        if val_dir(path) is None:
+            raise RunError(f"{path} has train/ but no val/ (nor test/) beside it", hint=LAYOUTS)
+        return folder_dataset(path)
+    for layout in cifar.LAYOUTS:
+        for d in (path, path / layout.subfolder):
+            missing = [f for f in layout.files if not (d / f).is_file()]
+            if len(missing) < len(layout.files):
+                raise RunError(f"{d} holds part of the {layout.title} layout: {', '.join(missing)} missing",
+                               hint=LAYOUTS)
+    raise RunError(f"{path} holds no data set layout that archspec reads", hint=LAYOUTS)

@@ -1,0 +1,81 @@
+"""Trained networks back from their checkpoints: rebuilt from the spec text each carries, loaded with
+its weights, and measured on test data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archspec.compiler.codegen import to_module
+from archspec.graph.elaborate import elaborate
+from archspec.graph.ir import Network
+from archspec.language.errors import RunError
+from archspec.runtime import data as D
+
+from . import checkpoint as ckpt
+from .devices import Dist, pick_device
+from .feed import Feed
+from .specfiles import read_spec, spec_from_files
+
+
+def network_of(ck: ckpt.Checkpoint, path: str | Path) -> Network:
+    """The network a checkpoint was trained as, rebuilt from the spec text it carries."""
+    try:
+        spec = spec_from_files(ck.meta["files"], ck.meta["main"])
+        params = ck.meta["params"]
+    except KeyError as e:
+        raise RunError(f"{path} does not say what network it holds (no {e} in its metadata)") from None
+    return elaborate(spec, params)
+
+
+def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[Network, nn.Module, ckpt.Checkpoint]:
+    """A checkpoint's network, its module (plain ops) with the trained weights, and the checkpoint itself."""
+    ck = ckpt.load(path, map_location=device)
+    net = network_of(ck, path)
+    model = to_module(net, init=False).to(device)
+    try:
+        model.load_state_dict(ck.model)
+    except RuntimeError as e:
+        raise RunError(f"{path}: the weights do not fit network '{net.name}': {e}") from None
+    return net, model, ck
+
+
+def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0) -> tuple[Network, nn.Module]:
+    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights), in eval mode."""
+    if Path(source).suffix == ".safetensors":
+        if sets:
+            raise RunError("--set applies to a spec; a checkpoint carries its own parameters")
+        net, model, _ = load_trained(source)
+    else:
+        net = elaborate(read_spec(source), sets)
+        torch.manual_seed(seed)
+        model = to_module(net)
+    return net, model.eval()
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
+                        batch_size: int = 256) -> dict:
+    """Test loss and accuracy of a checkpoint, rebuilt from the spec it carries."""
+    dev = pick_device(device, Dist())
+    net, model, ck = load_trained(path, dev)
+    meta = ck.meta
+    ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
+    if tuple(net.shape(net.input)) != ds.shape or tuple(net.shape(net.output)) != (ds.classes,):
+        raise RunError(f"{path} holds network '{net.name}' for {'×'.join(map(str, net.shape(net.input)))} "
+                       f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")
+    model.eval()
+    feed = Feed(ds, batch_size, dev, workers=2)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    with torch.no_grad():
+        for x, y in feed.epoch(train=False)[0]:
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+    n = feed.sizes()[1]
+    return {"network": net.name, "data": ds.name, "epoch": ck.epoch, "test_loss": float(loss_sum) / n,
+            "test_acc": int(correct) / n, "images": n}

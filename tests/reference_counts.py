@@ -1,0 +1,94 @@
+"""Every shipped spec with the parameter count (and, where given, the MACs) of the authors' reference
+builds, in one table: the count, build and round-trip tests of `test_specs.py` are parametrised by it.
+
+Counts are sums of `numel()` over trainable parameters at the class count the spec defaults to;
+variants are other settings the reference counts (100 classes, the ResNet-like 1×1 transitions). MACs
+are exact where the reference gives them exactly and otherwise its rounding, as text (`"0.556G"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CIFAR = (3, 32, 32)
+IMAGENET = (3, 224, 224)
+SMALL = {"size": 64}  # ImageNet specs build at 64×64 in the tests: the same weights (global pooling)
+
+
+@dataclass(frozen=True)
+class Variant:
+    overrides: dict
+    params: int
+    macs: int | str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    spec: str
+    params: int
+    macs: int | str | None = None
+    input: tuple[int, int, int] = CIFAR
+    classes: int = 10
+    variants: tuple[Variant, ...] = ()
+    small: dict = field(default_factory=dict)  # overrides for a quick build and forward pass
+
+
+def c100(params: int, macs: int | str | None = None) -> Variant:
+    return Variant({"classes": 100}, params, macs)
+
+
+def imagenet(spec: str, params: int, macs: int | str | None = None) -> Reference:
+    return Reference(spec, params, macs, IMAGENET, 1000, small=SMALL)
+
+
+REFERENCE = [
+    # DelugeNet (CIFAR, ImageNet) and the DelugeNet paper's ResNet-like baselines, which default to 100
+    # classes; `shortcut=1` gives the 1×1 transitions
+    Reference("delugenet146", 6_686_250, 691_898_880, variants=(c100(6_709_380),)),
+    Reference("delugenet218", 9_981_738, 1_019_054_592, variants=(c100(10_004_868),)),
+    Reference("wide_delugenet146", 20_150_658, 2_117_775_744, variants=(c100(20_191_068),)),
+    imagenet("delugenet143", 43_589_928, 4_942_903_296),
+    imagenet("delugenet152", 51_725_928, 5_224_691_712),
+    Reference("resnetlike146", 6_500_100, "0.692G", classes=100, variants=(
+        Variant({"shortcut": 1}, 6_172_420, "0.658G"), Variant({"shortcut": 1, "classes": 10}, 6_149_290))),
+    Reference("resnetlike218", 9_552_644, "1.019G", classes=100, variants=(
+        Variant({"shortcut": 1}, 9_224_964, "0.986G"),)),
+    Reference("wide_resnetlike146", 19_824_828, "2.118G", classes=100, variants=(
+        Variant({"shortcut": 1}, 18_821_308, "2.015G"),)),
+    # DenseNet, DenseNet-BC, pre-activation ResNet, WideResNet (CIFAR)
+    Reference("densenet40_k12", 1_019_722, variants=(c100(1_060_132),)),
+    Reference("densenet100_k12", 6_979_642, variants=(c100(7_084_852),)),
+    Reference("densenet100_k24", 27_249_082, variants=(c100(27_457_972),)),
+    Reference("densenet_bc100_k12", 769_162, variants=(c100(800_032),)),
+    Reference("densenet_bc250_k24", 15_324_406, variants=(c100(15_480_556),)),
+    Reference("densenet_bc190_k40", 25_624_430, variants=(c100(25_821_620),)),
+    Reference("preresnet164", 1_703_258, variants=(c100(1_726_388),)),
+    Reference("wrn28_10", 36_479_194, variants=(c100(36_536_884),)),
+    # SeqConv (CIFAR: SeqResNet, SeqResNet-B, the ablations S2–S4; ImageNet)
+    Reference("seqresnet_k8r4", 1_233_370, 282_085_248, variants=(c100(1_250_740),)),
+    Reference("seqresnet_k16r10", 7_627_354, "1.724G", variants=(c100(7_670_644),)),
+    Reference("seqresnetb_k16r7", 843_834, "0.204G", variants=(c100(874_164),)),
+    Reference("seqresnetb_k32r12n3", 6_029_658, "1.417G", variants=(c100(6_081_588),)),
+    Reference("seqconv_s2", 1_229_658, variants=(c100(1_242_708),)),
+    Reference("seqconv_s3", 1_254_106, variants=(c100(1_271_476),)),
+    Reference("seqconv_s4", 1_256_154, variants=(c100(1_269_204),)),
+    imagenet("seqresnext24", 26_211_784, 4_543_979_520),
+    imagenet("seqresnetb42", 25_642_696, "5.644G"),
+    imagenet("seqresnetb22", 11_859_656, "2.883G"),
+    # GUNN, and SUNN and GUNN-NoRes with GUNN's weights (CIFAR, ImageNet)
+    Reference("gunn15", 1_585_746, 555_716_112, variants=(c100(1_618_236),)),
+    Reference("sunn15", 1_585_746, "0.556G", variants=(c100(1_618_236),)),
+    Reference("gunn15_nores", 1_585_746, "0.556G", variants=(c100(1_618_236),)),
+    Reference("gunn24", 29_534_106, variants=(c100(29_631_396),)),
+    Reference("sunn24", 29_534_106, variants=(c100(29_631_396),)),
+    imagenet("gunn18", 28_909_736, 7_747_079_552),
+    imagenet("sunn18", 28_909_736, "7.747G"),
+    imagenet("wide_gunn18", 45_624_936),
+    # A small DelugeNet for the 8×8 digits, counted by hand from the reference's rules (§2.1–2.2):
+    # stem 144; block 1 (no CLDC before layer 3, which has L = 2): 3,168 + 3,456 + 3,584; transition
+    # (CLDC over 3) 18,688; block 2 (CLDC L = 1..3, then 4 for the output): 13,568 + 13,824 + 13,952 + 512;
+    # head BN 128 + linear 650
+    Reference("tiny_delugenet", 71_674, input=(1, 8, 8)),
+]
+
+BY_NAME = {r.spec: r for r in REFERENCE}
