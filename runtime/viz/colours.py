@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archspec.graph.merges import BY_OP
 from archspec.graph.ops import OPS, Op
+from archspec.graph.patterns import PATTERNS
 
 from .view import View
 
@@ -13,7 +14,7 @@ OP_COLOURS = {kind: op.colour for kind, op in OPS.items()}
 # the legend: each colour an op declares, with the ops that have it; the default grey is "other"
 OP_LEGEND = tuple((tuple(k for k, op in OPS.items() if op.colour == c), c)
                   for c in dict.fromkeys(op.colour for op in OPS.values()) if c != Op.colour)
-FAN_IN = {"dense", "seq", "window", "gradual"}
+FAN_IN = {word for word, p in PATTERNS.items() if p.fan_in}
 
 
 def edge_colour_key(v: View, a: str, b: str, patterns: set[str]) -> str:

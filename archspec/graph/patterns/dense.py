@@ -16,6 +16,7 @@ class Dense(Pattern):
     aliases = ('densenet', 'densely', 'deluge', 'delugenet')
     Args = DenseArgs
     default_merge = "concat"
+    fan_in = True
 
     @classmethod
     def build(cls, ctx, x, layers, args):

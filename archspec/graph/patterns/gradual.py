@@ -41,6 +41,7 @@ class Gradual(Pattern):
     aliases = ('gunn', 'sunn')
     Args = GradualArgs
     default_merge = "sum"
+    fan_in = True
 
     @classmethod
     def build(cls, ctx, x, layers, args):

@@ -77,6 +77,7 @@ class Pattern(Word):
     word: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = NoArgs
     default_merge: ClassVar[str | None] = None  # None: the pattern takes no merge word
+    fan_in: ClassVar[bool] = False  # its layers read several earlier tensors: drawn as arcs into each merge
 
     @classmethod
     def build(cls, ctx: BlockContext, x: str, layers: Sequence[Layer], args: OpArgs) -> str:

@@ -33,6 +33,7 @@ class Seq(Pattern):
     word = "seq"
     aliases = ('sequential', 'seqconv')
     default_merge = "concat"
+    fan_in = True
 
     @classmethod
     def width(cls, ctx, x, args) -> int | None:

@@ -35,6 +35,7 @@ class Sparse(Pattern):
     aliases = ('sparsenet', 'sparsely')
     Args = SparseArgs
     default_merge = "concat"
+    fan_in = True
 
     @classmethod
     def build(cls, ctx, x, layers, args):
