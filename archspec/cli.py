@@ -4,7 +4,9 @@ code 2, never a traceback."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +52,9 @@ SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
 MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=_count, metavar="N",
                             help="Refuse networks with more parameters than N (e.g. 2e9), before "
                                  "allocating any weight.")
+AllowPathOpt = typer.Option(None, "--allow-path", metavar="DIR",
+                            help="Let the spec's `use` lines read files under DIR too (repeatable); by default "
+                                 "only the spec's own folder and the shipped library.")
 SpecArg = typer.Argument(..., metavar="SPEC", help="A spec file (.arch), or a shipped model's name (see `archspec "
                                                   "list`).", show_default=False)
 
@@ -115,21 +120,48 @@ def guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(EXIT_INTERNAL)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so a crash never leaves half a file."""
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def output_target(path: Path) -> tuple[Path, int | None]:
+    """Where writing `path` lands (a symbolic link is written through, not replaced) and the mode of
+    the regular file there, None for a new file. Anything but a regular file or a new path is refused:
+    replacing a device such as /dev/null, a FIFO or a folder with a file would break what it stood for."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        if path.is_dir():
-            raise SpecError(f"cannot write {path}: it is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        st = target.stat()
+    except FileNotFoundError:
+        return target, None
     except OSError as err:
         raise SpecError(f"cannot write {path}: {err.strerror or err}") from None
+    if stat.S_ISREG(st.st_mode):
+        return target, stat.S_IMODE(st.st_mode)
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+    raise SpecError(f"cannot write {path}: it is {kind}", None, "give the path of a regular file, or a new one")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so a crash never leaves half a file; an existing
+    file keeps its permissions, a new one gets the umask's."""
+    target, mode = output_target(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise SpecError(f"cannot write {path}: {err.strerror or err}") from None
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        output_target(path)  # still a regular file or nothing: never replace what appeared meanwhile
+        os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise SpecError(f"cannot write {path}: {err.strerror or err}") from None
@@ -163,13 +195,14 @@ def print_summary(s) -> None:
               f"MACs {s.macs:,}")
 
 
-def _analyse(spec: Path, sets: Optional[List[str]], max_params: int | None):
+def _analyse(spec: Path, sets: Optional[List[str]], max_params: int | None,
+             allow_paths: Optional[List[Path]] = None):
     """Parse and elaborate `spec` with `--set` values, summarise it, and refuse it (located at the
     network's definition) when its analytic parameter count is above `max_params`."""
     from . import api  # loads torch: only commands that read a spec pay for it, not --help
 
     overrides = parse_sets(sets)
-    parsed = api.parse(spec)
+    parsed = api.parse(spec, allow_paths)
     net = api.network(parsed, **overrides)
     s = api.summary(net)
     if max_params is not None and s.params > max_params:
@@ -188,11 +221,14 @@ def compile(
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
                                           help="Write the module as a standalone .py file."),
     max_params: int = MaxParamsOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Compile SPEC into a torch.fx module and print what was built."""
 
     def run():
-        net, s = _analyse(spec, set_, max_params)
+        if output is not None:
+            output_target(output)  # refused before any work, not after it
+        net, s = _analyse(spec, set_, max_params, allow_path)
         if output is not None:
             from archspec.compiler.codegen import to_module
             from archspec.compiler.standalone import standalone_source
@@ -210,11 +246,12 @@ def compile(
 
 
 @app.command()
-def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt) -> None:
+def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt,
+          allow_path: Optional[List[Path]] = AllowPathOpt) -> None:
     """Validate SPEC (syntax, names, types, shapes, size) without building weights."""
 
     def run():
-        _, s = _analyse(spec, set_, max_params)
+        _, s = _analyse(spec, set_, max_params, allow_path)
         out.print(f"ok: {s.network}: {s.params:,} params, {s.macs:,} MACs, output {_shape(s.output_shape)}")
 
     guarded(run)
@@ -279,7 +316,7 @@ def train(
     milestones: Optional[str] = typer.Option(None, "--milestones", metavar="F,F,...",
                                              help="Fractions of training at which the rate drops (e.g. 0.5,0.75)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="The factor of each drop (0.1)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     out_dir: Path = typer.Option(Path("runs/last"), "--out", metavar="DIR",
                                  help="Checkpoints (last/best.safetensors) and metrics.jsonl go here."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
@@ -296,7 +333,18 @@ def train(
     """Train SPEC with a recipe; every epoch is checkpointed atomically and can be resumed."""
 
     def run():
+        from archspec.runtime.train.config import check_out_dir
+        from archspec.runtime.train.recipes import recipe as check_recipe
+
         sets = parse_sets(set_)
+        tweaks = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov, "gamma": gamma}
+        if milestones is not None:
+            try:
+                tweaks["milestones"] = tuple(float(m) for m in milestones.split(",") if m.strip())
+            except ValueError:
+                raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
+        check_recipe(recipe, **{**tweaks, "epochs": epochs, "batch_size": batch_size, "lr": lr})
+        check_out_dir(out_dir)  # every flag and the output folder, before processes start or data loads
         if nproc > 1:
             return _launch(nproc)
         from archspec.runtime.train.host_memory import keep_freed_memory
@@ -304,12 +352,6 @@ def train(
 
         keep_freed_memory()
 
-        tweaks = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov, "gamma": gamma}
-        if milestones is not None:
-            try:
-                tweaks["milestones"] = tuple(float(m) for m in milestones.split(",") if m.strip())
-            except ValueError:
-                raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
         cfg = TrainConfig(spec=str(spec), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
                           lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
                           memory=memory, progress=not quiet)
@@ -379,7 +421,7 @@ def export(
                                                 help="Export with a dynamic batch dimension."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     verify: bool = typer.Option(False, "--verify", help="Run the artefact and compare it with eager PyTorch."),
-    seed: int = typer.Option(0, "--seed", help="Weights of a spec source start from this seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Weights of a spec source start from this seed."),
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
@@ -475,10 +517,27 @@ def bench_infer(
         except typer.BadParameter as e:
             raise RunError(f"--batch: {e.message}", "for example --batch 1,64") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        _check_batches(batches, net.shape(net.input))
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
                         threads=threads, json_path=json_path)
 
     guarded(run)
+
+
+MAX_BATCH = 65536
+MAX_INPUT_BYTES = 4 * 2**30
+
+
+def _check_batches(batches: list[int], shape) -> None:
+    """Batch sizes a benchmark can allocate an input for: refused here with a message, rather than
+    by the allocator with an internal error."""
+    per_image = 4 * math.prod(int(d) for d in shape)  # float32
+    for b in batches:
+        if b > MAX_BATCH or b * per_image > MAX_INPUT_BYTES:
+            raise RunError(f"--batch {b:,}: an input batch of {b:,} images of {_shape(shape)} is "
+                           f"{b * per_image / 2**30:,.1f} GiB, above the limit of {MAX_INPUT_BYTES // 2**30} GiB "
+                           f"and {MAX_BATCH:,} images",
+                           f"use at most {min(MAX_BATCH, MAX_INPUT_BYTES // per_image):,} images per batch")
 
 
 @app.command()

@@ -362,3 +362,80 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(RunError, match="holds no images") as err:
         load(str(tmp_path))
     assert str(tmp_path / "train") in err.value.message
+
+
+# ---- unreadable images, oversized sets, batches larger than a set ----------------------------------
+
+def _huge_png(file: Path, side: int = 30000) -> None:
+    """A PNG whose header claims side×side pixels and whose data is a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    file.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 7))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("broken", ["empty", "text", "bomb"])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_image_is_one_line_naming_the_file(tmp_path, broken, workers):
+    _png_tree(tmp_path, {"train": 2, "val": 1})
+    bad = tmp_path / "val" / "dog" / "9.png"
+    if broken == "empty":
+        bad.write_bytes(b"")
+    elif broken == "text":
+        bad.write_text("not an image\n")
+    else:
+        _huge_png(bad)
+    train, test, _ = folder_loaders(tmp_path, 8, 2, workers)
+    assert len(list(train)) == 3  # the training images are fine
+    with pytest.raises(RunError) as err:
+        list(test)
+    message = err.value.message
+    assert message.startswith(f"cannot read the image {bad}: ") and "\n" not in message, message
+    assert "worker" not in message and "Traceback" not in message
+    if broken == "bomb":
+        assert "decompression bomb" in message
+
+
+def test_unreadable_image_among_the_sampled_ones(tmp_path):
+    _png_tree(tmp_path, {"train": 2, "val": 1})
+    _huge_png(tmp_path / "train" / "cat" / "0.png")
+    with pytest.raises(RunError, match="cannot read the image .*cat/0.png"):
+        load(str(tmp_path))  # the statistics are taken in this process, from the training images
+
+
+def test_synthetic_size_is_bounded_before_allocating(monkeypatch):
+    from archspec.runtime.data import synthetic
+
+    with pytest.raises(RunError, match="above the limit of 10,000,000"):
+        load("synthetic-cifar10:100000000000")
+    for count in ("0", "-5", "²", "1" * 5000, "1e3"):
+        with pytest.raises(RunError, match="positive integer"):
+            load(f"synthetic-cifar10:{count}")
+    monkeypatch.setattr(synthetic, "_memory", lambda: 2**30)
+    with pytest.raises(RunError, match="more than this machine's 1.0 GiB") as err:
+        load("synthetic-cifar10:1000000")
+    assert "at most 67,216 images" in err.value.hint
+    assert len(load("synthetic-cifar10:60000").train_x) == 60000  # within the machine's memory
+
+
+def test_a_batch_larger_than_a_share_is_refused():
+    from archspec.runtime.data import check_batch_size
+
+    check_batch_size(100, 100)
+    check_batch_size(100, 50, world=2)
+    with pytest.raises(RunError, match="batch size 101 is larger than the 100 training images"):
+        check_batch_size(100, 101)
+    with pytest.raises(RunError, match="larger than the 50 training images .*shared among 2") as err:
+        check_batch_size(101, 51, world=2, name="x")
+    assert "--batch-size 50 or less" in err.value.hint
+
+
+def test_huge_seeds_shuffle(digits):
+    for seed in (2**63 - 1, 2**62 + 12345):
+        x, y = next(batches(digits.train_x, digits.train_y, 8, train=True, ds=digits, device="cpu", seed=seed))
+        assert x.shape == (8, 1, 8, 8)

@@ -4,11 +4,11 @@ name and the location of the text that made it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..language import tree as T
 from ..language.errors import Loc, SpecError, did_you_mean, loc_of
-from ..language.evaluate import FUNCTIONS, Env, Value, coerce, describe, evaluate, render, truth
+from ..language.evaluate import FUNCTIONS, Budget, Env, Value, budget, coerce, describe, evaluate, render, truth
 from ..language.loader import Spec
 from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
@@ -19,8 +19,9 @@ from .patterns import PATTERNS, BlockContext
 from .streams import Streams
 from .words import aliases
 
-# Bounds that turn a runaway spec into an error rather than a hang (the builder bounds the graph's size).
-# The largest real networks run a few thousand statements.
+# Bounds that turn a runaway spec into an error rather than a hang (the builder bounds the graph's size,
+# `evaluate.Budget` the values made and the time taken). The largest real networks run a few thousand
+# statements.
 MAX_TEMPLATE_DEPTH = 64  # layer templates running inside each other
 MAX_STEPS = 200_000  # statements run, loops unrolled
 
@@ -42,6 +43,7 @@ class Elaborator:
         self.stack: list[str] = []  # the layer templates being run, outermost first
         self.sites: list[Loc] = []  # where each of them was called
         self.steps = 0
+        self.budget = Budget()
         self.where: Loc | None = None  # the statement being run, for errors with no better place
         for name, d in spec.layers.items():
             if name in PRIMITIVES or name == "input":
@@ -53,6 +55,13 @@ class Elaborator:
         if self.steps > MAX_STEPS:
             raise SpecError(f"the spec runs more than {MAX_STEPS:,} statements", loc,
                             "is a repeat count or a range far too large?")
+        self.budget.clock(loc)
+
+    def copy(self, env: dict[str, Value], loc: Loc | None) -> dict[str, Value]:
+        """A copy of `env` for a body to add its lets to, its size charged to the budget: a loop over a
+        scope with many names copies them all each time."""
+        self.budget.charge(len(env), loc)
+        return env.copy()
 
     # ---- network parameters -----------------------------------------------------------
     def signature(self, name: str, loc: Loc | None, seen: tuple[str, ...] = ()
@@ -115,7 +124,7 @@ class Elaborator:
     # ---- statements -------------------------------------------------------------------
     def run_body(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str, scope: Scope) -> str:
         """Run statements in sequence, each transforming the current tensor `x`."""
-        env = env.copy()
+        env = self.copy(env, stmts[0].loc if stmts else None)
         for s in stmts:
             x = self.run_stmt(s, env, x, scope)
         return x
@@ -138,23 +147,31 @@ class Elaborator:
                 x = self.run_body(body, benv, x, scope)
         return x
 
-    def control(self, s: T.Stmt, env: dict[str, Value], dyn) -> list[tuple[Sequence[T.Stmt], dict[str, Value]]]:
-        """Unrolls `repeat`, `for` and `if` into (body, environment) pairs."""
+    def control(self, s: T.Stmt, env: dict[str, Value], dyn) -> Iterator[tuple[Sequence[T.Stmt], dict[str, Value]]]:
+        """Unrolls `repeat`, `for` and `if` into (body, environment) pairs, one at a time: each is run
+        (and its steps counted) before the next environment is made."""
         if isinstance(s, T.Repeat):
             n = evaluate(s.count, env, dyn)
             if type(n) is not int or n < 0:
                 raise SpecError(f"repeat needs a non-negative int, got {describe(n)}", s.count.loc)
             if n > MAX_STEPS:
                 raise SpecError(f"repeat {n:,} is too many times (at most {MAX_STEPS:,})", s.count.loc)
-            return [(s.body, env)] * n
+            for _ in range(n):
+                yield s.body, env
+            return
         if isinstance(s, T.For):
             items = evaluate(s.iterable, env, dyn)
             if not isinstance(items, list):
                 raise SpecError(f"for needs a list (e.g. range(3)), got {describe(items)}", s.iterable.loc)
             var = str(s.var)
-            return [(s.body, _with(env, var, v)) for v in items]
+            for v in items:
+                benv = self.copy(env, s.loc)
+                benv[var] = v
+                yield s.body, benv
+            return
         if isinstance(s, T.If):
-            return [(s.then if truth(evaluate(s.cond, env, dyn), s.cond.loc) else s.orelse, env)]
+            yield s.then if truth(evaluate(s.cond, env, dyn), s.cond.loc) else s.orelse, env
+            return
         raise SpecError(f"unexpected {type(s).__name__} here", getattr(s, "loc", None))
 
     def check(self, s: T.Assert, env: Mapping[str, Value], dyn) -> None:
@@ -317,7 +334,7 @@ class Elaborator:
                                 did_you_mean(merge_word, MERGES, aliases(MERGES)) or f"merges: {', '.join(MERGES)}")
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True, kind="block")
-        layers = self.layers(s.body, env.copy(), x)
+        layers = self.layers(s.body, self.copy(env, s.loc), x)
         ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc)
         return pattern.build(ctx, x, layers, pargs)
 
@@ -330,21 +347,24 @@ class Elaborator:
     def layers(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str) -> list:
         """A block body's layers: each call (after unrolling control flow) is one layer."""
         out: list = []
+        shared = None  # the names the calls since the last `let` see: one copy for all of them
         for s in stmts:
             self.step(s.loc)
             if isinstance(s, T.Let):
                 env[str(s.name)] = evaluate(s.value, env, self.dynamic(x))
+                shared = None
             elif isinstance(s, T.Assert):
                 self.check(s, env, self.dynamic(x))
             elif isinstance(s, T.Call):
-                out.append(lambda inp, sc, s=s, env=env.copy(): self.call(s, env, inp, sc, own_scope=sc))
+                shared = shared if shared is not None else self.copy(env, s.loc)
+                out.append(lambda inp, sc, s=s, env=shared: self.call(s, env, inp, sc, own_scope=sc))
             elif isinstance(s, (T.Block, T.Scope)):
                 what = "a nested block" if isinstance(s, T.Block) else f"a `{s.kind}` scope"
                 raise SpecError(f"a block holds layers: {what} cannot go directly inside one", s.loc,
                                 "put it inside a layer template and call that template in the block")
             else:
                 for body, benv in self.control(s, env, self.dynamic(x)):
-                    out.extend(self.layers(body, benv.copy(), x))
+                    out.extend(self.layers(body, self.copy(benv, s.loc), x))
         return out
 
     # ---- the network ------------------------------------------------------------------
@@ -394,20 +414,21 @@ def _names(e: Any) -> list[str]:
     return out
 
 
-def _with(env: dict[str, Value], name: str, value: Value) -> dict[str, Value]:
-    new = env.copy()
-    new[name] = value
-    return new
-
-
 def elaborate(spec: Spec, overrides: Mapping[str, Any] | None = None) -> Network:
     """Build the graph of `spec`'s main network with parameters set by `overrides`."""
+    el = None
     try:
         el = Elaborator(spec)
-        return el.network(dict(overrides or {}))
+        with budget(el.budget):
+            return el.network(dict(overrides or {}))
     except SpecError as e:
         raise e.with_sources(spec.sources) from None
     except RecursionError:
         raise SpecError("the spec nests too deeply (layer templates, blocks and expressions together)",
-                        el.where, "flatten it: fewer nested templates, or long expressions split with `let`",
-                        spec.sources) from None
+                        el and el.where, "flatten it: fewer nested templates, or long expressions split with "
+                        "`let`", spec.sources) from None
+    except MemoryError:
+        where = el and el.where
+        el = None  # let the half-built graph go before reporting
+        raise SpecError("out of memory while running this statement", where,
+                        "is a range, a loop or the network far too large?", spec.sources) from None

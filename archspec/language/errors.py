@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -52,6 +53,22 @@ def loc_of(name: object, fallback: Loc | None) -> Loc | None:
 
 _MAX_SHOWN = 160  # longest source line shown in full; longer ones are cut around the column
 
+# Characters that steer a terminal or reorder text (escape sequences, bidi overrides, line separators):
+# text from a spec is shown with them escaped, so a spec cannot rewrite what the user reads.
+_UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def _unsafe(ch: str) -> bool:
+    return (ch < " " or "\x7f" <= ch) and unicodedata.category(ch) in _UNSAFE
+
+
+def printable(text: str, keep: str = "\t") -> str:
+    """`text` with control and format characters written as escapes (`\\x1b`), except those in `keep`."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(ch.encode("unicode_escape").decode("ascii") if ch not in keep and _unsafe(ch) else ch
+                   for ch in text)
+
 
 class SpecError(Exception):
     """A problem in a spec or in the values given for it; carries where it happened.
@@ -89,8 +106,9 @@ class SpecError(Exception):
             return None
         col = max(1, self.loc.column)
         end = self.loc.end_column if self.loc.end_column and self.loc.end_column > col else col + 1
-        # tabs count as one column in locations: show each as one space so the caret lines up
-        src = "".join(" " if ch == "\t" or (ord(ch) < 32) else ch for ch in src)
+        # a character counts as one column in locations: show a tab as a space and any other control
+        # character as '�', so the caret lines up and the line cannot steer the terminal
+        src = "".join((" " if ch == "\t" else "\ufffd") if _unsafe(ch) else ch for ch in src)
         start = 0
         if len(src) > _MAX_SHOWN:  # a very long line: a window around the column
             start = max(0, col - 1 - _MAX_SHOWN // 2)
@@ -106,18 +124,18 @@ class SpecError(Exception):
     def render(self, sources: Mapping[str, str] | None = None) -> str:
         """The error as a user sees it: `file:line:col: error: ...`, the line, a caret, a hint."""
         head = f"{self.loc}: error: {self.message}" if self.loc else f"error: {self.message}"
-        lines = [head]
+        lines = [printable(head)]
         shown = self.source_line(sources)
         if shown is not None:
             lines.append(f"    {shown[0]}")
             lines.append(f"    {shown[1]}")
         if self.hint:
-            lines.extend(f"  {h}" for h in self.hint.splitlines())
+            lines.extend(f"  {printable(h)}" for h in self.hint.split("\n"))
         return "\n".join(lines)
 
     def __str__(self) -> str:
         text = f"{self.loc}: {self.message}" if self.loc else self.message
-        return f"{text} ({self.hint})" if self.hint else text
+        return printable(f"{text} ({self.hint})" if self.hint else text, keep="\t\n")
 
 
 def _norm(word: str) -> str:

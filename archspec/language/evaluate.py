@@ -4,7 +4,10 @@ its expressions values, and it knows numbers, booleans, strings, lists and a fix
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, Mapping
 
 from . import tree as T
 from .errors import Loc, SpecError, did_you_mean
@@ -13,6 +16,51 @@ Value = Any  # int | float | bool | str | list[Value]
 
 MAX_INT = 2**63 - 1  # the largest integer a spec may compute
 MAX_LIST = 1_000_000  # the longest list a spec may build
+MAX_VALUES = 5_000_000  # list items and copied names a spec may make in all (each list is also capped)
+MAX_SECONDS = 30.0  # the time one elaboration may take
+MAX_COMPARE = 1_000_000  # list items one `==` may compare
+
+
+class Budget:
+    """What one elaboration may spend in all: values made (list items, names copied into scopes) and
+    time. Per-list caps alone let many lists, or one loop, take gigabytes or minutes."""
+
+    def __init__(self, values: int | None = None, seconds: float | None = None):
+        self.left = MAX_VALUES if values is None else values
+        self.limit = self.left
+        self.deadline = time.monotonic() + (MAX_SECONDS if seconds is None else seconds)
+
+    def charge(self, n: int, loc: Loc | None) -> None:
+        """Take `n` values from the budget before they are made; an error at `loc` when it is spent."""
+        self.left -= n
+        if self.left < 0:
+            raise SpecError(f"the spec makes more than {self.limit:,} values in all (list items and names)",
+                            loc, "is a range or a loop far too large?")
+
+    def clock(self, loc: Loc | None) -> None:
+        if time.monotonic() > self.deadline:
+            raise SpecError(f"the spec takes more than {MAX_SECONDS:g} seconds to elaborate", loc,
+                            "is a loop or a repeat count far too large?")
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("archspec_budget", default=None)
+
+
+@contextmanager
+def budget(b: Budget) -> Iterator[Budget]:
+    """Charge every value evaluated inside the `with` to `b`."""
+    token = _BUDGET.set(b)
+    try:
+        yield b
+    finally:
+        _BUDGET.reset(token)
+
+
+def charge(n: int, loc: Loc | None) -> None:
+    """Charge `n` values to the current budget (none outside an elaboration: each list is still capped)."""
+    b = _BUDGET.get()
+    if b is not None:
+        b.charge(n, loc)
 
 
 def type_name(v: Value) -> str:
@@ -48,6 +96,26 @@ def _list(v: list, loc: Loc | None) -> list:
     return v
 
 
+def _equal(a: Value, b: Value, loc: Loc) -> bool:
+    """`a == b` as Python compares them, but item by item with a bound: lists nested by `let` can share
+    parts, and comparing two such lists built apart would take exponential time."""
+    todo, seen = [(a, b)], 0
+    while todo:
+        x, y = todo.pop()
+        if x is y:
+            continue
+        if isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                return False
+            seen += len(x)
+            if seen > MAX_COMPARE:
+                raise SpecError(f"comparing these lists takes more than {MAX_COMPARE:,} steps", loc)
+            todo.extend(zip(reversed(x), reversed(y)))
+        elif isinstance(x, list) or isinstance(y, list) or x != y:
+            return False
+    return True
+
+
 def render(v: Value, limit: int = 60) -> str:
     """`v` as spec text, cut short (with '…') beyond about `limit` characters."""
     if isinstance(v, bool):
@@ -81,6 +149,7 @@ def _range(loc: Loc, *a: Value) -> list[int]:
     r = range(*ints)
     if len(r) > MAX_LIST:
         raise SpecError(f"range of {len(r):,} items is too long (at most {MAX_LIST:,})", loc)
+    charge(len(r), loc)
     return list(r)
 
 
@@ -166,15 +235,17 @@ def _binop(op: str, a: Value, b: Value, loc: Loc) -> Value:
     if op == "+" and isinstance(a, list) and isinstance(b, list):
         if len(a) + len(b) > MAX_LIST:
             raise SpecError(f"a list of {len(a) + len(b):,} items is too long (at most {MAX_LIST:,})", loc)
+        charge(len(a) + len(b), loc)
         return a + b
     if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
         if len(a) * max(b, 0) > MAX_LIST:
             raise SpecError(f"a list of {len(a) * b:,} items is too long (at most {MAX_LIST:,})", loc)
+        charge(len(a) * max(b, 0), loc)
         return a * b
     if op == "*" and isinstance(b, list) and isinstance(a, int) and not isinstance(a, bool):
         return _binop(op, b, a, loc)
     if op in ("==", "!="):
-        return (a == b and type_name(a) == type_name(b)) == (op == "==")
+        return (type_name(a) == type_name(b) and _equal(a, b, loc)) == (op == "==")
     if op == "+" and isinstance(a, str) and isinstance(b, str):
         raise SpecError("strings cannot be joined with '+'", loc)
     x, y = _num(a, loc, f"'{op}'"), _num(b, loc, f"'{op}'")
@@ -219,6 +290,7 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
             return dynamic[e.id]()
         raise _unknown_name(e, env, dynamic)
     if isinstance(e, T.ListExpr):
+        charge(len(e.items), e.loc)
         return [ev(x) for x in e.items]
     if isinstance(e, T.Index):
         obj, idx = ev(e.obj), ev(e.index)

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from . import tree as T
 from .errors import Loc, SpecError, loc_of
 from .syntax import parse_text
 
-MAX_FILE_BYTES = 16 * 1024 * 1024  # a spec is a few kilobytes; anything this large is not one
+# Bounds that refuse a file before it costs memory or time. A real spec is a few kilobytes and a few
+# thousand tokens (the largest shipped one, 5 KB); parsing costs up to ~0.1 ms a token.
+MAX_FILE_BYTES = 256 * 1024  # one file
+MAX_TOKENS = 50_000  # the spec and every file it uses, together
+MAX_FILES = 256  # files read for one spec
+_CHUNK = 64 * 1024
+_TOKEN = re.compile(r'#[^\n]*|"[^"\n]*"|[A-Za-z0-9_.]+|\S')  # about the parser's tokens (comments count)
 
 
 @dataclass
@@ -35,21 +45,47 @@ def _label(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _line_col(data: bytes, offset: int) -> tuple[int, int]:
-    line = data.count(b"\n", 0, offset) + 1
-    return line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+def _line_col(data: bytes | str, offset: int) -> tuple[int, int]:
+    nl = b"\n" if isinstance(data, bytes) else "\n"
+    line = data.count(nl, 0, offset) + 1
+    return line, offset - (data.rfind(nl, 0, offset) + 1) + 1
 
 
-def read_text(path: Path, loc: Loc | None = None) -> str:
-    """The text of a spec file. Problems are reported at `loc` (the `use` line that named the file)."""
+def _read_bounded(fd: int, limit: int) -> bytes | None:
+    """At most `limit` bytes from `fd`, or None when there are more: the size a file claims is not
+    trusted (it is 0 for /proc files, devices and pipes)."""
+    chunks, size = [], 0
+    while True:
+        chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+
+
+def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, follow: bool = True) -> str:
+    """The text of a spec file. Problems are reported at `loc` (the `use` line that named the file).
+
+    Only a regular file is read, and at most `limit` bytes of it: a device (`/dev/zero`), a pipe or a
+    socket is refused without reading, and opening does not wait for a pipe's writer. With
+    `follow=False` a symbolic link in the last component is refused (the caller resolved the path)."""
     shown = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        if path.is_dir():
-            raise SpecError(f"{shown} is a directory, not a spec file", loc)
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SpecError(f"{shown} is {size:,} bytes: too large to be a spec", loc)
-        data = path.read_bytes()
+        fd = os.open(path, flags)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise SpecError(f"{shown} is a directory, not a spec file", loc)
+            if not stat.S_ISREG(mode):
+                raise SpecError(f"{shown} is not a regular file (a device, a pipe or a socket), so not a spec", loc)
+            data = _read_bounded(fd, limit)
+        finally:
+            os.close(fd)
     except SpecError:
         raise
     except FileNotFoundError:
@@ -60,6 +96,8 @@ def read_text(path: Path, loc: Loc | None = None) -> str:
         raise SpecError(f"cannot read {shown}: permission denied", loc) from None
     except OSError as err:
         raise SpecError(f"cannot read {shown}: {err.strerror or err}", loc) from None
+    if data is None:
+        raise SpecError(f"{shown} is larger than {limit:,} bytes: too large to be a spec", loc)
     if b"\x00" in data:
         line, col = _line_col(data, data.index(b"\x00"))
         raise SpecError(f"{shown} is a binary file, not a spec (a NUL byte at line {line}, column {col})", loc)
@@ -72,15 +110,79 @@ def read_text(path: Path, loc: Loc | None = None) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def load(text: str, file: str = "<spec>", base_dir: Path | None = None, key: str | None = None) -> Spec:
-    """Parse `text` and everything it uses. `use` paths are relative to `base_dir` (the file's folder).
-    `key` identifies the file for cycle detection (its resolved path, when it is a file)."""
+def library_folder() -> Path | None:
+    """The shipped spec library's folder (package data `archspec.specs`), which `use` may always read."""
+    try:
+        return Path(str(resources.files("archspec.specs"))).resolve()
+    except (ModuleNotFoundError, TypeError, OSError):
+        return None
+
+
+@dataclass
+class _Reading:
+    """What one load may read: the folders `use` is confined to, and the size read so far."""
+
+    roots: list[Path]
+    tokens: int = 0
+    files: int = 0
+
+    def allows(self, target: Path) -> bool:
+        return any(target == r or target.is_relative_to(r) for r in self.roots)
+
+    def count(self, text: str, file: str, loc: Loc | None) -> None:
+        """Refuse a spec whose files together hold more than MAX_TOKENS tokens or MAX_FILES files,
+        before parsing (parsing costs time per token)."""
+        self.files += 1
+        if self.files > MAX_FILES:
+            raise SpecError(f"the spec uses more than {MAX_FILES} files", loc)
+        if len(text) > MAX_FILE_BYTES:
+            raise SpecError(f"{file} is larger than {MAX_FILE_BYTES:,} bytes: too large to be a spec",
+                            Loc(file, 1, 1))
+        n = self.tokens
+        for m in _TOKEN.finditer(text):
+            n += 1
+            if n > MAX_TOKENS:
+                line, col = _line_col(text, m.start())
+                raise SpecError(f"the spec has more than {MAX_TOKENS:,} tokens: too large to be a spec",
+                                Loc(file, line, col), "a real spec is a few thousand tokens; loops and "
+                                "templates write long networks briefly")
+        self.tokens = n
+
+
+def check_size(texts: Mapping[str, str]) -> None:
+    """Refuse spec texts given from memory (a checkpoint's) that together exceed what one load may read:
+    files, bytes per file, tokens. Before parsing, since parsing costs time per token."""
+    reading = _Reading(roots=[])
+    for file, text in texts.items():
+        reading.count(text, file, None)
+
+
+def _roots(base_dir: Path, allow_paths: Iterable[str | os.PathLike] | None) -> list[Path]:
+    roots = [base_dir.resolve()]
+    lib = library_folder()
+    if lib is not None:
+        roots.append(lib)
+    for p in allow_paths or ():
+        roots.append(Path(p).expanduser().resolve())
+    return roots
+
+
+def load(text: str, file: str = "<spec>", base_dir: Path | None = None, key: str | None = None,
+         allow_paths: Iterable[str | os.PathLike] | None = None) -> Spec:
+    """Parse `text` and everything it uses. `use` paths are relative to `base_dir` (the file's folder,
+    the working folder for text). `key` identifies the file for cycle detection (its resolved path, when
+    it is a file).
+
+    `use` reads only files inside `base_dir`'s tree, the shipped library and the folders in
+    `allow_paths`, after following symbolic links: a spec from elsewhere cannot read the host's files."""
+    base_dir = base_dir or Path.cwd()
     spec = Spec(main="", file=file)
     try:
         if not text.strip():
             raise SpecError("the spec is empty: expected `network NAME(...) { ... }`", Loc(file, 1, 1), None,
                             {file: text})
-        _load_into(spec, text, file, base_dir or Path.cwd(), stack=[], key=key)
+        _load_into(spec, text, file, base_dir, stack=[], key=key,
+                   reading=_Reading(_roots(base_dir, allow_paths)))
         own = spec.files[file].networks
         if not own:
             raise SpecError("the spec defines no network (expected `network NAME(...) { ... }`)",
@@ -91,26 +193,37 @@ def load(text: str, file: str = "<spec>", base_dir: Path | None = None, key: str
     return spec
 
 
-def load_file(path: str | os.PathLike) -> Spec:
+def load_file(path: str | os.PathLike, allow_paths: Iterable[str | os.PathLike] | None = None) -> Spec:
+    """Parse the spec file at `path` (which the caller chose) and the files it uses, confined to its
+    folder's tree, the shipped library and `allow_paths`."""
     if str(path) == "":  # parse("") is empty spec text, not the current folder
         return load("")
     p = Path(path)
-    return load(read_text(p), str(path), p.resolve().parent, key=str(p.resolve()))
+    return load(read_text(p), str(path), p.resolve().parent, key=str(p.resolve()), allow_paths=allow_paths)
 
 
-def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str], loc: Loc | None = None,
-               key: str | None = None) -> None:
+def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str], reading: _Reading,
+               loc: Loc | None = None, key: str | None = None) -> None:
     key = key or file
     if file in spec.files or key in spec.keys:
         return
     spec.keys.add(key)
     spec.sources[file] = text
+    reading.count(text, file, loc)
     parsed = parse_text(text, file)
     stack = stack + [key]
     for use in parsed.uses:
         if not use.path.strip():
             raise SpecError("`use` needs a file name", use.loc)
-        target = (base_dir / use.path).resolve()
+        try:
+            target = (base_dir / use.path).resolve()
+        except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
+            raise SpecError(f"cannot follow the path {use.path!r}", use.loc) from None
+        if not reading.allows(target):  # before looking at it: the refusal tells nothing about the file
+            raise SpecError(f"`use` may not read {use.path!r}: it lies outside the spec's folder and the shipped "
+                            "library", use.loc,
+                            f"the spec's folder is {reading.roots[0]}; to allow another folder, pass "
+                            "--allow-path DIR (allow_paths=[...] from Python)")
         if str(target) in stack:
             chain = " → ".join(Path(s).name for s in stack[stack.index(str(target)):] + [str(target)])
             raise SpecError(f"`use` cycle: {chain}", use.loc,
@@ -119,16 +232,17 @@ def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str
             continue
         if not target.exists():
             raise SpecError(f"no such spec file: {use.path!r}", use.loc, f"looked for {target}")
-        _load_into(spec, read_text(target, use.loc), _label(target), target.parent, stack, use.loc,
-                   key=str(target))
+        _load_into(spec, read_text(target, use.loc, follow=False), _label(target), target.parent, stack,
+                   reading, use.loc, key=str(target))
     spec.files[file] = parsed
     for d in parsed.layers:
-        _define(spec, spec.layers, d, "layer")
+        define(spec, spec.layers, d, "layer")
     for d in parsed.networks:
-        _define(spec, spec.networks, d, "network")
+        define(spec, spec.networks, d, "network")
 
 
-def _define(spec: Spec, table: dict, d, what: str) -> None:
+def define(spec: Spec, table: dict, d, what: str) -> None:
+    """Enter a parsed layer or network definition into the spec's table, refusing duplicates."""
     name = str(d.name)
     where = loc_of(d.name, d.loc)
     old = table.get(name)

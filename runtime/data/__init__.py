@@ -3,10 +3,10 @@ download), CIFAR-10/100 in any of their official layouts, synthetic CIFAR-shaped
 and ImageNet-style image folders; plus batching that augments on the training device."""
 
 from .augment import augment
-from .batches import batches, normalize, steps_per_epoch
+from .batches import batches, check_batch_size, normalize, steps_per_epoch
 from .dataset import Dataset, channel_stats
 from .folders import FolderLoader, ImageFolder, folder_loaders
 from .sources import load
 
-__all__ = ["Dataset", "load", "batches", "normalize", "steps_per_epoch", "augment", "channel_stats",
-           "folder_loaders", "FolderLoader", "ImageFolder"]
+__all__ = ["Dataset", "load", "batches", "check_batch_size", "normalize", "steps_per_epoch", "augment",
+           "channel_stats", "folder_loaders", "FolderLoader", "ImageFolder"]

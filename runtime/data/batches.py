@@ -8,6 +8,8 @@ from typing import Iterator
 
 import torch
 
+from archspec.language.errors import RunError
+
 from .augment import augment
 from .dataset import Dataset
 
@@ -18,6 +20,19 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1, train: bool = True)
     if train:
         return (n // world) // batch_size
     return math.ceil(math.ceil(n / world) / batch_size)
+
+
+def check_batch_size(n: int, batch_size: int, world: int = 1, name: str = "the training set") -> None:
+    """Refuse a batch size that leaves a training epoch without a step: training drops the partial
+    batch (`steps_per_epoch`), so a batch larger than a rank's share would train nothing and report
+    the untrained network as a result."""
+    if steps_per_epoch(n, batch_size, world) > 0:
+        return
+    share = n // world
+    each = f" ({n:,} shared among {world} processes)" if world > 1 else ""
+    raise RunError(f"batch size {batch_size:,} is larger than the {share:,} training images of {name}{each}: "
+                   "an epoch drops its partial batch, so training would take no step",
+                   hint=f"use --batch-size {max(share, 1):,} or less" if share else "give a larger data set")
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, ds: Dataset,
@@ -36,7 +51,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, d
     drop_last = train if drop_last is None else drop_last
     n = len(x)
     if train:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed((seed * 100003 + epoch) % 2**63))
         share = perm[rank::world][: n // world]
     else:
         share = torch.arange(rank, n, world, device=x.device)

@@ -57,14 +57,18 @@ class ImageFolder(torch.utils.data.Dataset):
         rng = random.Random(((self.seed * 100003 + self.epoch) * 1000003 + i) % 2**63)
         side = round(self.size * rng.uniform(1.0, 1.5)) if self.train else self.size
         try:
-            with Image.open(file) as img:
+            with Image.open(file) as img:  # refuses images above PIL's decompression-bomb limit
                 w, h = img.size
+                if min(w, h) < 1:
+                    raise ValueError(f"it is {w}×{h} pixels")
                 scale = side / min(w, h)
                 tw, th = max(side, round(w * scale)), max(side, round(h * scale))
                 img.draft("RGB", (tw, th))  # JPEGs decode at a reduced scale when that suffices
                 img = img.convert("RGB").resize((tw, th), Image.Resampling.BILINEAR)
-        except (OSError, ValueError) as e:
-            raise RunError(f"cannot read the image {file}: {e}") from None
+        except Exception as e:  # anything a broken, truncated or hostile file makes PIL raise
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunError(f"cannot read the image {file}: {why}",
+                           "remove or replace the file: every image of the folders must be readable") from None
         if self.train:
             left, top = rng.randint(0, tw - self.size), rng.randint(0, th - self.size)
         else:
@@ -73,6 +77,43 @@ class ImageFolder(torch.utils.data.Dataset):
         if self.train and rng.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), label
+
+
+class _Unreadable:
+    """What a loader worker hands back for an image it could not read: the message travels to the
+    main process, which raises it there as the one-line error it is (an exception raised in a worker
+    would come back wrapped in the worker's traceback)."""
+
+    def __init__(self, error: RunError):
+        self.message, self.hint = error.message, error.hint
+
+
+class _Guarded(torch.utils.data.Dataset):
+    """An `ImageFolder` as its loader's workers read it: a file that cannot be read is an `_Unreadable`."""
+
+    def __init__(self, images: ImageFolder):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.images[i]
+        except RunError as e:
+            return _Unreadable(e)
+
+
+def _collate(items: list):
+    bad = next((item for item in items if isinstance(item, _Unreadable)), None)
+    return bad if bad is not None else torch.utils.data.default_collate(items)
+
+
+def _checked(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        if isinstance(batch, _Unreadable):
+            raise RunError(batch.message, batch.hint)
+        yield batch
 
 
 class _Shard(torch.utils.data.Sampler):
@@ -85,7 +126,8 @@ class _Shard(torch.utils.data.Sampler):
     def _indices(self) -> list[int]:
         if not self.train:
             return list(range(self.rank, self.n, self.world))
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        g = torch.Generator().manual_seed((self.seed * 100003 + self.epoch) % 2**63)
+        perm = torch.randperm(self.n, generator=g)
         return perm[self.rank::self.world][: self.n // self.world].tolist()
 
     def __iter__(self) -> Iterator[int]:
@@ -97,10 +139,11 @@ class _Shard(torch.utils.data.Sampler):
 
 class FolderLoader:
     """A DataLoader over an `ImageFolder` that moves to the next epoch's shuffle and augmentation
-    each time it is iterated; `set_epoch` picks one (to resume)."""
+    each time it is iterated; `set_epoch` picks one (to resume). An unreadable image stops the
+    iteration with a `RunError` naming the file."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, sampler: _Shard):
-        self.loader, self.sampler, self.dataset, self.epoch = loader, sampler, loader.dataset, 0
+        self.loader, self.sampler, self.dataset, self.epoch = loader, sampler, loader.dataset.images, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -111,11 +154,11 @@ class FolderLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.epoch = self.dataset.epoch = self.epoch
         self.epoch += 1
-        return iter(self.loader)
+        return _checked(self.loader)
 
 
 def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int, rank: int = 0, world: int = 1,
-                   *, seed: int = 0) -> tuple[FolderLoader, torch.utils.data.DataLoader, int]:
+                   *, seed: int = 0) -> tuple[FolderLoader, FolderLoader, int]:
     """Loaders of uint8 batches (N×3×size×size, labels) for `path/train` and `path/val`, this rank's
     share of each; decoding runs in `workers` processes. Normalise on the device with `normalize`."""
     path = Path(path)
@@ -128,13 +171,14 @@ def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int, r
 
     def loader(data: ImageFolder, sampler: _Shard, drop_last: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin, drop_last=drop_last,
+            _Guarded(data), batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
+            drop_last=drop_last, collate_fn=_collate,
             generator=torch.Generator().manual_seed(seed))  # worker seeds not from the global RNG
 
     train_sampler = _Shard(len(train_set), train=True, seed=seed, rank=rank, world=world)
     test_sampler = _Shard(len(test_set), train=False, seed=seed, rank=rank, world=world)
     return (FolderLoader(loader(train_set, train_sampler, True), train_sampler),
-            loader(test_set, test_sampler, False), len(train_set.classes))
+            FolderLoader(loader(test_set, test_sampler, False), test_sampler), len(train_set.classes))
 
 
 def folder_dataset(path: Path, sample: int = 64) -> Dataset:

@@ -3,32 +3,44 @@ good checkpoint, and read without unpickling so a checkpoint from anywhere canno
 
 A file holds the tensors of the model, optimizer, scheduler and RNG states under the prefixes `model/`,
 `optimizer/`, `scheduler/` and `rng/`; its string metadata holds `format`, `version`, the epoch, a JSON
-skeleton per part (the nesting around the tensors) and `meta` as plain JSON."""
+skeleton per part (the nesting around the tensors), `meta` as plain JSON and `digests`, the SHA-256 of every
+tensor's bytes, so that a flipped bit is reported instead of trained on. Files written before digests
+existed still load; a file without them is read unchecked."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
+import re
+import stat
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from archspec.language.errors import RunError
 
-__all__ = ["Checkpoint", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
+__all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
            "FORMAT", "VERSION"]
 
 FORMAT = "archspec-checkpoint"
 VERSION = "1"
 _PARTS = ("model", "optimizer", "scheduler", "rng")
+# Deepest JSON nesting a checkpoint's metadata may hold: real skeletons are under ten levels deep, and
+# every reader of the metadata recurses.
+MAX_JSON_DEPTH = 64
+# A temporary file of `save` untouched this long belongs to a killed writer, not a live one.
+STALE_TEMP_SECONDS = 60.0
 
 # Skeleton tags: a tagged node is a one-key JSON object whose key starts with "$"; plain dicts with
 # str keys that do not start with "$" stay plain objects so that the header remains readable.
@@ -50,6 +62,25 @@ class Checkpoint:
     epoch: int
     rng: dict[str, torch.Tensor]
     meta: dict[str, Any]
+
+
+class RunMeta(BaseModel):
+    """The types of the `meta` entries `archspec train` writes, checked when a file is read so that a
+    damaged or hostile value is refused there rather than crashing where it is used. An entry may be
+    absent (another writer, an older file) but never of another type; other entries are kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    network: str = ""
+    params: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    main: str = ""
+    recipe: dict[str, Any] = {}
+    data: str = ""
+    data_source: str | None = None
+    seed: int = Field(0, ge=-2**63, lt=2**64)  # what torch.manual_seed takes
+    memory: str | None = None
+    best_test_acc: float = -1.0
 
 
 # -- nested structures <-> tensors + JSON skeleton
@@ -142,6 +173,7 @@ def save(path: str | Path, ck: Checkpoint) -> None:
     path = Path(path)
     tensors, metadata = _encode_checkpoint(ck)
     tensors = _storable(tensors)
+    metadata["digests"] = json.dumps({name: _digest(t) for name, t in tensors.items()}, separators=(",", ":"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -166,6 +198,33 @@ def save(path: str | Path, ck: Checkpoint) -> None:
         _fsync_dir(path.parent)
     except OSError as e:
         raise RunError(f"cannot write {path}: the folder could not be synced to disk ({_reason(e)})") from None
+    _remove_stale_temps(path.parent)
+
+
+def _digest(t: torch.Tensor) -> str:
+    """SHA-256 of a CPU tensor's bytes as safetensors stores them."""
+    return hashlib.sha256(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+# What `tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")` creates for a checkpoint NAME.
+_TEMP = re.compile(r"\..+\.safetensors\.[a-z0-9_]{8}\.tmp")
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Remove what a writer killed mid-save left in `folder` (only this module's temporary names, only
+    plain files no one has touched for a while, so a concurrent save keeps its own)."""
+    try:
+        names = [e.name for e in os.scandir(folder) if _TEMP.fullmatch(e.name)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        try:
+            st = os.lstat(folder / name)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(folder / name)
+        except OSError:
+            pass
 
 
 def _encode_checkpoint(ck: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -263,6 +322,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     if len(head) < 8:
         raise _unreadable(path, "the file is empty" if not head else f"the file is only {len(head)} bytes long")
     metadata, tensors = _read(path)
+    _check_digests(path, metadata, tensors)
 
     device = torch.device(map_location)
     placed = tensors if device.type == "cpu" else {k: t.to(device) for k, t in tensors.items()}
@@ -274,6 +334,12 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
         raise _unreadable(path, f"its epoch {epoch!r} is not a count")
     if not isinstance(meta, dict):
         raise _unreadable(path, "its meta is not a JSON object")
+    try:
+        RunMeta.model_validate(meta)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise _unreadable(path, f"its meta entry {_safe(where)} is wrong: {err['msg'].lower()}") from None
     model, rng = parts["model"], parts["rng"]
     if not _tensor_dict(model):
         raise _unreadable(path, "its model is not a mapping of names to tensors")
@@ -316,9 +382,45 @@ def _json(path: Path, metadata: Mapping[str, str], key: str) -> Any:
     if key not in metadata:
         raise _unreadable(path, f"its metadata lacks '{key}'")
     try:
-        return json.loads(metadata[key])
+        value = json.loads(metadata[key])
     except ValueError as e:
         raise _unreadable(path, f"its '{key}' entry is not valid JSON ({e})") from None
+    except RecursionError:  # Python's parser recurses once per level
+        deep = True
+    else:
+        deep = _too_deep(value)
+    if deep:
+        raise _unreadable(path, f"its '{key}' entry nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether parsed JSON nests deeper than MAX_JSON_DEPTH, found without recursing."""
+    todo = [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if isinstance(v, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                return True
+            todo.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def _check_digests(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Every tensor's bytes against the digest written with it; files from before digests pass unchecked."""
+    if "digests" not in metadata:
+        return
+    digests = _json(path, metadata, "digests")
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise _unreadable(path, "its digests are not a JSON object of strings")
+    if digests.keys() != tensors.keys():
+        odd = sorted(digests.keys() ^ tensors.keys())[0]
+        raise _unreadable(path, f"its digests do not list exactly its tensors (tensor {_safe(odd)})")
+    for name, t in tensors.items():
+        if _digest(t) != digests[name]:
+            raise _unreadable(path, f"tensor {_safe(name)} does not match its digest: its bytes changed after it "
+                                    "was written", "the file is damaged (a disk, copy or edit changed it): "
+                                                   "use another checkpoint, such as best.safetensors or a backup")
 
 
 def _decode(path: Path, metadata: Mapping[str, str], part: str, tensors: Mapping[str, torch.Tensor]) -> Any:
@@ -331,6 +433,12 @@ def _decode(path: Path, metadata: Mapping[str, str], part: str, tensors: Mapping
 
 def _tensor_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _safe(name: str) -> str:
+    """A name read from a file, quoted for a message: control characters escaped, length bounded."""
+    shown = name if len(name) <= 200 else name[:200] + "..."
+    return f"'{shown}'" if shown.isprintable() else ascii(shown)
 
 
 def _unreadable(path: Path, what: str, hint: str | None = _CORRUPT_HINT) -> RunError:

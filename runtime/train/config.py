@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from archspec.language.errors import RunError
+
+MAX_SEED = 2**63 - 1  # torch's generators take seeds up to 2**64 - 1; derived seeds are reduced mod 2**63
 
 
 @dataclass
@@ -27,3 +33,43 @@ class TrainConfig:
     memory: str | None = None  # fast, lean or auto; None: fast, or on --resume the mode the run was trained in
     progress: bool = True
     workers: int = 4  # image folders only
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+
+
+def check_seed(seed: Any) -> None:
+    """A seed is a whole number in 0..2**63-1: beyond it torch's generators overflow mid-run."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RunError(f"--seed {seed} is not a whole number from 0 to {MAX_SEED}")
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before a spec is read or a step is
+    taken, so that no run's work is lost at its first checkpoint. The folders this creates to find
+    out are removed again: a refused or failed run leaves nothing behind."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--out {path} is a file, not a folder", "give a new folder, or an existing run's")
+    created: list[Path] = []
+    p = path
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise RunError(f"cannot create --out {path}: {p} is a file, not a folder")
+    try:
+        for d in reversed(created):
+            d.mkdir()
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".archspec-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunError(f"cannot write to --out {path}: {err.strerror or err}",
+                       "give a folder this user may create and write") from None
+    finally:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                pass

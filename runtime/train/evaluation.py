@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archspec.api import DEFAULT_MAX_PARAMS
 from archspec.compiler.codegen import to_module
+from archspec.compiler.costs import summarize
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
 from archspec.language.errors import RunError
@@ -22,14 +24,22 @@ from .feed import Feed
 from .specfiles import read_spec, spec_from_files
 
 
-def network_of(ck: ckpt.Checkpoint, path: str | Path) -> Network:
-    """The network a checkpoint was trained as, rebuilt from the spec text it carries."""
+def network_of(ck: ckpt.Checkpoint, path: str | Path, max_params: int = DEFAULT_MAX_PARAMS) -> Network:
+    """The network a checkpoint was trained as, rebuilt from the spec text it carries. The spec may come
+    from a stranger, so `archspec.build`'s size limit holds before anything is allocated for it."""
+    missing = [k for k in ("files", "main", "params") if k not in ck.meta]
+    if missing:
+        raise RunError(f"{path} does not say what network it holds (no '{missing[0]}' in its metadata)")
     try:
         spec = spec_from_files(ck.meta["files"], ck.meta["main"])
-        params = ck.meta["params"]
-    except KeyError as e:
-        raise RunError(f"{path} does not say what network it holds (no {e} in its metadata)") from None
-    return elaborate(spec, params)
+    except RunError as e:
+        raise RunError(f"{path}: {e.message}", e.hint) from None
+    net = elaborate(spec, ck.meta["params"])
+    params = summarize(net).params
+    if params > max_params:
+        raise RunError(f"{path} holds network '{net.name}' of {params:,} parameters, above the limit of "
+                       f"{max_params:,}", "a checkpoint from archspec train holds a network it could build")
+    return net
 
 
 def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[Network, nn.Module, ckpt.Checkpoint]:

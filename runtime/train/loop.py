@@ -89,7 +89,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the module whose state is saved
         self.opt, self.sched = make_optimizer(model, self.recipe)
-        torch.manual_seed(cfg.seed * 7919 + self.dist.rank)  # dropout differs across ranks
+        torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
         if resumed is not None:
             self._resume(resumed)
 
@@ -101,6 +101,7 @@ class Trainer:
         self.run = torch.compile(run) if cfg.compile else run
         self.feed = Feed(self.ds, self.recipe.batch_size, self.device, seed=cfg.seed, rank=self.dist.rank,
                          world=self.dist.world, workers=cfg.workers)
+        D.check_batch_size(self.feed.sizes()[0], self.recipe.batch_size, self.dist.world, self.ds.name)
         if cuda and self.ds.train_x is not None:  # whole data sets live on the GPU when they fit
             free = torch.cuda.mem_get_info(self.device)[0]
             if self.ds.train_x.numel() + self.ds.test_x.numel() < free // 4:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from archspec.language.errors import RunError, did_you_mean
 
@@ -20,6 +20,24 @@ class Recipe(BaseModel):
     gamma: float = Field(0.1, gt=0, le=1)  # the learning rate is multiplied by this at each milestone
     milestones: tuple[float, ...] = ()  # fractions of training at which the rate drops
     step_every: PositiveInt | None = None  # or: a drop every this many epochs
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        """A milestone outside (0, 1) or out of order would be dropped silently, not obeyed."""
+        if not all(0 < f < 1 for f in value):
+            bad = next(f for f in value if not 0 < f < 1)
+            raise ValueError(f"are fractions of training between 0 and 1 (exclusive), such as 0.5,0.75; got {bad}")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"must increase, such as 0.5,0.75; got {','.join(map(str, value))}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "Recipe":
+        if self.milestones and self.step_every:
+            raise ValueError(f"the rate drops either at milestones or every step_every ({self.step_every}) "
+                             "epochs, not both")
+        return self
 
     def milestone_epochs(self) -> list[int]:
         if self.step_every:
@@ -45,8 +63,12 @@ def recipe(name: str, **overrides) -> Recipe:
         raise RunError(f"unknown recipe '{name}'",
                        did_you_mean(name, RECIPES) or f"recipes: {', '.join(RECIPES)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("milestones") is not None and "step_every" not in changes:
+        changes["step_every"] = None  # milestones given replace a recipe's regular drops
     try:
         return Recipe.model_validate({**base.model_dump(), **changes})
     except ValueError as e:
-        first = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
-        raise RunError(f"recipe '{name}': {first['loc'][0]} {first['msg'].lower()}") from None
+        first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+        msg = first["msg"].removeprefix("Value error, ")
+        field = f"{first['loc'][0]} " if first.get("loc") else ""
+        raise RunError(f"recipe '{name}': {field}{msg[:1].lower()}{msg[1:]}") from None
