@@ -464,6 +464,7 @@ def bench_train(
                                                    "PARAM (e.g. n or depth) at 8, 16 and 32."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment, figures and ratios as JSON."),
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Training-step time, images/s and memory held for backward, against a baseline in the same run,
     the modules' steps interleaved."""
@@ -479,13 +480,13 @@ def bench_train(
             batches = [_count(b) for b in batch.split(",") if b.strip()]
         except typer.BadParameter as e:
             raise RunError(f"--batch: {e.message}", "for example --batch 64,128,256") from None
-        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         keep_freed_memory()  # both modules run in this process, so the comparison stays fair
         if depth_sweep is not None:
             if depth_sweep not in net.params:
                 raise SpecError(f"network '{net.name}' has no parameter '{depth_sweep}' to sweep", None,
                                 f"its parameters: {', '.join(net.params)}")
-            bt.depth_sweep(lambda d: api.network(spec, **{**sets, depth_sweep: d}), batches, device, out)
+            bt.depth_sweep(lambda d: api.network(api.parse(spec, allow_path), **{**sets, depth_sweep: d}), batches, device, out)
         else:
             bt.run_bench_train(net, batches, device, dtype, compile_, baseline, steps, warmup, out,
                                channels_last=channels_last, memory=memory, json_path=json_path)
@@ -506,6 +507,7 @@ def bench_infer(
                                           help="CPU threads for the run [default: every core available]."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment and figures as JSON."),
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Inference latency and images/s per backend, warm-up excluded."""
 
@@ -516,7 +518,7 @@ def bench_infer(
             batches = [_count(b) for b in batch.split(",") if b.strip()]
         except typer.BadParameter as e:
             raise RunError(f"--batch: {e.message}", "for example --batch 1,64") from None
-        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         _check_batches(batches, net.shape(net.input))
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
                         threads=threads, json_path=json_path)
@@ -547,13 +549,14 @@ def graph(
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
                                           help=".svg, .png or .dot (default: SPEC's name with .svg)."),
     level: str = typer.Option("layer", "--level", help="block, layer or op."),
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Draw the network: blocks, layers and their cross-layer connections, by pattern and merge."""
 
     def run():
         from archspec.runtime.viz import draw
 
-        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS)
+        net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         path = draw(net, output or Path(spec.name).with_suffix(".svg"), level)
         out.print(f"wrote {path}")
 

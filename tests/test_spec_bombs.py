@@ -264,6 +264,11 @@ def test_allowed_folders_may_be_used(tmp_path):
     assert code == 0 and "ok: n: 12 params" in out, out
     code, out = cli("compile", main)
     assert code == 2 and "--allow-path" in out
+    picture = tmp_path / "main.dot"
+    code, out = cli("graph", main, "-o", picture)
+    assert code == 2 and "--allow-path" in out and not picture.exists()
+    code, out = cli("graph", main, "-o", picture, "--allow-path", outside)
+    assert code == 0 and picture.is_file(), out
 
 
 def test_a_nested_folder_and_the_shipped_library_stay_usable(tmp_path, monkeypatch):

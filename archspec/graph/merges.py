@@ -38,7 +38,7 @@ class ConcatMerge(Merge):
     """Concatenate along channels (DenseNet)."""
 
     word = "concat"
-    aliases = ('cat', 'concatenate', 'stack')
+    aliases = ("cat", "concatenate", "stack")
     op = "concat"
     colour = "#1f77b4"
     equal_shapes = False
@@ -48,7 +48,7 @@ class SumMerge(Merge):
     """Element-wise sum (ResNet)."""
 
     word = "sum"
-    aliases = ('add', 'plus', 'addition')
+    aliases = ("add", "plus", "addition")
     op = "add"
     colour = "#2ca02c"
 
@@ -57,7 +57,7 @@ class CrossDepthwiseMerge(Merge):
     """Per-channel learned weighted sum of batch-normalised inflows (DelugeNet)."""
 
     word = "crossdepthwise"
-    aliases = ('cldc', 'crosslayer', 'crosslayerdepthwise', 'depthwise')
+    aliases = ("cldc", "crosslayer", "crosslayerdepthwise", "depthwise")
     op = "crossdepthwise"
     colour = "#d62728"
 

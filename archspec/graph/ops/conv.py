@@ -25,7 +25,7 @@ class ConvArgs(OpArgs):
 @register
 class Conv(Op):
     kind = "conv"
-    aliases = ('conv2d', 'convolution')
+    aliases = ("conv2d", "convolution")
     Args = ConvArgs
     weighted = True
     colour = "#4c72b0"

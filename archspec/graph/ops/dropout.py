@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from .base import Op, OpArgs, image, register
@@ -11,44 +13,39 @@ class DropoutArgs(OpArgs):
     p: float = Field(0.5, ge=0, le=1)
 
 
-@register
-class Dropout(Op):
-    """Element-wise dropout."""
-
-    kind = "dropout"
-    aliases = ('drop',)
+class _Dropout(Op):
     Args = DropoutArgs
+    module: ClassVar[str]  # the torch.nn class name
 
     @classmethod
     def lower(cls, args, ins):
         from torch import nn
 
-        return nn.Dropout(args.p)
+        return getattr(nn, cls.module)(args.p)
 
     @classmethod
     def source(cls, m):
-        return f"torch.nn.Dropout({m.p})"
+        return f"torch.nn.{cls.module}({m.p})"
 
 
 @register
-class Dropout2d(Op):
+class Dropout(_Dropout):
+    """Element-wise dropout."""
+
+    kind = "dropout"
+    aliases = ("drop",)
+    module = "Dropout"
+
+
+@register
+class Dropout2d(_Dropout):
     """Channel-wise dropout."""
 
     kind = "dropout2d"
-    aliases = ('spatialdropout',)
-    Args = DropoutArgs
+    aliases = ("spatialdropout",)
+    module = "Dropout2d"
     short = "drop2d"
 
     @classmethod
     def shape(cls, ins, a):
         return image(ins[0], "dropout2d")
-
-    @classmethod
-    def lower(cls, args, ins):
-        from torch import nn
-
-        return nn.Dropout2d(args.p)
-
-    @classmethod
-    def source(cls, m):
-        return f"torch.nn.Dropout2d({m.p})"

@@ -23,7 +23,7 @@ class Linear(Op):
     """Fully connected; an image input is flattened first."""
 
     kind = "linear"
-    aliases = ('fc', 'dense', 'fullyconnected')
+    aliases = ("fc", "dense", "fullyconnected")
     Args = LinearArgs
     weighted = True
     flattens = True

@@ -15,7 +15,7 @@ class BatchNormArgs(OpArgs):
 @register
 class BatchNorm(Op):
     kind = "bn"
-    aliases = ('batchnorm', 'batchnorm2d', 'bn2d', 'batchnormalization', 'norm')
+    aliases = ("batchnorm", "batchnorm2d", "bn2d", "batchnormalization", "norm")
     Args = BatchNormArgs
     colour = "#dd8452"
 

@@ -42,21 +42,21 @@ class _Pool(Op):
 @register
 class AvgPool(_Pool):
     kind = "avgpool"
-    aliases = ('avgpool2d', 'averagepool', 'avgpooling', 'averagepooling2d')
+    aliases = ("avgpool2d", "averagepool", "avgpooling", "averagepooling2d")
     module = "AvgPool2d"
 
 
 @register
 class MaxPool(_Pool):
     kind = "maxpool"
-    aliases = ('maxpool2d', 'maxpooling', 'maxpooling2d')
+    aliases = ("maxpool2d", "maxpooling", "maxpooling2d")
     module = "MaxPool2d"
 
 
 @register
 class GlobalAvgPool(Op):
     kind = "gap"
-    aliases = ('globalavgpool', 'globalaveragepool', 'adaptiveavgpool', 'adaptiveavgpool2d', 'globalaveragepooling2d', 'gavgpool')
+    aliases = ("globalavgpool", "globalaveragepool", "adaptiveavgpool", "adaptiveavgpool2d", "globalaveragepooling2d", "gavgpool")
 
     @classmethod
     def shape(cls, ins, a):

@@ -8,7 +8,7 @@ from .base import Op, register
 @register
 class Relu(Op):
     kind = "relu"
-    aliases = ('rectifier',)
+    aliases = ("rectifier",)
     recomputable = True
     colour = "#55a868"
 

@@ -34,7 +34,7 @@ class Input(Op):
 @register
 class Identity(Op):
     kind = "identity"
-    aliases = ('id', 'noop')
+    aliases = ("id", "noop")
 
     @classmethod
     def lower(cls, args, ins):

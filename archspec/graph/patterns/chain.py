@@ -6,7 +6,7 @@ from .pattern import Pattern, register
 @register
 class Chain(Pattern):
     word = "chain"
-    aliases = ('plain', 'series')
+    aliases = ("plain", "series")
 
     @classmethod
     def build(cls, ctx, x, layers, args):

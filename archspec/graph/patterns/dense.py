@@ -13,7 +13,7 @@ class DenseArgs(OpArgs):
 @register
 class Dense(Pattern):
     word = "dense"
-    aliases = ('densenet', 'densely', 'deluge', 'delugenet')
+    aliases = ("densenet", "densely", "deluge", "delugenet")
     Args = DenseArgs
     default_merge = "concat"
     fan_in = True

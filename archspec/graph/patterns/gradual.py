@@ -38,7 +38,7 @@ class GradualArgs(OpArgs):
 @register
 class Gradual(Pattern):
     word = "gradual"
-    aliases = ('gunn', 'sunn')
+    aliases = ("gunn", "sunn")
     Args = GradualArgs
     default_merge = "sum"
     fan_in = True

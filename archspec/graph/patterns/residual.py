@@ -20,7 +20,7 @@ class ResidualArgs(OpArgs):
 @register
 class Residual(Pattern):
     word = "residual"
-    aliases = ('resnet', 'res', 'skip')
+    aliases = ("resnet", "res", "skip")
     Args = ResidualArgs
     default_merge = "sum"
 

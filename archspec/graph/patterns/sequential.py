@@ -31,7 +31,7 @@ class WindowArgs(OpArgs):
 @register
 class Seq(Pattern):
     word = "seq"
-    aliases = ('sequential', 'seqconv')
+    aliases = ("sequential", "seqconv")
     default_merge = "concat"
     fan_in = True
 
@@ -84,7 +84,7 @@ class Seq(Pattern):
 @register
 class Window(Seq):
     word = "window"
-    aliases = ('windowed', 'wseqconv')
+    aliases = ("windowed", "wseqconv")
     Args = WindowArgs
 
     @classmethod

@@ -32,7 +32,7 @@ def offsets_back(i: int, lo: int) -> list[int]:
 @register
 class Sparse(Pattern):
     word = "sparse"
-    aliases = ('sparsenet', 'sparsely')
+    aliases = ("sparsenet", "sparsely")
     Args = SparseArgs
     default_merge = "concat"
     fan_in = True
