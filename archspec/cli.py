@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import __version__
 from .language import tree as T
 from .language.errors import Loc, RunError, SpecError, loc_of
 from .language.evaluate import evaluate
@@ -25,6 +26,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compile, check and benchmark neural-network architecture specs.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
 app.add_typer(bench_app, name="bench")
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"archspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Compile, check and benchmark neural-network architecture specs."""
 out = Console(highlight=False, soft_wrap=True)
 
 EXIT_SPEC = 2  # a problem in the spec, its values or the command line
@@ -358,7 +371,7 @@ def train(
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:
             last = rows[-1]
-            out.print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs "
+            out.print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epoch{'' if last['epoch'] == 1 else 's'} "
                       f"(best {max(r['test_acc'] for r in rows):.4f}); wrote {out_dir}")
 
     guarded(run)

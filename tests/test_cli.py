@@ -59,6 +59,13 @@ def assert_located(result, file: str | Path | None = None, line: int | None = No
 # ---- results ---------------------------------------------------------------------------------------
 
 
+def test_version(cli):
+    import archspec
+
+    r = cli("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"archspec {archspec.__version__}", r.output
+
+
 def test_compile_json(cli):
     r = cli("compile", DELUGENET146, "--json")
     assert r.exit_code == 0, r.output

@@ -75,6 +75,7 @@ def test_cli_train_then_eval(tmp_path):
                             "--device", "cpu", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "done: test accuracy" in r.output
+    assert ": 1 epoch, batch" in r.output and "after 1 epoch " in r.output  # singular for one
     r = runner.invoke(app, ["eval", str(out / "last.safetensors"), "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)

@@ -234,7 +234,7 @@ class Trainer:
         r = self.recipe
         self.log(f"training {self.net.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) on "
                  f"{self.ds.name} ({self.feed.sizes()[0]:,} train / {self.feed.sizes()[1]:,} test), recipe "
-                 f"{r.name}: {r.epochs} epochs, batch {r.batch_size}, lr {r.lr}, device {self.device}"
+                 f"{r.name}: {r.epochs} epoch{'' if r.epochs == 1 else 's'}, batch {r.batch_size}, lr {r.lr}, device {self.device}"
                  + (f" × {self.dist.world} process{'es' * (self.dist.world > 1)} (DDP)" if self.dist.joined else "")
                  + (", bf16" if self.amp else "") + (", channels_last" if self.channels_last else "")
                  + (", compiled" if self.cfg.compile else "") + (", lean memory" if self.memory == "lean" else ""))
