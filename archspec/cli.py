@@ -61,7 +61,7 @@ def _count(text: str | int) -> int:
 
 SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
                       help="Set a network parameter (repeatable); VALUE is a number, true/false, "
-                           "a \"string\" or a [list].")
+                           "a \"string\" or a \\[list].")
 MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=_count, metavar="N",
                             help="Refuse networks with more parameters than N (e.g. 2e9), before "
                                  "allocating any weight.")

@@ -66,6 +66,11 @@ def test_version(cli):
     assert r.exit_code == 0 and r.output.strip() == f"archspec {archspec.__version__}", r.output
 
 
+def test_set_help_shows_the_list_form(cli):
+    r = cli("compile", "--help")
+    assert r.exit_code == 0 and "[list]" in r.output, r.output
+
+
 def test_compile_json(cli):
     r = cli("compile", DELUGENET146, "--json")
     assert r.exit_code == 0, r.output
