@@ -37,7 +37,7 @@ def _describe(fx_node: fx.Node, node: Node) -> fx.Node:
 def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
     """The fx.Graph of `net` and the module tree its call_module nodes refer to. Every fx node made for a
     graph node carries its `spec_path`, `op`, `shape` (per sample), `block`, `layer`, `role` and `pattern`
-    in `meta`; helpers made on the way (a flatten, a partial sum) carry the same."""
+    in `meta`; the extra nodes a lowering needs (a flatten, a partial sum) carry the same."""
     root, graph = nn.Module(), fx.Graph()
     env: dict[str, fx.Node] = {}
     for node in net.nodes():
