@@ -4,7 +4,6 @@ code 2, never a traceback."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
@@ -532,27 +531,10 @@ def bench_infer(
         except typer.BadParameter as e:
             raise RunError(f"--batch: {e.message}", "for example --batch 1,64") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
-        _check_batches(batches, net.shape(net.input))
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
                         threads=threads, json_path=json_path)
 
     guarded(run)
-
-
-MAX_BATCH = 65536
-MAX_INPUT_BYTES = 4 * 2**30
-
-
-def _check_batches(batches: list[int], shape) -> None:
-    """Batch sizes a benchmark can allocate an input for: refused here with a message, rather than
-    by the allocator with an internal error."""
-    per_image = 4 * math.prod(int(d) for d in shape)  # float32
-    for b in batches:
-        if b > MAX_BATCH or b * per_image > MAX_INPUT_BYTES:
-            raise RunError(f"--batch {b:,}: an input batch of {b:,} images of {_shape(shape)} is "
-                           f"{b * per_image / 2**30:,.1f} GiB, above the limit of {MAX_INPUT_BYTES // 2**30} GiB "
-                           f"and {MAX_BATCH:,} images",
-                           f"use at most {min(MAX_BATCH, MAX_INPUT_BYTES // per_image):,} images per batch")
 
 
 @app.command()

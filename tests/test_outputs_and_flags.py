@@ -158,7 +158,7 @@ def test_huge_synthetic_set_is_refused(tmp_path):
     assert_refused(r, "above the limit of 10,000,000")
 
 
-# ---- bench infer --batch -------------------------------------------------------------------------
+# ---- bench infer and bench train --batch ---------------------------------------------------------
 
 @pytest.mark.parametrize("value,words", [
     ("abc", "--batch: 'abc' is not a number"),
@@ -168,3 +168,12 @@ def test_huge_synthetic_set_is_refused(tmp_path):
 ])
 def test_bench_infer_batches(value, words):
     assert_refused(invoke("bench", "infer", TINY, "--batch", value, "--backends", "eager", "--repeat", "3"), words)
+
+
+@pytest.mark.parametrize("value,words", [
+    ("0", "batch sizes must be >= 1"),
+    ("1,1e12", "--batch 1,000,000,000,000"),
+    ("100000", "above the limit"),
+])
+def test_bench_train_batches(value, words):
+    assert_refused(invoke("bench", "train", TINY, "--batch", value, "--steps", "2", "--warmup", "0"), words)

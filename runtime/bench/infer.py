@@ -23,7 +23,7 @@ from archspec.graph.ir import Network
 from archspec.language.errors import RunError, did_you_mean
 from archspec.runtime.export import BatchRange, ExportOptions, compile_tensorrt, export_model, load_tensorrt
 
-from .report import all_cores, environment, print_header, write_json
+from .report import all_cores, check_batches, environment, print_header, write_json
 
 BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt", "cudagraph")
 WARMUP = 3
@@ -52,7 +52,7 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
     backend: one row with `skipped`, one that broke: `failed`, with the reason). Median and the
     10th–90th percentile spread in ms, images/s from the median. `threads` (default: every core this
     process may use) is the intra-op thread count for the run."""
-    _check(backends, batches, repeat, threads)
+    _check(backends, batches, net.shape(net.input), repeat, threads)
     dev = _pick_device(device)
     torch.set_num_threads(threads or all_cores())
     if dev.type == "cuda":
@@ -95,7 +95,8 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _check(backends: list[str], batches: list[int], repeat: int, threads: int | None) -> None:
+def _check(backends: list[str], batches: list[int], shape: tuple[int, ...], repeat: int,
+           threads: int | None) -> None:
     if not backends:
         raise RunError("--backends: no backend given", f"backends: {', '.join(BACKENDS)}")
     for name in backends:
@@ -103,10 +104,7 @@ def _check(backends: list[str], batches: list[int], repeat: int, threads: int | 
             hint = did_you_mean(name, BACKENDS)
             listed = f"backends: {', '.join(BACKENDS)}"
             raise RunError(f"unknown backend '{name}'", f"{hint}\n{listed}" if hint else listed)
-    if not batches:
-        raise RunError("--batch: no batch size given", "for example --batch 1,64")
-    if any(b < 1 for b in batches):
-        raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
+    check_batches(batches, shape, "1,64")
     if repeat < 1:
         raise RunError(f"--repeat {repeat}: at least one timed run is needed")
     if threads is not None and threads < 1:

@@ -26,7 +26,7 @@ from archspec.language.errors import RunError
 from archspec.runtime.train.devices import Dist, pick_device
 
 from .handwritten import handwritten_for
-from .report import Spread, environment, print_header, write_json
+from .report import Spread, check_batches, environment, print_header, write_json
 
 COMPILE_MODES = ("none", "whole", "regional", "all")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -188,11 +188,9 @@ def _modes(compile_: bool | str | None) -> list[str]:
     return ["none", "whole", "regional"] if compile_ == "all" else [compile_]
 
 
-def _check(batches: list[int], steps: int, warmup: int, dtype: str, memory: str) -> torch.dtype:
-    if not batches:
-        raise RunError("--batch: no batch size given", "for example --batch 64,128,256")
-    if any(b < 1 for b in batches):
-        raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
+def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int, dtype: str,
+           memory: str) -> torch.dtype:
+    check_batches(batches, shape, "64,128,256")
     if steps < 1:
         raise RunError(f"--steps {steps}: at least one timed step is needed")
     if warmup < 0:
@@ -216,7 +214,7 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
     archspec's is compiled) take interleaved training steps. Prints the environment, one row per
     module and batch size and the ratios of medians; returns the rows, batch by batch."""
     batches = [batches] if isinstance(batches, int) else list(batches)
-    dt = _check(batches, steps, warmup, dtype, memory)
+    dt = _check(batches, net.shape(net.input), steps, warmup, dtype, memory)
     modes = _modes(compile_)
     dev = pick_device(device, Dist())
     if dev.type == "cuda":
