@@ -5,15 +5,24 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .language.errors import Loc, SpecError
+from .language.errors import Loc, RunError, SpecError
 
-__all__ = ["build", "network", "parse", "summary", "Loc", "SpecError"]
+# name → the module (relative to this package) that defines it
+_LAZY = {
+    **dict.fromkeys(("build", "load", "network", "parse", "state_dict", "summary"), ".api"),
+    **dict.fromkeys(("FeatureInfo", "feature_info", "features_only", "forward_intermediates", "get_classifier",
+                     "reset_classifier"), ".compiler.features"),
+    "register_op": ".plugins",  # the op registry: no torch
+    "transfer_weights": ".compiler.transfer",
+}
+
+__all__ = [*_LAZY, "Loc", "RunError", "SpecError"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # the API loads torch: imported on first use, so that `archspec.language` and `archspec.graph` (and the
     # CLI's start) stay free of it
-    if name in ("build", "network", "parse", "summary"):
-        return getattr(importlib.import_module(".api", __name__), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'archspec' has no attribute {name!r}")

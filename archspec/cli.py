@@ -21,7 +21,7 @@ from .language.errors import Loc, RunError, SpecError, loc_of
 from .language.evaluate import evaluate
 from .language.syntax import parse_expr
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
 app.add_typer(bench_app, name="bench")
@@ -67,6 +67,32 @@ MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=_count, m
 AllowPathOpt = typer.Option(None, "--allow-path", metavar="DIR",
                             help="Let the spec's `use` lines read files under DIR too (repeatable); by default "
                                  "only the spec's own folder and the shipped library.")
+MaxMemoryOpt = typer.Option(None, "--max-memory", metavar="SIZE",
+                            help="Refuse a step whose memory, estimated from the graph before anything is "
+                                 "allocated, is above SIZE (8GiB, 500MB). Default: the device's total memory.")
+
+
+def _memory_limit(text: str | None) -> int | None:
+    from archspec.compiler.activation_memory import parse_size
+
+    return None if text is None else parse_size(text)
+
+
+def _refuse_above(net, batches: list[int], training: bool, device: str, max_memory: str | None) -> None:
+    """The memory check of the benchmarks, at their largest batch, on the device they will use; the batch
+    sizes themselves are checked first, so that a meaningless one is named as such."""
+    from archspec.compiler.activation_memory import refuse_above
+    from archspec.runtime.bench.report import check_batches
+
+    check_batches(batches, tuple(net.shape(net.input)), "64,128,256" if training else "1,64")
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    refuse_above(net, max(batches, default=1), training=training, device=device, limit=_memory_limit(max_memory))
+
+
 SpecArg = typer.Argument(..., metavar="SPEC", help="A spec file (.arch), or a shipped model's name (see `archspec "
                                                   "list`).", show_default=False)
 
@@ -230,9 +256,10 @@ def compile(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
                                           help="Write the module as a standalone .py file."),
     max_params: int = MaxParamsOpt,
+    max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Compile SPEC into a torch.fx module and print what was built."""
@@ -242,9 +269,11 @@ def compile(
             output_target(output)  # refused before any work, not after it
         net, s = _analyse(spec, set_, max_params, allow_path)
         if output is not None:
+            from archspec.compiler.activation_memory import refuse_above
             from archspec.compiler.codegen import to_module
             from archspec.compiler.standalone import standalone_source
 
+            refuse_above(net, 1, training=False, limit=_memory_limit(max_memory))  # the weights it allocates
             gm = to_module(net)  # plain ops: the standalone file carries no fused training modules
             write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))
         if as_json:
@@ -253,6 +282,39 @@ def compile(
             print_summary(s)
             if output is not None:
                 out.print(f"wrote {output}")
+
+    guarded(run)
+
+
+@app.command()
+def transfer(
+    source: Path = typer.Argument(..., metavar="WEIGHTS",
+                                  help="A state dict: .safetensors, or a torch file (.pt, .pth, .bin, .ckpt) "
+                                       "read with weights_only=True."),
+    spec: Path = SpecArg,
+    output: Path = typer.Option(..., "-o", "--out", "--output", metavar="FILE",
+                                help="Where to write SPEC's weights (safetensors, module order recorded)."),
+    set_: Optional[List[str]] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every tensor pair."),
+    max_params: int = MaxParamsOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
+) -> None:
+    """Copy another library's weights into SPEC's module, tensors paired by structure, and write them."""
+
+    def run():
+        output_target(output)  # refused before any work, not after it
+        net, _ = _analyse(spec, set_, max_params, allow_path)
+        from archspec.compiler.codegen import to_module
+        from archspec.compiler.transfer import save_state_dict, transfer_weights
+
+        gm = to_module(net)
+        report = transfer_weights(source, gm)  # TransferError (a RunError): exit 2, nothing written
+        save_state_dict(gm.state_dict(), output)
+        out.print(report.summary())
+        if verbose:
+            for line in report.lines():
+                out.print(line, markup=False)
+        out.print(f"wrote {output}")
 
     guarded(run)
 
@@ -329,18 +391,34 @@ def train(
                                              help="Fractions of training at which the rate drops (e.g. 0.5,0.75)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="The factor of each drop (0.1)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
-    out_dir: Path = typer.Option(Path("runs/last"), "--out", metavar="DIR",
-                                 help="Checkpoints (last/best.safetensors) and metrics.jsonl go here."),
+    out_dir: Path = typer.Option(Path("runs/last"), "-o", "--out", metavar="DIR",
+                                 help="Checkpoints (last/best.safetensors), metrics (metrics.jsonl, metrics.csv, "
+                                      "TensorBoard events) and config.json go here."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    compile_: str = typer.Option("none", "--compile", metavar="MODE",
+                                 help="none; regional (torch.compile once per layer structure: compile time flat in "
+                                      "depth); whole (torch.compile the network); cudagraph (each training step "
+                                      "replayed as one CUDA graph)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA)."),
     memory: Optional[str] = typer.Option(None, "--memory", metavar="MODE",
                                          help="fast (plain ops), lean (memory linear in depth) or auto (lean where "
                                               "fast would not fit the GPU). Default: fast; with --resume, the mode "
                                               "the run was trained in."),
+    val_split: Optional[str] = typer.Option(None, "--val-split", metavar="N|F",
+                                            help="Training images held out to choose best.safetensors on: a count "
+                                                 "(5000) or a fraction (0.1). Default 0: train on every training "
+                                                 "image, as the papers do, and write no best; with --resume, the "
+                                                 "run's own split."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N",
+                                          help="Image-folder loader processes [default: one per usable core, "
+                                               "at most 8]; 0 decodes in the training process."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard",
+                                     help="TensorBoard event files in --out (where tensorboard is installed)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Launch this many processes with torchrun (DDP)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    max_memory: Optional[str] = MaxMemoryOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Train SPEC with a recipe; every epoch is checkpointed atomically and can be resumed."""
 
@@ -356,6 +434,9 @@ def train(
             except ValueError:
                 raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
         check_recipe(recipe, **{**tweaks, "epochs": epochs, "batch_size": batch_size, "lr": lr})
+        from archspec.runtime.train.split import parse_val_split
+
+        split = parse_val_split(val_split) if val_split is not None else None
         check_out_dir(out_dir)  # every flag and the output folder, before processes start or data loads
         if nproc > 1:
             return _launch(nproc)
@@ -364,14 +445,22 @@ def train(
 
         keep_freed_memory()
 
-        cfg = TrainConfig(spec=str(spec), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
+        from archspec.library import find
+
+        cfg = TrainConfig(spec=str(find(str(spec))), sets=sets, data=data, recipe=recipe, epochs=epochs, batch_size=batch_size,
                           lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume, device=device, compile=compile_, amp=amp,
-                          memory=memory, progress=not quiet)
+                          memory=memory, progress=not quiet, val_split=split, workers=workers,
+                          tensorboard=tensorboard, allow_paths=tuple(str(p) for p in allow_path or ()),
+                          max_memory=_memory_limit(max_memory))
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:
             last = rows[-1]
-            out.print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epoch{'' if last['epoch'] == 1 else 's'} "
-                      f"(best {max(r['test_acc'] for r in rows):.4f}); wrote {out_dir}")
+            top5 = f", top-5 {last['test_top5']:.4f}" if "test_top5" in last else ""
+            best = max((r for r in rows if "val_acc" in r), key=lambda r: r["val_acc"], default=None)
+            chosen = (f"best: epoch {best['epoch']}, validation accuracy {best['val_acc']:.4f} "
+                      f"(test {best['test_acc']:.4f})" if best else "no validation split, so no best")
+            out.print(f"done: test accuracy {last['test_acc']:.4f}{top5} after {last['epoch']} "
+                      f"epoch{'' if last['epoch'] == 1 else 's'}; {chosen}; wrote {out_dir}")
 
     guarded(run)
 
@@ -400,48 +489,65 @@ def eval_(
                                        help="Test data (default: the data set it was trained on, where known)."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
+    max_memory: Optional[str] = MaxMemoryOpt,
 ) -> None:
     """Test accuracy of a checkpoint, rebuilt from the spec it carries."""
 
     def run():
         from archspec.runtime.train import evaluate_checkpoint
 
-        r = evaluate_checkpoint(checkpoint, data, device)
+        r = evaluate_checkpoint(checkpoint, data, device, max_memory=_memory_limit(max_memory))
         if as_json:
             print(json.dumps(r))
         else:
-            out.print(f"{r['network']} after epoch {r['epoch']} on {r['data']}: test accuracy {r['test_acc']:.4f}, "
-                      f"loss {r['test_loss']:.4f} ({r['images']:,} images)")
+            top5 = f", top-5 {r['test_top5']:.4f}" if "test_top5" in r else ""
+            out.print(f"{r['network']} after epoch {r['epoch']} on {r['data']}: test accuracy {r['test_acc']:.4f}"
+                      f"{top5}, loss {r['test_loss']:.4f} ({r['images']:,} images)")
 
     guarded(run)
 
 
-def _load_source(source: Path, sets: dict[str, Any], seed: int):
-    """A spec (fresh weights from `seed`) or a training checkpoint (its weights, its spec)."""
+def _load_source(source: Path, sets: dict[str, Any], seed: int, allow_path: Optional[List[Path]] = None,
+                 batch: int = 1, max_memory: Optional[str] = None):
+    """A spec or a shipped model's name (fresh weights from `seed`), or a training checkpoint (its weights,
+    its spec)."""
+    from archspec.library import find
     from archspec.runtime.train import model_from_source
 
-    return model_from_source(source, sets, seed)
+    if source.suffix != ".safetensors":
+        source = find(str(source))
+    return model_from_source(source, sets, seed, allow_path, batch, _memory_limit(max_memory))
 
 
 @app.command()
 def export(
     source: Path = typer.Argument(..., metavar="SOURCE", help="A spec (.arch) or a checkpoint (.safetensors)."),
     fmt: str = typer.Option(..., "--format", help="pt2, onnx or tensorrt."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE"),
-    batch: int = typer.Option(1, "--batch", min=1, help="The batch size of a static export."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE"),
+    batch: int = typer.Option(1, "--batch-size", "--batch", min=1, help="The batch size of a static export."),
     dynamic_batch: Optional[str] = typer.Option(None, "--dynamic-batch", metavar="MIN:OPT:MAX",
                                                 help="Export with a dynamic batch dimension."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     verify: bool = typer.Option(False, "--verify", help="Run the artefact and compare it with eager PyTorch."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Weights of a spec source start from this seed."),
     set_: Optional[List[str]] = SetOpt,
+    max_memory: Optional[str] = MaxMemoryOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
 
     def run():
         from archspec.runtime.export import ExportOptions, export_model
 
-        net, model = _load_source(source, parse_sets(set_), seed)
+        if output is not None:
+            output_target(output)  # a device, folder or special file is refused before any work
+        largest = batch
+        if dynamic_batch:
+            try:
+                largest = max(int(v) for v in dynamic_batch.split(":"))
+            except ValueError:
+                largest = batch  # the export options refuse it with their own message
+        net, model = _load_source(source, parse_sets(set_), seed, allow_path, largest, max_memory)
         opts = ExportOptions(format=fmt, output=output, batch=batch, dynamic_batch=dynamic_batch,
                              precision=precision, verify=verify)
         export_model(net, model, opts, out)
@@ -453,7 +559,7 @@ def export(
 def bench_train(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    batch: str = typer.Option("64", "--batch", help="Batch size, or comma-separated sizes (64,128,256): one "
+    batch: str = typer.Option("64", "--batch-size", "--batch", help="Batch size, or comma-separated sizes (64,128,256): one "
                                                     "row per size and module."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
@@ -462,7 +568,9 @@ def bench_train(
                                     "in depth) or auto (lean where the fast step would not fit)."),
     compile_: str = typer.Option("none", "--compile",
                                  help="none; whole (torch.compile both modules); regional (archspec's module "
-                                      "compiled once per layer structure, the baseline whole); or all of them."),
+                                      "compiled once per layer structure, the baseline whole); cudagraph (each "
+                                      "module's whole training step captured as one CUDA graph); several, comma-separated; "
+                                      "or all."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
                                                  help="Channels-last weights and input [default: on for CUDA, "
                                                       "off for CPU]."),
@@ -476,6 +584,7 @@ def bench_train(
                                                    "PARAM (e.g. n or depth) at 8, 16 and 32."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment, figures and ratios as JSON."),
+    max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Training-step time, images/s and memory held for backward, against a baseline in the same run,
@@ -491,8 +600,9 @@ def bench_train(
         try:
             batches = [_count(b) for b in batch.split(",") if b.strip()]
         except typer.BadParameter as e:
-            raise RunError(f"--batch: {e.message}", "for example --batch 64,128,256") from None
+            raise RunError(f"--batch-size: {e.message}", "for example --batch-size 64,128,256") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
+        _refuse_above(net, batches, True, device, max_memory)
         keep_freed_memory()  # both modules run in this process, so the comparison stays fair
         if depth_sweep is not None:
             if depth_sweep not in net.params:
@@ -506,19 +616,54 @@ def bench_train(
     guarded(run)
 
 
+@bench_app.command("data")
+def bench_data(
+    folder: Path = typer.Argument(..., metavar="FOLDER",
+                                  help="An image-folder data set (train/ and val/), or one folder of class folders."),
+    size: int = typer.Option(224, "--size", min=1, help="The crop side (evaluation resizes to size/0.875 first)."),
+    split: str = typer.Option("train", "--split",
+                              help="train (random resized crops and flips) or val (resize and centre crop)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="Loader processes [default: one per usable core, at most 8]."),
+    batch: int = typer.Option(64, "--batch-size", "--batch", min=1),
+    images: int = typer.Option(2048, "--images", min=1, help="Images to time, after one untimed batch."),
+    backend: str = typer.Option("auto", "--backend",
+                                help="auto (torchvision.transforms.v2 where it imports), torchvision or pil."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
+                                             help="Also write the figures as JSON."),
+) -> None:
+    """Images per second the loader decodes and augments from an image folder: the most training on it
+    can reach, whatever the model and device."""
+
+    def run():
+        from archspec.runtime.bench.report import write_json
+        from archspec.runtime.data import decode_throughput
+
+        r = decode_throughput(folder, size, split=split, workers=workers, batch_size=batch, images=images,
+                              backend=backend)
+        out.print(f"{r['split']} decoding of {folder} at {r['size']}×{r['size']} ({r['backend']}, "
+                  f"{r['workers']} workers, batch {r['batch_size']}): {r['images_per_s']:,.1f} images/s "
+                  f"({r['images']:,} images in {r['seconds']:.2f} s)")
+        if json_path is not None:
+            write_json(json_path, {"benchmark": "data", **r}, out)
+
+    guarded(run)
+
+
 @bench_app.command("infer")
 def bench_infer(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     backends: str = typer.Option("eager,compile,onnxruntime,tensorrt,cudagraph", "--backends",
                                  help="Comma-separated: eager, compile, onnxruntime, tensorrt, cudagraph."),
-    batch: str = typer.Option("1,64", "--batch", help="Comma-separated batch sizes."),
+    batch: str = typer.Option("1,64", "--batch-size", "--batch", help="Batch size, or comma-separated sizes (1,64)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     repeat: int = typer.Option(20, "--repeat", min=3, help="Timed runs per backend and batch."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="CPU threads for the run [default: every core available]."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment and figures as JSON."),
+    max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Inference latency and images/s per backend, warm-up excluded."""
@@ -529,8 +674,9 @@ def bench_infer(
         try:
             batches = [_count(b) for b in batch.split(",") if b.strip()]
         except typer.BadParameter as e:
-            raise RunError(f"--batch: {e.message}", "for example --batch 1,64") from None
+            raise RunError(f"--batch-size: {e.message}", "for example --batch-size 1,64") from None
         net, _ = _analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
+        _refuse_above(net, batches, False, device, max_memory)
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
                         threads=threads, json_path=json_path)
 
@@ -541,7 +687,7 @@ def bench_infer(
 def graph(
     spec: Path = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
                                           help=".svg, .png or .dot (default: SPEC's name with .svg)."),
     level: str = typer.Option("layer", "--level", help="block, layer or op."),
     allow_path: Optional[List[Path]] = AllowPathOpt,
@@ -563,7 +709,7 @@ def inspect(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT"),
     connections: bool = typer.Option(True, "--connections/--no-connections",
                                      help="What the network learned about its cross-layer connections."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.png"),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png"),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
 ) -> None:
     """Plot the learned strength of each cross-layer connection of a trained network."""

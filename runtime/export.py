@@ -1,12 +1,15 @@
 """`archspec export`: a network as a deployment artefact — a torch.export program (needs only torch to
 load), ONNX, or a TensorRT program and engine — always from its inference form (eval mode, each batch
-norm that only normalises a convolution folded into it), optionally checked against eager PyTorch."""
+norm folded into a convolution or merge beside it where that is exact: `fold_bn.fold`), optionally
+checked against eager PyTorch."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import inspect
+import itertools
 import logging
 import os
 import tempfile
@@ -171,18 +174,14 @@ def _export_pt2(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...]
 
 def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
                  output: Path, console: Console) -> Path:
-    _require_onnx()
+    require_onnx()
     r = opts.batches
     folded = folded.cpu()
     example = torch.randn(r.example, *shape)
-    with _quiet_onnx():
-        program = torch.onnx.export(folded, (example,), None, dynamo=True, opset_version=ONNX_OPSET,
-                                    dynamic_shapes=r.dynamic_shapes(), input_names=["x"], output_names=["logits"],
-                                    verbose=False)
     big = sum(t.numel() * t.element_size() for t in folded.state_dict().values()) > _ONNX_INLINE_LIMIT
     with _staged(output) as tmp:
-        program.save(str(tmp / output.name), external_data=big)
-    _wrote(console, output, f"ONNX opset {ONNX_OPSET}, {r}, fp32" + (", weights in a .data file" if big else ""))
+        how = write_onnx(folded, example, r, tmp / output.name, big)
+    _wrote(console, output, f"ONNX opset {ONNX_OPSET}, {r}, fp32, {how}" + (", weights in a .data file" if big else ""))
     if opts.verify:
         session = _ort_session(output, ["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
@@ -193,6 +192,41 @@ def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...
         _verify(run, eager, shape, r, torch.float32, torch.device("cpu"), "onnx", opts.precision, output,
                 console)
     return output
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path, big: bool = False) -> str:
+    """`model` as an ONNX file at `path`; returns which exporter wrote it. The TorchScript-based exporter
+    first: on a network of a few hundred plain ops it takes seconds where the torch.export-based one takes
+    a minute (it translates every decomposed op and then optimises the graph). The torch.export-based
+    exporter where the other is missing from this torch or fails on the model, and for weights too large
+    for one protobuf file, which it alone writes beside the graph."""
+    with _quiet_onnx():
+        if not big:
+            try:
+                _onnx_torchscript(model, example, r, path)
+                return "TorchScript exporter"
+            except Exception as e:  # an op it cannot translate, or a torch without it
+                why = _first_line(e)
+                path.unlink(missing_ok=True)
+        else:
+            why = "weights too large for one file"
+        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=ONNX_OPSET,
+                                    dynamic_shapes=r.dynamic_shapes(), input_names=["x"], output_names=["logits"],
+                                    verbose=False)
+        program.save(str(path), external_data=big)
+    return f"torch.export-based exporter ({why})"
+
+
+def _onnx_torchscript(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path) -> None:
+    axes = {"x": {0: "batch"}, "logits": {0: "batch"}} if r.dynamic else None
+    with torch.no_grad(), _one_thread():
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["x"],
+                          output_names=["logits"], dynamic_axes=axes, verbose=False)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def _export_tensorrt(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
@@ -284,13 +318,13 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise RunError(f"ONNX export needs the onnx and onnxscript packages ({e.name} is not installed)",
-                       "pip install 'archspec[onnx]'") from None
+def require_onnx() -> None:
+    """Both exporters' packages present; found, not imported (onnxscript takes seconds to import, and
+    only the torch.export-based exporter uses it)."""
+    for name in ("onnx", "onnxscript"):
+        if importlib.util.find_spec(name) is None:
+            raise RunError(f"ONNX export needs the onnx and onnxscript packages ({name} is not installed)",
+                           "pip install 'archspec[onnx]'")
 
 
 def _ort_session(path: Path, providers: list[str]):
@@ -314,9 +348,23 @@ def _quiet_onnx() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             yield
     finally:
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread while tracing: the traced arithmetic is thrown away, and on a busy machine a
+    team of threads waits for each other at every op (a 1×1 convolution measured about 20× slower on
+    two threads than on one with the cores shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -339,6 +387,15 @@ def _wrote(console: Console, path: Path, what: str) -> None:
     console.print(f"wrote {path}  ({what}, {path.stat().st_size:,} bytes)")
 
 
+def _as_reference(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` in eval mode, fp32, on `device`: itself where it already is (a copy costs seconds on a
+    large network), a copy otherwise, so that the caller's module is left as it was."""
+    ready = not any(m.training for m in model.modules()) and all(
+        t.dtype == torch.float32 and t.device == device for t in itertools.chain(model.parameters(), model.buffers())
+        if t.is_floating_point())
+    return model if ready else copy.deepcopy(model).eval().float().to(device)
+
+
 def _verify(run: Callable[[torch.Tensor], torch.Tensor], eager: nn.Module, shape: tuple[int, ...], r: BatchRange,
             dtype: torch.dtype, device: torch.device, fmt: str, precision: str, path: Path,
             console: Console) -> list[dict[str, float]]:
@@ -346,7 +403,7 @@ def _verify(run: Callable[[torch.Tensor], torch.Tensor], eager: nn.Module, shape
     print the errors and raise a RunError when the largest one, relative to the largest |eager output|,
     is above the tolerance of `fmt` at `precision`."""
     tol = TOLERANCES[fmt][precision]
-    eager = copy.deepcopy(eager).eval().float().to(device)
+    eager = _as_reference(eager, device)
     g = torch.Generator().manual_seed(0)
     table = Table(title=f"verify {path} against eager PyTorch (fp32, {device.type})", title_justify="left")
     for col in ("batch", "max abs error", "max rel error", "tolerance", "result"):

@@ -88,6 +88,35 @@ REFERENCE = [
     # stem 144; block 1 (no CLDC before layer 3, which has L = 2): 3,168 + 3,456 + 3,584; transition
     # (CLDC over 3) 18,688; block 2 (CLDC L = 1..3, then 4 for the output): 13,568 + 13,824 + 13,952 + 512;
     # head BN 128 + linear 650
+    # torchvision's ImageNet classifiers, at torchvision's parameter counts (its documentation gives MACs
+    # to two decimals only: tests/test_zoo_*.py check them at that rounding)
+    imagenet("resnet18", 11_689_512),
+    imagenet("resnet34", 21_797_672),
+    imagenet("resnet50", 25_557_032),
+    imagenet("resnet101", 44_549_160),
+    imagenet("resnext50_32x4d", 25_028_904),
+    imagenet("wide_resnet50_2", 68_883_240),
+    imagenet("regnet_x_400mf", 5_495_976),
+    imagenet("regnet_y_400mf", 4_344_144),
+    imagenet("vgg11_bn", 132_868_840),
+    imagenet("vgg16_bn", 138_365_992),
+    imagenet("densenet121", 7_978_856),
+    imagenet("densenet161", 28_681_000),
+    imagenet("densenet169", 14_149_480),
+    imagenet("densenet201", 20_013_928),
+    imagenet("googlenet", 6_624_904),
+    imagenet("squeezenet1_0", 1_248_424),
+    imagenet("squeezenet1_1", 1_235_496),
+    imagenet("shufflenet_v2_x1_0", 2_278_604),
+    imagenet("convnext_tiny", 28_589_128),
+    imagenet("convnext_small", 50_223_688),
+    imagenet("mobilenet_v2", 3_504_872),
+    imagenet("mobilenet_v3_small", 2_542_856),
+    imagenet("mobilenet_v3_large", 5_483_032),
+    imagenet("efficientnet_b0", 5_288_548),
+    imagenet("efficientnet_b3", 12_233_232),
+    imagenet("efficientnet_v2_s", 21_458_488),
+    imagenet("mnasnet1_0", 4_383_312),
     Reference("tiny_delugenet", 71_674, input=(1, 8, 8)),
 ]
 

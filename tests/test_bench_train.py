@@ -111,6 +111,8 @@ def test_batch_list_rows_ratios_and_json(tmp_path, monkeypatch, one_thread):
     (["--memory", "tiny"], "unknown memory mode 'tiny'"),
     (["--dtype", "fp8"], "unknown dtype 'fp8'"),
     (["--compile", "partial"], "unknown compile mode 'partial'"),
+    (["--compile", "none,wholes"], "unknown compile mode 'wholes'"),
+    (["--compile", "none,cudagraph"], "--compile cudagraph needs a CUDA device"),
 ])
 def test_bad_options_are_clear_errors(args, message):
     r = CliRunner().invoke(app, ["bench", "train", TINY, "--steps", "2", *args])

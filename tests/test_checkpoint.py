@@ -341,3 +341,45 @@ def test_rng_round_trip(tmp_path):
     assert torch.equal(torch.rand(4), want)
     with pytest.raises(RunError, match="random number generator"):
         ckpt.set_rng_state({"torch": torch.zeros(3, dtype=torch.float32)})
+
+
+# -- tensor names
+
+def test_model_tensors_keep_their_state_dict_names(tmp_path):
+    """A weights-only checkpoint is a state_dict as safetensors stores one: `load_file` gives it back."""
+    from safetensors.torch import load_file
+
+    model = make_model()
+    path = tmp_path / "w.safetensors"
+    ckpt.save(path, Checkpoint(model=model.state_dict(), optimizer=None, scheduler=None, epoch=1, rng={}, meta={}))
+    fresh = make_model()
+    fresh.load_state_dict(load_file(path))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    opt, sched = make_optimizer("sgd", model)
+    train(model, opt, sched, batches()[:1])
+    ckpt.save(path, Checkpoint(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                               epoch=1, rng=ckpt.rng_state(), meta={}))
+    names = set(load_file(path))
+    assert set(model.state_dict()) <= names
+    assert {n.split("/")[0] for n in names - set(model.state_dict())} == {"optimizer", "rng"}
+
+
+def test_checkpoints_with_model_prefixed_names_still_load(tmp_path):
+    """Files written with `model/` before every weight name load to the same state_dict names."""
+    x = {"model/w": torch.arange(4.0), "optimizer/state/0/momentum_buffer": torch.ones(4)}
+    header = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "epoch": "3", "model": '{"w":{"$tensor":"model/w"}}',
+              "optimizer": '{"state":{"$dict":[[0,{"momentum_buffer":{"$tensor":"optimizer/state/0/momentum_buffer"}}]]}}',
+              "scheduler": "null", "rng": "{}", "meta": "{}"}
+    header["digests"] = json.dumps({k: ckpt._digest(t) for k, t in x.items()})
+    save_file(x, tmp_path / "old.safetensors", metadata=header)
+    ck = ckpt.load(tmp_path / "old.safetensors")
+    assert list(ck.model) == ["w"] and torch.equal(ck.model["w"], torch.arange(4.0)) and ck.epoch == 3
+    assert torch.equal(ck.optimizer["state"][0]["momentum_buffer"], torch.ones(4))
+
+
+def test_a_weight_named_like_another_part_is_refused(tmp_path):
+    ck = Checkpoint(model={"rng/torch": torch.ones(1)}, optimizer=None, scheduler=None, epoch=0,
+                    rng={"torch": torch.zeros(2, dtype=torch.uint8)}, meta={})
+    with pytest.raises(TypeError, match="name of a rng tensor"):  # a caller's mistake, as a wrong epoch type is
+        ckpt.save(tmp_path / "ck.safetensors", ck)
+    assert not list(tmp_path.iterdir())

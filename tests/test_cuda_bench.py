@@ -41,6 +41,19 @@ def test_bench_train_on_cuda(tmp_path, monkeypatch):
     assert all(q["cuda_peak"] is not None for q in data["ratios"])
 
 
+def test_bench_train_cuda_graph_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli.out, "width", 240)
+    path = tmp_path / "train.json"
+    r = CliRunner().invoke(app, ["bench", "train", DENSENET, *SMALL, "--device", "cuda", "--batch", "8",
+                                 "--steps", "3", "--warmup", "1", "--compile", "none,cudagraph", "--json", str(path)])
+    assert r.exit_code == 0, r.output
+    names = [row["name"] for row in json.loads(path.read_text())["rows"]]
+    assert names == ["archspec", "archspec (CUDA graph step)", "hand-written nn.Module",
+                     "hand-written nn.Module (CUDA graph step)"]
+    assert "batch 8: archspec (CUDA graph step) / hand-written nn.Module (CUDA graph step): step time " in r.output
+    assert "batch 8: archspec (CUDA graph step) / hand-written nn.Module: step time " in r.output
+
+
 def test_bench_infer_on_cuda_eager_and_cudagraph(monkeypatch):
     monkeypatch.setattr(cli.out, "width", 240)
     r = CliRunner().invoke(app, ["bench", "infer", DENSENET, *SMALL, "--device", "cuda", "--backends",

@@ -63,6 +63,21 @@ def test_train_evaluate_and_resume_on_cuda(tmp_path):
                if t.is_floating_point())
 
 
+def test_cuda_graph_steps_train_as_eager_steps_and_resume(tmp_path):
+    """Replayed steps (with the last partial batch run eagerly) follow the eager run's losses; a resume
+    captures again from the restored state."""
+    common = ("train", TINY, *TINY_SETS, "--batch-size", "128", "--device", "cuda", "--no-amp", "--quiet")
+    _archspec(*common, "--epochs", "2", "--out", str(tmp_path / "eager"))
+    _archspec(*common, "--epochs", "1", "--compile", "cudagraph", "--out", str(tmp_path / "graph"))
+    second = _archspec(*common, "--epochs", "2", "--compile", "cudagraph", "--resume", "--out", str(tmp_path / "graph"))
+    assert "compile cudagraph" in second.stdout
+    rows = {k: [json.loads(line) for line in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
+            for k in ("eager", "graph")}
+    for a, b in zip(rows["graph"], rows["eager"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.03)
+
+
 def test_one_ddp_rank_under_torchrun_on_nccl(tmp_path):
     out = tmp_path / "run"
     r = _archspec("train", TINY, *TINY_SETS, "--epochs", "1", "--batch-size", "128", "--device", "cuda",

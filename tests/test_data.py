@@ -317,7 +317,7 @@ def _png_tree(root: Path, sizes: dict[str, int]) -> None:
         for cls in ("cat", "dog", "fox"):
             (root / split / cls).mkdir(parents=True)
             for i in range(per_class):
-                h, w = (16, 16) if split == "val" else (20 + i, 28 - i)
+                h, w = (18, 18) if split == "val" else (20 + i, 28 - i)
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
 
 
@@ -325,6 +325,7 @@ def test_image_folders(tmp_path):
     _png_tree(tmp_path, {"train": 4, "val": 2})
     ds = load(str(tmp_path))
     assert (ds.folder, ds.classes, ds.train_x, ds.shape, ds.augment) == (tmp_path, 3, None, (3, 224, 224), "none")
+    assert (ds.mean, ds.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's, not estimated
     state = torch.get_rng_state()
     train, test, classes = folder_loaders(tmp_path, 16, 4, 0)
     assert classes == 3 and len(train) == 3
@@ -341,7 +342,7 @@ def test_image_folders(tmp_path):
     from PIL import Image
 
     first = torch.from_numpy(np.array(Image.open(tmp_path / "val" / "cat" / "0.png"))).permute(2, 0, 1)
-    assert torch.equal(tested[0][0][0], first)  # a val image of the crop's size comes back as it is
+    assert torch.equal(tested[0][0][0], first[:, 1:17, 1:17])  # resized to 16/0.875 = 18 (as it is): its centre
 
 
 def test_image_folders_sharded_and_worker_independent(tmp_path):
@@ -392,6 +393,7 @@ def test_unreadable_image_is_one_line_naming_the_file(tmp_path, broken, workers)
         _huge_png(bad)
     train, test, _ = folder_loaders(tmp_path, 8, 2, workers)
     assert len(list(train)) == 3  # the training images are fine
+    train.close()
     with pytest.raises(RunError) as err:
         list(test)
     message = err.value.message
@@ -405,7 +407,7 @@ def test_unreadable_image_among_the_sampled_ones(tmp_path):
     _png_tree(tmp_path, {"train": 2, "val": 1})
     _huge_png(tmp_path / "train" / "cat" / "0.png")
     with pytest.raises(RunError, match="cannot read the image .*cat/0.png"):
-        load(str(tmp_path))  # the statistics are taken in this process, from the training images
+        load(str(tmp_path))  # a sample of the training images is decoded in this process, before training
 
 
 def test_synthetic_size_is_bounded_before_allocating(monkeypatch):

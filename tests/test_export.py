@@ -1,7 +1,8 @@
-"""Export and inference benchmarks on the CPU: the inference form (batch norms folded) computes what eager
-PyTorch computes; each network family exports to a torch.export program and to ONNX that match eager at
-both ends of a dynamic batch range; a program loads with torch alone; checkpoints export with their
-trained weights; bad options exit 2; TensorRT is real code, run only where torch-tensorrt and CUDA are."""
+"""Export and inference benchmarks on the CPU (the inference form itself: test_fold_bn.py): each network
+family exports to a torch.export program and to ONNX that match eager at both ends of a dynamic batch
+range; a program loads with torch alone; checkpoints export with their trained weights; ONNX falls back
+to the torch.export-based exporter; bad options exit 2; TensorRT is real code, run only where
+torch-tensorrt and CUDA are."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ from typer.testing import CliRunner
 import archspec
 from archspec.cli import app
 from archspec.compiler.modules import CrossDepthwise
-from archspec.compiler.passes.fold_bn import fold
-from archspec.compiler.passes.fused import ConcatNormActConv
 from archspec.language.errors import RunError
 from archspec.runtime.bench.infer import run_bench_infer
 from archspec.runtime.export import BatchRange, ExportOptions, _verify, export_model, parse_dynamic_batch
@@ -40,10 +39,6 @@ FAMILIES = {
     "seqconv": ("seqresnet_k8r4.arch", {"r": 1, "k": 16}),
     "gunn": ("gunn15.arch", {"widths": [8, 8, 8], "segments": [2, 2, 2]}),
 }
-
-
-def _bns(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def _perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -85,39 +80,6 @@ def _inputs(net, batch: int, seed: int = 1) -> torch.Tensor:
 def cli():
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
-
-
-# ---- the inference form ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_fold_folds_conv_bn_pairs_only(family):
-    net, model = _family(family)
-    before = _bns(model)
-    folded = fold(model)
-    after = _bns(folded)
-    assert after < before  # every family has convolutions followed by a batch norm
-    mods = dict(folded.named_modules())
-    kept = {n.target: n for n in folded.graph.nodes
-            if n.op == "call_module" and isinstance(mods[n.target], nn.BatchNorm2d)}
-    calls_before = sum(n.op == "call_module" and isinstance(model.get_submodule(n.target), nn.BatchNorm2d)
-                       for n in model.graph.nodes)
-    assert before - after == calls_before - len(kept)  # each folded call took its module with it
-    for node in kept.values():  # nothing foldable is left behind
-        src = node.args[0]
-        assert not (src.op == "call_module" and isinstance(mods[src.target], nn.Conv2d) and len(src.users) == 1)
-    if family == "gunn":  # conv → bn everywhere
-        assert after == 0
-    elif family == "seqconv":  # conv → add of the raw stream → bn: those stay
-        assert any(n.args[0].op == "call_function" for n in kept.values())
-    else:  # the pre-activation bn of the head reads a merge (concat, sum, cross-layer depthwise)
-        assert "head.bn1" in kept
-    assert sum(isinstance(m, CrossDepthwise) for m in folded.modules()) == \
-        sum(isinstance(m, CrossDepthwise) for m in model.modules())
-    x = _inputs(net, 3)
-    with torch.no_grad():
-        _close(folded(x), model(x), 1e-5)
-    assert model.training is False and _bns(model) == before  # the original is left alone
 
 
 # ---- pt2 and ONNX per family -------------------------------------------------------------------------
@@ -334,26 +296,32 @@ def test_cli_bench_infer_unknown_backend(cli):
     assert "unknown backend 'onnx'" in result.output and "eager, compile, onnxruntime, tensorrt" in result.output
 
 
-def test_folding_a_densenet_bc_and_its_lean_form():
-    """Each DenseNet-BC layer's BN after its 1×1 conv folds away in the plain module. In the lean one the
-    fused concat → BN → ReLU → conv modules reach their BN and conv by reference: those are left
-    unfolded, and the function is the same either way."""
-    net = archspec.network(SPECS / "densenet_bc100_k12.arch", depth=16, k=4)
-    gm = _perturbed(archspec.build(net))
-    folded = fold(gm)
-    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
-    layers = sum(1 for n in net.nodes() if n.op == "conv" and n.args.kernel == 1 and ".layer" in n.name)
-    assert count(gm) - count(folded) == layers > 0
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(folded(x), gm(x), rtol=1e-4, atol=1e-5)
+# ---- the ONNX exporters ------------------------------------------------------------------------------
 
-    lean = archspec.build(net, memory="lean")
-    lean.load_state_dict(gm.state_dict())
-    lean_folded = fold(lean)
-    reached = [(n.args[0].target, n.args[1].target) for n in lean_folded.graph.nodes
-               if n.op == "call_module" and isinstance(lean_folded.get_submodule(n.target), ConcatNormActConv)]
-    assert reached
-    for bn, conv in reached:  # still a batch norm, the convolution still without the bias folding would add
-        assert type(lean_folded.get_submodule(bn)) is nn.BatchNorm2d and lean_folded.get_submodule(conv).bias is None
-    assert 0 < count(lean) - count(lean_folded) < layers  # a 1×1 conv inside a fused module has no conv node
-    torch.testing.assert_close(lean_folded(x), gm(x), rtol=1e-4, atol=1e-5)
+
+@pytest.mark.slow
+def test_onnx_falls_back_to_the_torch_export_based_exporter(tmp_path, monkeypatch, one_thread):
+    """Where the TorchScript-based exporter fails (or this torch lacks it), the other one writes the
+    file, and the output line says which exporter wrote it and why."""
+    from archspec.runtime import export as ex
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no symbolic for this op\nmore detail")
+
+    net, model = model_from_source(TINY, {"n": 1, "w": 4}, seed=0)
+    console = Console(record=True, width=300)
+    export_model(net, model, ExportOptions("onnx", tmp_path / "a.onnx", verify=True), console)
+    assert "TorchScript exporter" in console.export_text()
+    monkeypatch.setattr(ex, "_onnx_torchscript", broken)
+    console = Console(record=True, width=300)
+    export_model(net, model, ExportOptions("onnx", tmp_path / "b.onnx", verify=True), console)
+    text = console.export_text()
+    assert "torch.export-based exporter (RuntimeError: no symbolic for this op)" in text and "ok" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
+
+
+def test_onnx_export_leaves_the_thread_count_alone(tmp_path):
+    net, model = model_from_source(TINY, {"n": 1, "w": 4}, seed=0)
+    before = torch.get_num_threads()
+    export_model(net, model, ExportOptions("onnx", tmp_path / "a.onnx"), Console(quiet=True))
+    assert torch.get_num_threads() == before

@@ -96,8 +96,8 @@ def test_the_pass_rewrites_every_merge_and_computes_each_producers_moments_once(
         assert [m.args[0] for m in n.kwargs["moments"]] == list(n.args)
     assert not list(new.block1.layer1.conv3_moments.state_dict())
 
-    calls = {"moments": 0, "batch_norm": 0}
-    var_mean, batch_norm = torch.var_mean, F.batch_norm
+    calls = {"moments": 0, "batch_norm": 0, "merge_norm": 0}
+    var_mean, batch_norm, native = torch.var_mean, F.batch_norm, torch.native_batch_norm
 
     def count_moments(*args, **kwargs):
         calls["moments"] += 1
@@ -107,14 +107,23 @@ def test_the_pass_rewrites_every_merge_and_computes_each_producers_moments_once(
         calls["batch_norm"] += 1
         return batch_norm(*args, **kwargs)
 
+    def count_merge_norm(*args, **kwargs):
+        calls["merge_norm"] += 1
+        return native(*args, **kwargs)
+
     monkeypatch.setattr(torch, "var_mean", count_moments)
     monkeypatch.setattr(F, "batch_norm", count_batch_norm)
+    monkeypatch.setattr(torch, "native_batch_norm", count_merge_norm)
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in new.modules())
     new(_input())
-    assert calls == {"moments": len(producers), "batch_norm": bns}  # merges run no per-pair batch norm
+    # merges run no batch norm of their own
+    assert calls == {"moments": len(producers), "batch_norm": bns, "merge_norm": 0}
     calls.update(moments=0, batch_norm=0)
     plain(_input())
-    assert calls["batch_norm"] == bns + sum(len(n.args) for n in merges)
+    # plain merges: one batch norm over each run of equal-width inflows, never one per inflow
+    runs = sum(len(plain.get_submodule(n.target)._runs()) for n in merges)
+    assert calls == {"moments": 0, "batch_norm": bns, "merge_norm": runs}
+    assert runs < sum(len(n.args) for n in merges)
 
 
 def test_a_dropped_gradient_is_caught(monkeypatch):

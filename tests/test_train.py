@@ -33,13 +33,14 @@ def test_metrics_and_checkpoints(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert lines == rows
     for r in rows:
-        assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"} <= set(r)
+        assert {"epoch", "train_loss", "train_acc", "train_top5", "test_loss", "test_acc", "test_top5", "lr",
+                "seconds"} <= set(r)
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1 and r["seconds"] > 0
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     ck = ckpt.load(tmp_path / "run/last.safetensors")
     assert ck.epoch == 2 and ck.meta["network"] == "tiny_delugenet" and ck.meta["params"]["n"] == 1
     assert ck.meta["params"]["channels"] == 1 and ck.meta["params"]["size"] == 8  # followed the data
-    assert (tmp_path / "run/best.safetensors").exists()
+    assert not (tmp_path / "run/best.safetensors").exists()  # no validation split asked for: no `best`
 
 
 def test_resume_is_bit_identical(tmp_path):
@@ -75,7 +76,7 @@ def test_cli_train_then_eval(tmp_path):
                             "--device", "cpu", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "done: test accuracy" in r.output
-    assert ": 1 epoch, batch" in r.output and "after 1 epoch " in r.output  # singular for one
+    assert ": 1 epoch, batch" in r.output and "after 1 epoch;" in r.output  # singular for one
     r = runner.invoke(app, ["eval", str(out / "last.safetensors"), "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)

@@ -15,7 +15,7 @@ from .builder import Builder, Scope
 from .ir import Network
 from .merges import MERGES
 from .ops import OPS, PRIMITIVES, OpArgs
-from .patterns import PATTERNS, BlockContext
+from .patterns import PATTERNS, BlockContext, Layer
 from .streams import Streams
 from .words import aliases
 
@@ -138,6 +138,8 @@ class Elaborator:
             self.check(s, env, dyn)
         elif isinstance(s, T.Call):
             x = self.call(s, env, x, scope, own_scope=None)
+        elif isinstance(s, T.Scope) and s.kind == "group":  # braces outside a block: a plain sequence
+            x = self.run_body(s.body, env, x, scope)
         elif isinstance(s, T.Scope):
             x = self.run_body(s.body, env, x, scope.child(s.kind, numbered=s.kind == "transition"))
         elif isinstance(s, T.Block):
@@ -335,8 +337,20 @@ class Elaborator:
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True, kind="block")
         layers = self.layers(s.body, self.copy(env, s.loc), x)
-        ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc)
+        run_template = lambda name, values, inp, sc: self.template(name, values, inp, sc, env, s.loc)  # noqa: E731
+        ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc, run_template)
         return pattern.build(ctx, x, layers, pargs)
+
+    def template(self, name: str, values: Sequence[Value], x: str, scope: Scope, env: Mapping[str, Value],
+                 loc: Loc) -> str:
+        """Layer template `name` applied to `x` with positional `values`, as a pattern asks (a residual
+        projection); its errors point at the block `loc`."""
+        if name not in self.spec.layers:
+            raise SpecError(f"unknown layer template '{name}'", loc,
+                            did_you_mean(name, self.spec.layers)
+                            or f"layers: {', '.join(self.spec.layers) or 'none are defined'}")
+        call = T.Call(name, tuple(T.Const(v, loc) for v in values), (), loc)
+        return self.call(call, env, x, scope, own_scope=scope)
 
     def word_args(self, w: T.Word, Args: type[OpArgs], env: Mapping[str, Value], x: str, kind: str) -> OpArgs:
         dyn = self.dynamic(x)
@@ -344,9 +358,10 @@ class Elaborator:
         return make_args(kind, Args, [evaluate(a, env, dyn) for a in w.args],
                          {str(k): evaluate(v, env, dyn) for k, v in w.kwargs}, w.loc, pos_locs, kw_locs)
 
-    def layers(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str) -> list:
-        """A block body's layers: each call (after unrolling control flow) is one layer."""
-        out: list = []
+    def layers(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str) -> list[Layer]:
+        """A block body's layers: each call and each braced group (after unrolling control flow) is one
+        layer."""
+        out: list[Layer] = []
         shared = None  # the names the calls since the last `let` see: one copy for all of them
         for s in stmts:
             self.step(s.loc)
@@ -357,11 +372,16 @@ class Elaborator:
                 self.check(s, env, self.dynamic(x))
             elif isinstance(s, T.Call):
                 shared = shared if shared is not None else self.copy(env, s.loc)
-                out.append(lambda inp, sc, s=s, env=shared: self.call(s, env, inp, sc, own_scope=sc))
+                out.append(Layer(lambda inp, sc, s=s, env=shared: self.call(s, env, inp, sc, own_scope=sc),
+                                 s.loc.span(len(s.name)), s.name if s.name in PRIMITIVES else None))
+            elif isinstance(s, T.Scope) and s.kind == "group":
+                shared = shared if shared is not None else self.copy(env, s.loc)
+                out.append(Layer(lambda inp, sc, s=s, env=shared: self.run_body(s.body, env, inp, sc), s.loc))
             elif isinstance(s, (T.Block, T.Scope)):
                 what = "a nested block" if isinstance(s, T.Block) else f"a `{s.kind}` scope"
                 raise SpecError(f"a block holds layers: {what} cannot go directly inside one", s.loc,
-                                "put it inside a layer template and call that template in the block")
+                                "put it in braces, `{ ... }`, which make one layer, or inside a layer template "
+                                "called in the block")
             else:
                 for body, benv in self.control(s, env, self.dynamic(x)):
                     out.extend(self.layers(body, self.copy(benv, s.loc), x))

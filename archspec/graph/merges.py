@@ -62,7 +62,17 @@ class CrossDepthwiseMerge(Merge):
     colour = "#d62728"
 
 
-MERGES: dict[str, type[Merge]] = {m.word: m for m in (ConcatMerge, SumMerge, CrossDepthwiseMerge)}
+class MulMerge(Merge):
+    """Element-wise product, broadcast (a squeeze-and-excitation gate). Patterns that align inflows treat
+    it as `sum` (whole shapes); `parallel` relies on the broadcast: a C×1×1 branch scales a C×H×W one."""
+
+    word = "mul"
+    aliases = ("multiply", "product", "prod", "gate", "excite", "times")
+    op = "mul"
+    colour = "#9467bd"
+
+
+MERGES: dict[str, type[Merge]] = {m.word: m for m in (ConcatMerge, SumMerge, CrossDepthwiseMerge, MulMerge)}
 
 BY_OP: dict[str, type[Merge]] = {m.op: m for m in MERGES.values()}
 """The merge word behind a merge node's op (`add` → sum), for reading a built graph."""

@@ -4,6 +4,7 @@ could have come there and, where a word was misspelt, the word meant."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -137,7 +138,20 @@ _TOKEN_NAMES = {
     "EQUAL": "'='", "RSQB": "']'", "LSQB": "'['", "MINUS": "'-'", "NAME": "a name", "INT": "a number",
     "FLOAT": "a number", "STRING": "a \"string\"", "TYPE": "a type (int, float, bool, str, list, shape)",
     "SCOPE": "stem/transition/head", "$END": "end of file", "ADD_OP": "an operator",
-    "MUL_OP": "an operator", "COMP_OP": "a comparison",
+    "MUL_OP": "an operator", "COMP_OP": "a comparison", "IF_EXPR": "'if … else'",
+}
+
+_VALUE_START = {"INT", "FLOAT", "STRING", "NAME", "LSQB", "LPAR", "MINUS"}  # what may begin a value
+_OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "AND", "OR"}  # what may follow a value
+
+# Words of other languages, read as a call of that name: what the spec language writes instead.
+_FOREIGN_WORDS = {
+    "elif": "`elif` is written `else if`",
+    "while": "`while` loops are not part of the language: use `repeat n { ... }` or `for i in range(n) { ... }`",
+    "lambda": "`lambda` is not part of the language: name a value with `let`, or a layer with `layer`",
+    "is": "`is` is not part of the language: compare with `==`",
+    "def": "functions are not part of the language: define a reusable layer with `layer NAME(params) { ... }`",
+    "return": "`return` is not part of the language: a layer's output is its last tensor",
 }
 
 
@@ -222,9 +236,123 @@ def match_mistake(err: UnexpectedInput) -> str | None:
     return same[0][0] if same else None
 
 
+def _position(err: UnexpectedInput) -> int | None:
+    if isinstance(err, UnexpectedCharacters):
+        return err.pos_in_stream
+    tok = getattr(err, "token", None)
+    return getattr(tok, "start_pos", None) if tok is not None and tok.type != "$END" else None
+
+
+def unsupported(err: UnexpectedInput, text: str) -> str | None:
+    """What a syntax error stumbles on when it is a construct the language lacks (a comprehension, a
+    slice, `**`, a conditional without `else`, another language's words): named, with what to write."""
+    pos = _position(err)
+    if pos is None:
+        return None
+    ch = text[pos:pos + 1]
+    before = text[:pos].rstrip(" \t")
+    last = before[-1:]
+    tok = getattr(err, "token", None)
+    kind = getattr(tok, "type", "")
+    expected = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or getattr(err, "allowed", None)
+                   or ())
+    open_bracket = _innermost_bracket(text, pos)
+    if kind == "IF" and ("IF_EXPR" in expected or open_bracket is not None):
+        return "a conditional expression needs its `else`, as in `a if c else b`"
+    if kind in ("RBRACE", "NAME", "IF", "FOR", "LET", "ASSERT", "REPEAT", "BLOCK") and "LBRACE" in expected \
+            and _after_value_if(text, pos):
+        return "a conditional expression needs its `else`, as in `let x = a if c else b`"
+    if kind in ("ADD_OP", "MUL_OP", "MINUS") and text[tok.end_pos:tok.end_pos + 1] == "=" \
+            and "COMP_OP" not in expected:
+        return f"`{tok}=` is not part of the language: write `let x = x {tok} ...`"
+    word = _foreign_word(text, pos)
+    if word is not None:
+        return _FOREIGN_WORDS[word]
+    if ch == "?":
+        return "`c ? a : b` is written `a if c else b`"
+    if ch == "&" and text[pos:pos + 2] == "&&":
+        return "`&&` is written `and`"
+    if ch == "|" and text[pos:pos + 2] == "||":
+        return "`||` is written `or`"
+    if ch == "!":
+        return "`!` is written `not` (and `!=` compares)"
+    if ch == "." and text[pos + 1:pos + 2].isdigit() and not last.isalnum():
+        return "a number needs a digit before its point, as in 0.5"
+    if ch == ".":
+        return "attributes (`x.y`) are not part of the language: a value is a number, bool, string or list"
+    if kind == "MUL_OP" and str(tok) == "*" and last == "*":
+        return "`**` (power) is not part of the language: multiply, as in `x * x`"
+    if kind == "FOR" and open_bracket == "[":
+        return "list comprehensions are not part of the language: write the list out, or loop with `for` " \
+               "over statements"
+    if kind == "COLON" and open_bracket == "[":
+        return "slices (`xs[a:b]`) are not part of the language: index one item at a time, as in `xs[0]`"
+    if kind == "COLON" and "LBRACE" in expected:
+        return "a body goes in braces, `{ ... }`, not after ':'"
+    if kind == "COMMA" and open_bracket == "(" and expected <= {"RPAR"} | _OPERATORS | {"LSQB", "IF_EXPR"}:
+        return "tuples are not part of the language: use a [list]"
+    if kind == "IN" and expected & _OPERATORS:
+        return "membership tests (`x in xs`) are not part of the language"
+    if kind == "NOT" and expected & _OPERATORS:
+        return "`not in` is not part of the language"
+    if kind == "COMP_OP" and "COMP_OP" not in expected and expected & _OPERATORS:
+        return "comparisons do not chain: write `a < b and b < c`"
+    if kind == "LBRACE" and expected & _VALUE_START and last in ("=", "(", "[", ","):
+        return "dicts and sets are not part of the language: use a [list]"
+    if kind == "ADD_OP" and str(tok) == "+" and expected & _VALUE_START:
+        return "a value cannot start with '+': drop it"
+    return None
+
+
+def _foreign_word(text: str, pos: int) -> str | None:
+    """The last word of `_FOREIGN_WORDS` on the line before `pos`, outside strings and comments."""
+    line = text[text.rfind("\n", 0, pos) + 1:pos]
+    line = re.sub(r'"[^"]*"', '""', line).split("#")[0]
+    words = [w for w in re.findall(r"[A-Za-z_]\w*", line) if w in _FOREIGN_WORDS]
+    return words[-1] if words else None
+
+
+def _innermost_bracket(text: str, pos: int) -> str | None:
+    """The bracket, '(' or '[', still open at `pos` inside the current statement (strings and comments
+    skipped); None outside any, or when a brace is nearer."""
+    stack: list[str] = []
+    i = 0
+    while i < pos:
+        ch = text[i]
+        if ch == "#":
+            i = text.find("\n", i)
+            i = pos if i < 0 else i
+            continue
+        if ch == '"':
+            j = text.find('"', i + 1)
+            i = pos if j < 0 else j + 1
+            continue
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in ")]}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack and stack[-1] != "{" else None
+
+
+def _after_value_if(text: str, pos: int) -> bool:
+    """Whether the statement `if` the parser is in follows a `let` or `assert`'s value on its own line:
+    `let x = a if c` missing its `else`, read as an `if` statement after `let x = a`."""
+    found = list(re.finditer(r"\bif\b", text[:pos]))
+    if not found:
+        return False
+    at = found[-1].start()
+    line = text[text.rfind("\n", 0, at) + 1:at]
+    return re.match(r"\s*(let\s+[A-Za-z_]\w*\s*=|assert\b)\s*\S", line) is not None
+
+
 def syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
-    label = None
-    if not isinstance(err, UnexpectedCharacters):
+    try:  # a construct the language lacks, named, before any guess at a missing bracket
+        named = unsupported(err, text)
+    except Exception:  # a misread construct must never hide the real error
+        named = None
+    label = named
+    if label is None and not isinstance(err, UnexpectedCharacters):
         try:  # lark's matcher first (it needs the example at the same parser stack depth) ...
             label = err.match_examples(parser().parse, MISTAKES, use_accepts=True)
         except Exception:  # lark 1.3 fails formatting a debug line when two examples share a state
@@ -267,7 +395,9 @@ def syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
         what = f"unexpected {value!r}"
         if tok.end_line == tok.line and tok.end_column:
             end_col = tok.end_column
-        if value in KEYWORDS and "NAME" in expected:
+        if named:
+            pass
+        elif value in KEYWORDS and "NAME" in expected:
             hint_extra = f"'{value}' is a reserved word and cannot be a name"
         elif value.isidentifier() and "TYPE" in expected:
             close = closest(value, TYPES, TYPE_ALIASES)

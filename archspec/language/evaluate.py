@@ -333,6 +333,8 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
         if e.op == "not":
             return not truth(v, e.operand.loc)
         return -_num(v, e.loc, "'-'")
+    if isinstance(e, T.Cond):
+        return ev(e.then) if truth(ev(e.cond), e.cond.loc) else ev(e.orelse)
     if isinstance(e, T.BoolOp):
         for item in e.items:
             v = truth(ev(item), item.loc)

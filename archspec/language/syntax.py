@@ -128,6 +128,10 @@ class _ToTree(Transformer):
     def and_expr(self, meta, c):
         return self._expr(T.BoolOp("and", tuple(c), self._loc(meta)), *c)
 
+    def cond(self, meta, c):
+        then, _, test, orelse = c  # c[1] is the `if`
+        return self._expr(T.Cond(test, then, orelse, then.loc.to(orelse.loc)), then, test, orelse)
+
     def args(self, meta, c):
         return list(c)
 
@@ -148,6 +152,9 @@ class _ToTree(Transformer):
 
     def block(self, meta, c):
         return T.Block(c[0], c[1], c[2], self._loc(meta))
+
+    def group(self, meta, c):
+        return T.Scope("group", tuple(c), self._loc(meta))
 
     def scope(self, meta, c):
         return T.Scope(str(c[0]), c[1], self._loc(meta))

@@ -65,7 +65,18 @@ class BoolOp:
     loc: Loc
 
 
-Expr = Union[Const, Name, ListExpr, Index, Func, BinOp, Unary, BoolOp]
+@dataclass(frozen=True)
+class Cond:
+    """`then if cond else orelse`: only the branch the condition picks is evaluated, so a branch may hold
+    what would fail on the other path (`xs[0] if len(xs) > 0 else 1`)."""
+
+    cond: "Expr"
+    then: "Expr"
+    orelse: "Expr"
+    loc: Loc
+
+
+Expr = Union[Const, Name, ListExpr, Index, Func, BinOp, Unary, BoolOp, Cond]
 
 # ---- statements --------------------------------------------------------------------------
 
@@ -100,7 +111,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Scope:
-    kind: str  # stem, transition, head
+    kind: str  # stem, transition, head; "group" for bare braces (one layer of a block)
     body: tuple["Stmt", ...]
     loc: Loc
 

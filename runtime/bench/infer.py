@@ -5,6 +5,8 @@ error. The CPU thread count is set and printed: CPU figures mean nothing without
 
 from __future__ import annotations
 
+import copy
+import math
 import statistics
 import tempfile
 import time
@@ -21,7 +23,7 @@ import archspec
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
 from archspec.language.errors import RunError, did_you_mean
-from archspec.runtime.export import BatchRange, ExportOptions, compile_tensorrt, export_model, load_tensorrt
+from archspec.runtime.export import BatchRange, compile_tensorrt, load_tensorrt, require_onnx, write_onnx
 
 from .report import all_cores, check_batches, environment, print_header, write_json
 
@@ -54,7 +56,8 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
     process may use) is the intra-op thread count for the run."""
     _check(backends, batches, net.shape(net.input), repeat, threads)
     dev = _pick_device(device)
-    torch.set_num_threads(threads or all_cores())
+    threads = threads or all_cores()
+    torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # static shapes per batch size: let cuDNN pick its fastest kernels
     env = environment(dev, network=net.name, repeat=repeat, warmup=WARMUP)
@@ -66,7 +69,7 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
     with tempfile.TemporaryDirectory(prefix="archspec-infer-") as tmp:
         for name in backends:
             try:
-                backend = prepare(name, model, net, shape, batches, dev, Path(tmp))
+                backend = prepare(name, model, net, shape, batches, dev, Path(tmp), threads)
             except Skip as e:
                 rows.append({"backend": name, "device": dev.type, "skipped": str(e)})
                 continue
@@ -127,7 +130,9 @@ def _pick_device(name: str) -> torch.device:
 
 
 def prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], batches: list[int],
-             dev: torch.device, tmp: Path) -> Backend:
+             dev: torch.device, tmp: Path, threads: int = 1) -> Backend:
+    """Backend `name` for the inference form `model`, built once for every batch size in `batches`: one
+    compiled module, one ONNX file and session, one TensorRT engine (each covers the whole range)."""
     if name == "eager":
         return Backend(model)
     if name == "compile":
@@ -135,7 +140,7 @@ def prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], b
     if name == "cudagraph":
         return cudagraph(model, dev)
     if name == "onnxruntime":
-        return _onnxruntime(model, net, batches, dev, tmp)
+        return _onnxruntime(model, net, shape, batches, dev, tmp, threads)
     return _tensorrt(model, shape, batches, dev)
 
 
@@ -177,31 +182,37 @@ def _span(batches: list[int]) -> BatchRange:
     return BatchRange(min(batches), max(batches), max(batches))
 
 
-def _onnxruntime(model: nn.Module, net: Network, batches: list[int], dev: torch.device, tmp: Path) -> Backend:
+def _onnxruntime(model: nn.Module, net: Network, shape: tuple[int, ...], batches: list[int], dev: torch.device,
+                 tmp: Path, threads: int) -> Backend:
+    """One ONNX file of the inference form for the whole batch range (the form is already folded: it is
+    written as it is, not folded and checked again), run by one session on `threads` intra-op threads,
+    the count torch runs on, and no inter-op pool (the graph is one chain of ops)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise Skip("onnxruntime is not installed (pip install 'archspec[onnx]')") from None
-    r = _span(batches)
-    opts = ExportOptions(format="onnx", output=tmp / f"{net.name}.onnx", batch=r.min,
-                         dynamic_batch=f"{r.min}:{r.opt}:{r.max}" if r.dynamic else None)
     try:
-        path = export_model(net, model.cpu(), opts, Console(quiet=True))
+        require_onnx()
     except RunError as e:
         raise Skip(e.message) from None
-    finally:
-        model.to(dev)
-    providers, note = ["CPUExecutionProvider"], ""
+    r = _span(batches)
+    path = tmp / f"{net.name}.onnx"
+    host = model if dev.type == "cpu" else copy.deepcopy(model).cpu()
+    how = write_onnx(host, torch.randn(r.example, *shape), r, path)
+    providers, notes = ["CPUExecutionProvider"], [f"{threads} intra-op threads", how]
     if dev.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers, note = ["CUDAExecutionProvider"], "CUDA provider; times include host↔device copies"
+            providers, notes = ["CUDAExecutionProvider"], ["CUDA provider; times include host↔device copies", how]
         else:
-            note = "runs on the CPU: this onnxruntime has no CUDA provider"
+            notes.insert(0, "runs on the CPU: this onnxruntime has no CUDA provider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(str(path), options, providers=providers)
     name = session.get_inputs()[0].name
-    return Backend(lambda x: session.run(None, {name: x}), note, cuda_events=False, to_host=True)
+    return Backend(lambda x: session.run(None, {name: x}), "; ".join(notes), cuda_events=False, to_host=True)
 
 
 def _tensorrt(model: nn.Module, shape: tuple[int, ...], batches: list[int], dev: torch.device) -> Backend:
@@ -257,6 +268,14 @@ def _spread(times: list[float]) -> tuple[float, float]:
     return q[0], q[-1]
 
 
+def significant(x: float, digits: int = 4) -> str:
+    """`x` with at least `digits` significant digits and thousands separators: 12,345 · 123.4 · 0.01234."""
+    if not math.isfinite(x) or x == 0:
+        return f"{x:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}"
+
+
 def _print(net: Network, rows: list[dict], dev: torch.device, repeat: int, console: Console) -> None:
     on = dev.type if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     table = Table(title=f"inference {net.name}  input {'×'.join(map(str, net.shape(net.input)))}  on {on}: "
@@ -270,5 +289,5 @@ def _print(net: Network, rows: list[dict], dev: torch.device, repeat: int, conso
             table.add_row(row["backend"], str(row.get("batch", "")), "", "", "", why)
         else:
             table.add_row(row["backend"], str(row["batch"]), f"{row['median_ms']:.3f}",
-                          f"{row['p10_ms']:.3f}–{row['p90_ms']:.3f}", f"{row['images_per_s']:,.0f}", row["note"])
+                          f"{row['p10_ms']:.3f}–{row['p90_ms']:.3f}", significant(row["images_per_s"]), row["note"])
     console.print(table)

@@ -27,14 +27,14 @@ def check_batches(batches: list[int], shape: tuple[int, ...], example: str) -> N
     """Batch sizes a benchmark can allocate an input for: refused here with a message, rather than by
     the allocator with an internal error."""
     if not batches:
-        raise RunError("--batch: no batch size given", f"for example --batch {example}")
+        raise RunError("--batch-size: no batch size given", f"for example --batch-size {example}")
     per_image = 4 * math.prod(shape)  # float32
     for b in batches:
         if b < 1:
-            raise RunError(f"--batch: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
+            raise RunError(f"--batch-size: batch sizes must be >= 1, got {', '.join(map(str, batches))}")
         if b > MAX_BATCH or b * per_image > MAX_INPUT_BYTES:
             shown = "×".join(map(str, shape))
-            raise RunError(f"--batch {b:,}: an input batch of {b:,} images of {shown} is "
+            raise RunError(f"--batch-size {b:,}: an input batch of {b:,} images of {shown} is "
                            f"{b * per_image / 2**30:,.1f} GiB, above the limit of {MAX_INPUT_BYTES // 2**30} GiB "
                            f"and {MAX_BATCH:,} images",
                            f"use at most {min(MAX_BATCH, MAX_INPUT_BYTES // per_image):,} images per batch")

@@ -24,13 +24,15 @@ from archspec.compiler.passes.regional import compile_regions, region_kinds
 from archspec.graph.ir import Network
 from archspec.language.errors import RunError
 from archspec.runtime.train.devices import Dist, pick_device
+from archspec.runtime.train.graphed import GraphedStep, graph_optimizer
 
 from .handwritten import handwritten_for
 from .report import Spread, check_batches, environment, print_header, write_json
 
-COMPILE_MODES = ("none", "whole", "regional", "all")
+COMPILE_MODES = ("none", "whole", "regional", "cudagraph", "all")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)"}
+_SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)",
+           "cudagraph": " (CUDA graph step)"}
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None) -> int:
@@ -77,7 +79,7 @@ class Trainee:
     """A module with its own batch and optimizer, ready to take timed training steps."""
 
     def __init__(self, name: str, model: nn.Module, batch: int, shape: tuple[int, ...], classes: int,
-                 device: torch.device, dtype: torch.dtype, channels_last: bool):
+                 device: torch.device, dtype: torch.dtype, channels_last: bool, graphed: bool = False):
         self.name, self.device, self.dtype, self.batch = name, device, dtype, batch
         self.model = model.to(device).train()
         g = torch.Generator(device=device).manual_seed(0)
@@ -87,11 +89,23 @@ class Trainee:
             self.model = self.model.to(memory_format=torch.channels_last)
             if self.x.dim() == 4:
                 self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                                   weight_decay=1e-4)
+        hyper = dict(momentum=0.9, nesterov=True, weight_decay=1e-4)
+        if graphed:
+            self.opt = graph_optimizer(self.model.parameters(), device, 0.01, **hyper)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, **hyper)
+        self.graphed: GraphedStep | None = None
+        self.graph, self.graph_peak = graphed, 0
         self.first_s = 0.0
 
     def step(self) -> None:
+        if self.graph:
+            if self.graphed is None:  # the capture is the first step's work, as compiling is
+                before = self._peak_start()
+                self.graphed = GraphedStep(self.model, self.opt, self.x, self.y, self.dtype)
+                self.graph_peak = self._peak_end(before)  # the graph's pool is allocated at capture
+            self.graphed(self.x, self.y)
+            return
         with _autocast(self.device, self.dtype):
             loss = F.cross_entropy(self.model(self.x).float(), self.y)
         self.opt.zero_grad(set_to_none=True)
@@ -121,17 +135,26 @@ class Trainee:
 
     def cuda_peak(self) -> int | None:
         """The module's parameters, optimizer state and batch, plus the most one step (gradients
-        included) allocates above everything allocated before it."""
+        included) allocates above everything allocated before it; for a CUDA graph, the most its
+        capture allocated, its memory pool included."""
         if self.device.type != "cuda":
             return None
+        if self.graph:
+            return self.graph_peak
         self.opt.zero_grad(set_to_none=True)
+        before = self._peak_start()
+        self.step()
+        return self._peak_end(before)
+
+    def _peak_start(self) -> int:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def _peak_end(self, before: int) -> int:
         torch.cuda.synchronize(self.device)
         own = sum(p.nbytes for p in self.model.parameters()) + self.x.nbytes + self.y.nbytes
         own += sum(t.nbytes for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))
-        before = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        self.step()
-        torch.cuda.synchronize(self.device)
         return own + torch.cuda.max_memory_allocated(self.device) - before
 
 
@@ -178,14 +201,20 @@ def baseline_for(net: Network, kind: str) -> tuple[str, Callable[[], nn.Module]]
 
 
 def _modes(compile_: bool | str | None) -> list[str]:
-    """The compile modes to measure archspec's module in: `True` (the old flag) means whole."""
+    """The compile modes to measure archspec's module in: one mode, a comma-separated list, or `all`;
+    `True` (the old flag) means whole."""
     if compile_ is None or compile_ is False:
         return ["none"]
     if compile_ is True:
         return ["whole"]
-    if compile_ not in COMPILE_MODES:
-        raise RunError(f"unknown compile mode '{compile_}'", "compile modes: " + ", ".join(COMPILE_MODES))
-    return ["none", "whole", "regional"] if compile_ == "all" else [compile_]
+    modes = [m.strip() for m in compile_.split(",") if m.strip()]
+    for m in modes:
+        if m not in COMPILE_MODES:
+            raise RunError(f"unknown compile mode '{m}'", "compile modes: " + ", ".join(COMPILE_MODES)
+                           + " (several separated by commas)")
+    if "all" in modes:
+        return ["none", "whole", "regional", "cudagraph"]
+    return list(dict.fromkeys(modes))
 
 
 def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int, dtype: str,
@@ -200,6 +229,10 @@ def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int, 
     if dtype not in DTYPES:
         raise RunError(f"unknown dtype '{dtype}'", "dtypes: " + ", ".join(DTYPES))
     return DTYPES[dtype]
+
+
+_BASE_MODE = {"none": "none", "whole": "whole", "regional": "whole", "cudagraph": "cudagraph"}
+"""The baseline's form each of archspec's modes is set against (besides the eager baseline)."""
 
 
 def _gib(n: int | None) -> str:
@@ -217,6 +250,10 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
     dt = _check(batches, net.shape(net.input), steps, warmup, dtype, memory)
     modes = _modes(compile_)
     dev = pick_device(device, Dist())
+    if "cudagraph" in modes and dev.type != "cuda":
+        if compile_ != "all":
+            raise RunError("--compile cudagraph needs a CUDA device", "use --device cuda, or another compile mode")
+        modes.remove("cudagraph")  # `all` measures what the device can run
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes are static: let cuDNN pick its fastest kernels
     if channels_last is None:
@@ -235,11 +272,11 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
         label = "archspec" + {"fast": "", "lean": " (lean)"}.get(memory, f" ({memory} → {resolved})")
         trainees, pairs = [], []
         base_of: dict[str, Trainee] = {}
-        for mode in dict.fromkeys("none" if m == "none" else "whole" for m in modes):
+        for mode in dict.fromkeys(["none"] + [_BASE_MODE[m] for m in modes]):  # eager always: the goals' yardstick
             torch.manual_seed(0)
             base = base_make()
             base_of[mode] = Trainee(base_name + _SUFFIX[mode], torch.compile(base) if mode == "whole" else base,
-                                    batch, shape, classes, dev, dt, channels_last)
+                                    batch, shape, classes, dev, dt, channels_last, graphed=mode == "cudagraph")
         for mode in modes:
             torch.manual_seed(0)
             model = memory_policy.apply(to_module(net), resolved)
@@ -249,9 +286,10 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
                 model = compile_regions(model)
                 kinds = region_kinds(model)
                 notes.append(f"regional: {len(kinds)} compiled structures for {sum(map(len, kinds.values()))} regions")
-            a = Trainee(label + _SUFFIX[mode], model, batch, shape, classes, dev, dt, channels_last)
+            a = Trainee(label + _SUFFIX[mode], model, batch, shape, classes, dev, dt, channels_last,
+                        graphed=mode == "cudagraph")
             trainees.append(a)
-            pairs.append((a, base_of["none" if mode == "none" else "whole"]))
+            pairs += [(a, b) for b in dict.fromkeys([base_of[_BASE_MODE[mode]], base_of["none"]])]
         trainees += list(base_of.values())
         figures = dict(zip((t.name for t in trainees), measure_together(trainees, steps, warmup)))
         rows += figures.values()

@@ -1,18 +1,19 @@
 """ImageNet-style image folders (train/<class>/*.jpg, val/<class>/*.jpg): decoded and augmented in
-loader worker processes, this rank's share of each."""
+persistent loader worker processes, this rank's share of each."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from archspec.language.errors import RunError
 
-from .dataset import LAYOUTS, Dataset, channel_stats
+from . import transforms as T
+from .dataset import LAYOUTS, Dataset
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -35,48 +36,30 @@ def _images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """`root/<class>/*.jpg|jpeg|png` as uint8 3×size×size tensors and labels. Training images get a
-    random crop of a randomly resized copy and a flip, drawn from (seed, epoch, index) so that the
-    result does not depend on the worker that decodes it; test images a resize and a centre crop."""
+    """`root/<class>/*.jpg|jpeg|png` as uint8 3×size×size tensors and labels, by ImageNet's standard
+    transforms (`transforms.py`): a random resized crop and a flip for training, drawn from (seed,
+    epoch, index) so that the result does not depend on the worker that decodes it; a resize to
+    size/0.875 and a centre crop for evaluation. An item is read by index (in `epoch`) or by
+    (epoch, index), as the loader's sampler hands it to workers that outlive an epoch."""
 
-    def __init__(self, root: Path, size: int, *, train: bool, classes: list[str] | None = None, seed: int = 0):
+    def __init__(self, root: Path, size: int, *, train: bool, classes: list[str] | None = None, seed: int = 0,
+                 backend: str = "auto"):
         root = Path(root)
         if not root.is_dir():
             raise RunError(f"no image folder at {root}", hint="expected <class>/*.jpg|jpeg|png under it")
         self.root, self.size, self.train, self.seed, self.epoch = root, size, train, seed, 0
+        self.backend = T.pick_backend(backend)
         self.classes = classes if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
         self.samples = _images(root, self.classes)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         file, label = self.samples[i]
-        rng = random.Random(((self.seed * 100003 + self.epoch) * 1000003 + i) % 2**63)
-        side = round(self.size * rng.uniform(1.0, 1.5)) if self.train else self.size
-        try:
-            with Image.open(file) as img:  # refuses images above PIL's decompression-bomb limit
-                w, h = img.size
-                if min(w, h) < 1:
-                    raise ValueError(f"it is {w}×{h} pixels")
-                scale = side / min(w, h)
-                tw, th = max(side, round(w * scale)), max(side, round(h * scale))
-                img.draft("RGB", (tw, th))  # JPEGs decode at a reduced scale when that suffices
-                img = img.convert("RGB").resize((tw, th), Image.Resampling.BILINEAR)
-        except Exception as e:  # anything a broken, truncated or hostile file makes PIL raise
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RunError(f"cannot read the image {file}: {why}",
-                           "remove or replace the file: every image of the folders must be readable") from None
-        if self.train:
-            left, top = rng.randint(0, tw - self.size), rng.randint(0, th - self.size)
-        else:
-            left, top = (tw - self.size) // 2, (th - self.size) // 2
-        img = img.crop((left, top, left + self.size, top + self.size))
-        if self.train and rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), label
+        rng = random.Random(((self.seed * 100003 + epoch) * 1000003 + i) % 2**63)
+        return T.load(file, self.size, train=self.train, rng=rng, backend=self.backend), label
 
 
 class _Unreadable:
@@ -110,15 +93,30 @@ def _collate(items: list):
 
 
 def _checked(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for batch in loader:
+    batches = iter(loader)
+    for batch in batches:
         if isinstance(batch, _Unreadable):
+            _stop_workers(loader, batches)
             raise RunError(batch.message, batch.hint)
         yield batch
 
 
+def _stop_workers(loader: torch.utils.data.DataLoader, batches: Iterator | None = None) -> None:
+    """End the loader's persistent workers now rather than whenever the garbage collector gets to them:
+    shut down from a collection, a worker can miss its stop message and hold the process up for the
+    loader's 5 s join timeout. A later epoch starts new workers."""
+    batches = batches if batches is not None else getattr(loader, "_iterator", None)
+    stop = getattr(batches, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
+    if getattr(loader, "_iterator", None) is batches:
+        loader._iterator = None
+
+
 class _Shard(torch.utils.data.Sampler):
-    """This rank's indices: a shuffle of (seed, epoch) trimmed to n // world when training (as in
-    `batches`), every world-th index in order otherwise."""
+    """This rank's items, as (epoch, index): a shuffle of (seed, epoch) trimmed to n // world when
+    training (as in `batches`), every world-th index in order otherwise. The epoch travels with each
+    index because persistent workers keep their own copy of the data set from the first epoch on."""
 
     def __init__(self, n: int, *, train: bool, seed: int, rank: int, world: int):
         self.n, self.train, self.seed, self.rank, self.world, self.epoch = n, train, seed, rank, world, 0
@@ -130,8 +128,9 @@ class _Shard(torch.utils.data.Sampler):
         perm = torch.randperm(self.n, generator=g)
         return perm[self.rank::self.world][: self.n // self.world].tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices())
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self._indices())
 
     def __len__(self) -> int:
         return self.n // self.world if self.train else len(range(self.rank, self.n, self.world))
@@ -156,36 +155,65 @@ class FolderLoader:
         self.epoch += 1
         return _checked(self.loader)
 
+    def close(self) -> None:
+        """End the worker processes (a later iteration starts new ones)."""
+        _stop_workers(self.loader)
 
-def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int, rank: int = 0, world: int = 1,
-                   *, seed: int = 0) -> tuple[FolderLoader, FolderLoader, int]:
+
+def default_workers() -> int:
+    """Loader processes when none are asked for: one per usable core, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+def check_workers(workers: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise RunError(f"--workers {workers!r}: the number of loader processes must be a whole number >= 0",
+                       "0 decodes in the training process itself")
+
+
+def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int | None = None, rank: int = 0,
+                   world: int = 1, *, seed: int = 0, device: torch.device | str | None = None,
+                   backend: str = "auto") -> tuple[FolderLoader, FolderLoader, int]:
     """Loaders of uint8 batches (N×3×size×size, labels) for `path/train` and `path/val`, this rank's
-    share of each; decoding runs in `workers` processes. Normalise on the device with `normalize`."""
+    share of each, by ImageNet's standard transforms. Decoding runs in `workers` processes (default:
+    `default_workers()`) that persist across epochs; batches land in pinned memory when `device` is
+    a CUDA device (without a device: whenever CUDA is available), so that copies to it do not block.
+    Normalise on the device with `normalize`."""
     path = Path(path)
+    workers = default_workers() if workers is None else workers
+    check_workers(workers)
     val = val_dir(path)
     if not (path / "train").is_dir() or val is None:
         raise RunError(f"{path} is not an image-folder data set", hint=LAYOUTS)
-    train_set = ImageFolder(path / "train", size, train=True, seed=seed)
-    test_set = ImageFolder(val, size, train=False, classes=train_set.classes)
-    pin = torch.cuda.is_available()
-
-    def loader(data: ImageFolder, sampler: _Shard, drop_last: bool) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            _Guarded(data), batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
-            drop_last=drop_last, collate_fn=_collate,
-            generator=torch.Generator().manual_seed(seed))  # worker seeds not from the global RNG
-
+    train_set = ImageFolder(path / "train", size, train=True, seed=seed, backend=backend)
+    test_set = ImageFolder(val, size, train=False, classes=train_set.classes, backend=backend)
+    pin = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     train_sampler = _Shard(len(train_set), train=True, seed=seed, rank=rank, world=world)
     test_sampler = _Shard(len(test_set), train=False, seed=seed, rank=rank, world=world)
-    return (FolderLoader(loader(train_set, train_sampler, True), train_sampler),
-            FolderLoader(loader(test_set, test_sampler, False), test_sampler), len(train_set.classes))
+    return (FolderLoader(loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True, seed=seed),
+                         train_sampler),
+            FolderLoader(loader(test_set, test_sampler, batch_size, workers, pin, drop_last=False, seed=seed),
+                         test_sampler), len(train_set.classes))
 
 
-def folder_dataset(path: Path, sample: int = 64) -> Dataset:
-    """A folder set: its classes, and mean/std estimated from up to `sample` training images."""
-    train = ImageFolder(path / "train", 64, train=False)
-    ImageFolder(val_dir(path), 64, train=False, classes=train.classes)  # the same classes, and images
-    step = max(1, len(train) // sample)
-    x = torch.stack([train[i][0] for i in range(0, len(train), step)[:sample]])
-    mean, std = channel_stats(x)
-    return Dataset(f"folder:{path}", None, None, None, None, len(train.classes), mean, std, "none", 0, folder=path)
+def loader(images: ImageFolder, sampler: torch.utils.data.Sampler, batch_size: int, workers: int, pin: bool, *,
+           drop_last: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+    """The DataLoader of one folder: unreadable files come back as messages, not worker tracebacks."""
+    return torch.utils.data.DataLoader(
+        _Guarded(images), batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
+        drop_last=drop_last, collate_fn=_collate, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed))  # worker seeds not from the global RNG
+
+
+def folder_dataset(path: Path, probe: int = 64) -> Dataset:
+    """A folder set: its classes, ImageNet's mean and std (the standard for natural images, not an
+    estimate from a few files), and up to `probe` training images spread over the set decoded once
+    here, so that a broken set stops before training starts rather than in its first epoch."""
+    train = ImageFolder(path / "train", 32, train=False)
+    ImageFolder(val_dir(path), 32, train=False, classes=train.classes)  # the same classes, and images
+    step = max(1, len(train) // probe)
+    for i in range(0, len(train), step)[:probe]:
+        train[i]
+    return Dataset(f"folder:{path}", None, None, None, None, len(train.classes), T.IMAGENET_MEAN, T.IMAGENET_STD,
+                   "none", 0, folder=path)

@@ -1,11 +1,13 @@
 """Training checkpoints as single safetensors files: written atomically so a crash never costs the last
 good checkpoint, and read without unpickling so a checkpoint from anywhere cannot run code.
 
-A file holds the tensors of the model, optimizer, scheduler and RNG states under the prefixes `model/`,
-`optimizer/`, `scheduler/` and `rng/`; its string metadata holds `format`, `version`, the epoch, a JSON
-skeleton per part (the nesting around the tensors), `meta` as plain JSON and `digests`, the SHA-256 of every
-tensor's bytes, so that a flipped bit is reported instead of trained on. Files written before digests
-existed still load; a file without them is read unchecked."""
+A file holds the model's tensors under their plain state_dict names, so that
+`model.load_state_dict(safetensors.torch.load_file(path))` reads a weights-only file directly, and the
+optimizer, scheduler and RNG states (when present) under the prefixes `optimizer/`, `scheduler/` and `rng/`;
+its string metadata holds `format`, `version`, the epoch, a JSON skeleton per part (the nesting around the
+tensors, naming each tensor), `meta` as plain JSON and `digests`, the SHA-256 of every tensor's bytes, so
+that a flipped bit is reported instead of trained on. Files whose model tensors carry a `model/` prefix
+(written before) load the same way, as the skeleton names them; a file without digests is read unchecked."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from archspec.language.errors import RunError
+
+from .runfiles import file_mode
 
 __all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
            "FORMAT", "VERSION"]
@@ -80,7 +84,11 @@ class RunMeta(BaseModel):
     data_source: str | None = None
     seed: int = Field(0, ge=-2**63, lt=2**64)  # what torch.manual_seed takes
     memory: str | None = None
-    best_test_acc: float = -1.0
+    best_test_acc: float = -1.0  # runs that chose `best` on the test set (before validation splits)
+    val_split: int | float = 0  # as given: a count of training images, or a fraction of them
+    val_images: int = Field(0, ge=0)
+    best_val_acc: float = -1.0
+    best_epoch: int = Field(0, ge=0)
 
 
 # -- nested structures <-> tensors + JSON skeleton
@@ -184,7 +192,7 @@ def save(path: str | Path, ck: Checkpoint) -> None:
             save_file(tensors, tmp, metadata=metadata)
             os.fsync(fd)
             _check_written(tmp, metadata, len(tensors))
-            os.chmod(tmp, _file_mode(path))
+            os.chmod(tmp, file_mode(path))  # mkstemp's 0600 would hide it from the group
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -235,7 +243,11 @@ def _encode_checkpoint(ck: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[st
     metadata = {"format": FORMAT, "version": VERSION, "epoch": json.dumps(ck.epoch), "meta": json.dumps(ck.meta)}
     tensors: dict[str, torch.Tensor] = {}
     for part in _PARTS:
-        found, skeleton = flatten(getattr(ck, part), part)
+        found, skeleton = flatten(getattr(ck, part), "" if part == "model" else part)
+        clash = next((name for name in found if name in tensors), None)
+        if clash is not None:
+            raise TypeError(f"model tensor '{clash}' has the name of a {part} tensor: a state_dict name may "
+                            f"not start with '{part}/'")
         tensors.update(found)
         metadata[part] = json.dumps(skeleton, allow_nan=False, separators=(",", ":"))
     return tensors, metadata
@@ -264,15 +276,6 @@ def _check_written(tmp: str, metadata: Mapping[str, str], count: int) -> None:
     with safe_open(tmp, framework="pt") as f:
         if f.metadata() != dict(metadata) or len(f.keys()) != count:
             raise OSError(errno.EIO, "the written file does not read back")
-
-
-def _file_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:

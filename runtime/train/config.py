@@ -27,12 +27,18 @@ class TrainConfig:
     out: Path = Path("runs/last")
     resume: bool = False
     device: str = "auto"
-    compile: bool = False
+    compile: str | bool = "none"  # none, regional, whole or cudagraph (True: regional)
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on the CPU
     channels_last: bool | None = None  # None: on for CUDA
     memory: str | None = None  # fast, lean or auto; None: fast, or on --resume the mode the run was trained in
     progress: bool = True
-    workers: int = 4  # image folders only
+    workers: int | None = None  # image folders only; None: data.default_workers() (one per core, at most 8)
+    # training images held out to choose `best` on: a count, or a fraction of the training set; 0: none (the
+    # papers' practice: train on every training image, report the test split); None: 0, or on --resume the run's
+    val_split: int | float | None = None
+    allow_paths: tuple[str, ...] = ()
+    max_memory: int | None = None  # bytes a training step may need (estimated first); None: the device's  # folders `use` may read besides the spec's own tree and the library
+    tensorboard: bool = True  # event files beside metrics.jsonl, where TensorBoard is installed
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

@@ -4,7 +4,7 @@ its weights, and measured on test data."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import nn
 
 from archspec.api import DEFAULT_MAX_PARAMS
 from archspec.compiler.codegen import to_module
+from archspec.compiler.activation_memory import refuse_above
 from archspec.compiler.costs import summarize
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
@@ -21,6 +22,7 @@ from archspec.runtime import data as D
 from . import checkpoint as ckpt
 from .devices import Dist, pick_device
 from .feed import Feed
+from .scores import Tally
 from .specfiles import read_spec, spec_from_files
 
 
@@ -42,10 +44,14 @@ def network_of(ck: ckpt.Checkpoint, path: str | Path, max_params: int = DEFAULT_
     return net
 
 
-def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[Network, nn.Module, ckpt.Checkpoint]:
-    """A checkpoint's network, its module (plain ops) with the trained weights, and the checkpoint itself."""
+def load_trained(path: str | Path, device: torch.device | str = "cpu", batch: int = 1,
+                 max_memory: int | None = None) -> tuple[Network, nn.Module, ckpt.Checkpoint]:
+    """A checkpoint's network, its module (plain ops) with the trained weights, and the checkpoint itself.
+    The embedded spec may come from a stranger: a forward pass at `batch` must fit `max_memory` (the
+    device's memory by default) before any weight is allocated."""
     ck = ckpt.load(path, map_location=device)
     net = network_of(ck, path)
+    refuse_above(net, batch, training=False, device=str(device), limit=max_memory)
     model = to_module(net, init=False).to(device)
     try:
         model.load_state_dict(ck.model)
@@ -54,38 +60,45 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     return net, model, ck
 
 
-def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0) -> tuple[Network, nn.Module]:
-    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights), in eval mode."""
+def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0,
+                      allow_paths: Iterable[str | Path] | None = None, batch: int = 1,
+                      max_memory: int | None = None) -> tuple[Network, nn.Module]:
+    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights), in eval mode; a
+    forward pass at `batch` must fit `max_memory` before anything is allocated."""
     if Path(source).suffix == ".safetensors":
         if sets:
             raise RunError("--set applies to a spec; a checkpoint carries its own parameters")
-        net, model, _ = load_trained(source)
+        net, model, _ = load_trained(source, batch=batch, max_memory=max_memory)
     else:
-        net = elaborate(read_spec(source), sets)
+        net = elaborate(read_spec(source, allow_paths), sets)
+        refuse_above(net, batch, training=False, limit=max_memory)
         torch.manual_seed(seed)
         model = to_module(net)
     return net, model.eval()
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
-                        batch_size: int = 256) -> dict:
-    """Test loss and accuracy of a checkpoint, rebuilt from the spec it carries."""
+                        batch_size: int = 256, max_memory: int | None = None) -> dict:
+    """Test loss and accuracy (and top-5 accuracy, where there are more than 5 classes) of a checkpoint,
+    rebuilt from the spec it carries."""
     dev = pick_device(device, Dist())
-    net, model, ck = load_trained(path, dev)
+    net, model, ck = load_trained(path, dev, batch_size, max_memory)
     meta = ck.meta
     ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
     if tuple(net.shape(net.input)) != ds.shape or tuple(net.shape(net.output)) != (ds.classes,):
         raise RunError(f"{path} holds network '{net.name}' for {'×'.join(map(str, net.shape(net.input)))} "
                        f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")
     model.eval()
-    feed = Feed(ds, batch_size, dev, workers=2)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    feed = Feed(ds, batch_size, dev)
+    tally = Tally(dev, ds.classes)
     with torch.no_grad():
-        for x, y in feed.epoch(train=False)[0]:
+        for x, y in feed.batches("test")[0]:
             logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-    n = feed.sizes()[1]
-    return {"network": net.name, "data": ds.name, "epoch": ck.epoch, "test_loss": float(loss_sum) / n,
-            "test_acc": int(correct) / n, "images": n}
+            tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
+    scores = tally.totals()
+    report = {"network": net.name, "data": ds.name, "epoch": ck.epoch, "test_loss": scores["loss"],
+              "test_acc": scores["acc"]}
+    if "top5" in scores:
+        report["test_top5"] = scores["top5"]
+    report["images"] = feed.size("test")
+    return report

@@ -1,6 +1,8 @@
 """The training loop: one rank's model, optimizer and data, epoch after epoch, each ending in an
-evaluation, a metrics line and an atomic checkpoint. Every tensor the loop makes is made on the
-training device, so one code path serves the CPU, a GPU and DDP ranks."""
+evaluation (of the held-out validation images, where there are any, and of the test split), a metrics
+row (metrics.jsonl, metrics.csv, TensorBoard) and an atomic checkpoint. `best` is chosen on the
+validation images only: the test split is reported, never selected on. Every tensor the loop makes is
+made on the training device, so one code path serves the CPU, a GPU and DDP ranks."""
 
 from __future__ import annotations
 
@@ -16,26 +18,56 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
+from archspec.compiler.activation_memory import refuse_above
 from archspec.compiler.codegen import to_module
 from archspec.compiler.passes import memory
+from archspec.compiler.passes.regional import compile_regions
 from archspec.graph.ir import Network
 from archspec.language.errors import RunError, did_you_mean
 from archspec.runtime import data as D
 
 from . import checkpoint as ckpt
+from .board import Board
 from .config import TrainConfig
+from .graphed import GraphedStep, eager_step, graph_optimizer
 from .devices import Dist, join_process_group, launched_by_torchrun, leave_process_group, pick_device
 from .feed import Feed, Readout
 from .metrics import read_metrics, write_metrics
+from .progress import RunClock, progress_bar
 from .recipes import Recipe, recipe as get_recipe
+from .runconfig import run_config, write_run_config
+from .scores import Tally
 from .specfiles import fit_network, read_spec, spec_files
+from .split import check_val_split, val_count
 
 
-def make_optimizer(model: nn.Module, r: Recipe) -> tuple[torch.optim.Optimizer, Any]:
-    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
-                          weight_decay=r.weight_decay)
+COMPILE_MODES = ("none", "regional", "whole", "cudagraph")
+"""`--compile`: eager; torch.compile once per layer structure (compile time flat in depth); the whole
+network; or each training step captured as one CUDA graph (launch-bound steps on a GPU)."""
+
+
+def make_optimizer(model: nn.Module, r: Recipe, graphed_on: torch.device | None = None
+                   ) -> tuple[torch.optim.Optimizer, Any]:
+    hyper = dict(momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0, weight_decay=r.weight_decay)
+    if graphed_on is not None:
+        opt = graph_optimizer(model.parameters(), graphed_on, r.lr, **hyper)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=r.lr, **hyper)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, r.milestone_epochs(), gamma=r.gamma)
     return opt, sched
+
+
+def compile_mode(requested: str | bool, device: torch.device, dist: Dist) -> str:
+    """The `--compile` mode, checked against the device: `True` is regional, `False` none."""
+    mode = {True: "regional", False: "none"}.get(requested, requested) if isinstance(requested, bool) else requested
+    if mode not in COMPILE_MODES:
+        raise RunError(f"unknown compile mode '{mode}'",
+                       did_you_mean(mode, COMPILE_MODES) or f"compile modes: {', '.join(COMPILE_MODES)}")
+    if mode == "cudagraph" and device.type != "cuda":
+        raise RunError("--compile cudagraph needs a CUDA device", "use --device cuda, or --compile regional")
+    if mode == "cudagraph" and dist.joined:
+        raise RunError("--compile cudagraph runs one process", "use --compile regional with --nproc")
+    return mode
 
 
 def memory_mode(requested: str, net: Network, batch: int, device: torch.device) -> str:
@@ -54,59 +86,77 @@ def training_module(net: Network, mode: str) -> torch.fx.GraphModule:
     return memory.apply(to_module(net), mode)
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True,
-                    disable=not enabled)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist: Dist | None = None, log: Callable[[str], None] = print):
         self.cfg, self.dist = cfg, dist or Dist()
         self.log = log if self.dist.main else (lambda s: None)
         self.device = pick_device(cfg.device, self.dist)
         cuda = self.device.type == "cuda"
+        if cuda:  # batch shapes are static (the last, partial one adds one more search): cuDNN picks its fastest kernels
+            torch.backends.cudnn.benchmark = True
         self.amp = cfg.amp if cfg.amp is not None else cuda
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         self.recipe = get_recipe(cfg.recipe, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                                                 "lr": cfg.lr})
         self.ds = D.load(cfg.data, seed=cfg.seed)
-        self.spec = read_spec(cfg.spec)
+        self.spec = read_spec(cfg.spec, cfg.allow_paths)
         self.net = fit_network(self.spec, cfg.sets, self.ds)
-        self.start_epoch, self.best = 0, -1.0
+        self.start_epoch, self.best, self.best_epoch = 0, -1.0, 0
         self.out = Path(cfg.out)
         self.metrics: list[dict] = []
         self._prepare_out()
         resumed = self._resumed_checkpoint() if cfg.resume else None
         recorded = resumed.meta.get("memory") if resumed is not None else None
         self.memory = memory_mode(cfg.memory or recorded or "fast", self.net, self.recipe.batch_size, self.device)
+        self.compile = compile_mode(cfg.compile, self.device, self.dist)
+        refuse_above(self.net, self.recipe.batch_size, training=True, device=str(self.device),
+                     limit=cfg.max_memory)  # before any tensor exists
+        self.val_split = self._val_split(resumed)
 
         torch.manual_seed(cfg.seed)
         model = training_module(self.net, self.memory).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the module whose state is saved
-        self.opt, self.sched = make_optimizer(model, self.recipe)
+        self.opt, self.sched = make_optimizer(model, self.recipe, self.device if self.compile == "cudagraph" else None)
         torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
         if resumed is not None:
             self._resume(resumed)
 
-        run = model
+        run = compile_regions(model) if self.compile == "regional" else model
         if self.dist.joined:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             run = DDP(model, device_ids=[self.device.index] if cuda else None)
-        self.run = torch.compile(run) if cfg.compile else run
+        self.run = torch.compile(run) if self.compile == "whole" else run
+        self.graphed: GraphedStep | None = None
+        held = val_count(self._train_images(), self.val_split, self.ds.name) if self.val_split else 0
         self.feed = Feed(self.ds, self.recipe.batch_size, self.device, seed=cfg.seed, rank=self.dist.rank,
-                         world=self.dist.world, workers=cfg.workers)
+                         world=self.dist.world, workers=cfg.workers, val=held)
         D.check_batch_size(self.feed.sizes()[0], self.recipe.batch_size, self.dist.world, self.ds.name)
-        if cuda and self.ds.train_x is not None:  # whole data sets live on the GPU when they fit
-            free = torch.cuda.mem_get_info(self.device)[0]
-            if self.ds.train_x.numel() + self.ds.test_x.numel() < free // 4:
-                self.ds.train_x, self.ds.test_x = self.ds.train_x.to(self.device), self.ds.test_x.to(self.device)
-                self.ds.train_y, self.ds.test_y = self.ds.train_y.to(self.device), self.ds.test_y.to(self.device)
+        if cuda:  # whole data sets live on the GPU when they fit
+            self.feed.keep_on(self.device, torch.cuda.mem_get_info(self.device)[0] // 4)
+        if self.dist.main:  # only now: a run refused above leaves no folder behind
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- data
+    def _train_images(self) -> int:
+        if self.ds.train_y is not None:
+            return len(self.ds.train_y)
+        return 0  # image folders: the feed refuses a split with its own message
+
+    def _val_split(self, resumed: ckpt.Checkpoint | None) -> int | float:
+        """The split asked for; on --resume the one the run was trained with, which may not change."""
+        asked = self.cfg.val_split
+        if asked is not None:
+            check_val_split(asked)
+        if resumed is None:
+            return asked or 0
+        recorded = resumed.meta.get("val_split", 0)
+        if asked is not None and asked != recorded:
+            raise RunError(f"{self.out} was trained with --val-split {recorded}, not {asked}",
+                           "resume with the run's split (leave --val-split out), or give another --out")
+        return recorded
 
     # -- files
     def _prepare_out(self) -> None:
@@ -117,14 +167,13 @@ class Trainer:
         if (self.out / "last.safetensors").exists() and not self.cfg.resume:
             raise RunError(f"{self.out} already holds a run (last.safetensors)",
                            "continue it with --resume, or give another --out: a run is never overwritten")
-        self.out.mkdir(parents=True, exist_ok=True)
 
     def _meta(self) -> dict:
         files, main = spec_files(self.spec)
         return {"network": self.net.name, "params": self.net.params, "files": files, "main": main,
                 "recipe": self.recipe.model_dump(), "data": self.ds.name, "data_source": self.cfg.data,
-                "seed": self.cfg.seed, "memory": self.memory,
-                "best_test_acc": self.best}
+                "seed": self.cfg.seed, "memory": self.memory, "val_split": self.val_split,
+                "val_images": self.feed.size("val"), "best_val_acc": self.best, "best_epoch": self.best_epoch}
 
     def _resumed_checkpoint(self) -> ckpt.Checkpoint | None:
         """The run's last checkpoint, on the training device, checked to be of this network."""
@@ -147,7 +196,8 @@ class Trainer:
             self.sched.load_state_dict(ck.scheduler)
         except (RuntimeError, KeyError, ValueError) as e:
             raise RunError(f"{path} does not fit this network: {e}") from None
-        self.start_epoch, self.best = ck.epoch, float(ck.meta.get("best_test_acc", -1.0))
+        self.start_epoch = ck.epoch
+        self.best, self.best_epoch = float(ck.meta.get("best_val_acc", -1.0)), int(ck.meta.get("best_epoch", 0))
         ckpt.set_rng_state(ck.rng)
         self.metrics = [m for m in read_metrics(self.out / "metrics.jsonl") if m.get("epoch", 0) <= ck.epoch]
         recorded = ck.meta.get("memory")
@@ -156,18 +206,31 @@ class Trainer:
         self.log(f"resuming {path} after epoch {ck.epoch}{note}")
 
     def _save(self, epoch: int, improved: bool) -> None:
+        """`last` holds everything a resume needs; `best` only the weights (and what describes them), so
+        that `model.load_state_dict(safetensors.torch.load_file(best))` takes it as it is."""
         if not self.dist.main:
             return
         write_metrics(self.out / "metrics.jsonl", self.metrics)
-        ck = ckpt.Checkpoint(model=self.model.state_dict(), optimizer=self.opt.state_dict(),
-                             scheduler=self.sched.state_dict(), epoch=epoch, rng=ckpt.rng_state(), meta=self._meta())
-        ckpt.save(self.out / "last.safetensors", ck)
+        weights, meta = self.model.state_dict(), self._meta()
+        ckpt.save(self.out / "last.safetensors",
+                  ckpt.Checkpoint(model=weights, optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+                                  epoch=epoch, rng=ckpt.rng_state(), meta=meta))
         if improved:
-            ckpt.save(self.out / "best.safetensors", ck)
+            ckpt.save(self.out / "best.safetensors",
+                      ckpt.Checkpoint(model=weights, optimizer=None, scheduler=None, epoch=epoch, rng={}, meta=meta))
 
-    # -- data
-    def _batches(self, train: bool, epoch: int) -> tuple[Iterator, int]:
-        return self.feed.epoch(train, epoch)
+    def _batches(self, part: str, epoch: int) -> tuple[Iterator, int]:
+        return self.feed.batches(part, epoch)
+
+    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step replayed from a CUDA graph captured on the first full batch; a batch of another size
+        (the last, partial one) runs eagerly on the same state."""
+        dtype = torch.bfloat16 if self.amp else None
+        if self.graphed is None and len(y) == self.recipe.batch_size:
+            self.graphed = GraphedStep(self.run, self.opt, x, y, dtype)
+        if self.graphed is None:
+            return eager_step(self.run, self.opt, x, y, dtype)
+        return self.graphed(x, y)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -184,91 +247,145 @@ class Trainer:
         return t.tolist()
 
     # -- epochs
-    def train_epoch(self, epoch: int, bar) -> tuple[float, float, int]:
+    def train_epoch(self, epoch: int, bar, on_step: Callable[[float], None] | None = None) -> dict[str, float]:
+        """One epoch of SGD; its mean loss, top-1 (and top-5) accuracy and image count over all ranks.
+        `on_step` hears the share of the epoch's steps done, now and then."""
         self.run.train()
-        it, n = self._batches(True, epoch)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = 0
+        it, n = self._batches("train", epoch)
+        tally = Tally(self.device, self.ds.classes)
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
         every = max(1, n // 20)
         readout = Readout(self.device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(it):
-            with self._autocast():
-                logits = self.run(self._prep(x))
-                loss = F.cross_entropy(logits.float(), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            if self.compile == "cudagraph":
+                logits, loss = self._graphed_step(self._prep(x), y)
+            else:
+                with self._autocast():
+                    logits = self.run(self._prep(x))
+                    loss = F.cross_entropy(logits.float(), y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+            tally.add(logits, y, loss.detach() * len(y))
             if (step + 1) % every == 0 or step + 1 == n:
-                rate = seen * self.dist.world / (time.perf_counter() - t0)
-                shown = readout.read(loss_sum, correct, seen)  # never waits for the device
+                rate = tally.seen * self.dist.world / (time.perf_counter() - t0)
+                shown = readout.read(tally.loss, tally.top1, tally.seen)  # never waits for the device
                 stats = f"loss {shown[0]:.3f}  acc {shown[1]:.3f}  " if shown else ""
                 bar.update(task, completed=step + 1, stats=f"{stats}{rate:,.0f} img/s")
+                if on_step is not None:
+                    on_step((step + 1) / n)
         bar.remove_task(task)
-        count = torch.full((), float(seen), dtype=torch.float64, device=self.device)
-        total_loss, total_correct, total_seen = self._reduce(loss_sum, correct, count)
-        return total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen)
+        return tally.totals(self._reduce)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self, part: str = "test") -> dict[str, float]:
+        """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode."""
         self.run.eval()
-        it, _ = self._batches(False, 0)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = torch.zeros((), device=self.device, dtype=torch.float64)
+        it, _ = self._batches(part, 0)
+        tally = Tally(self.device, self.ds.classes)
         for x, y in it:
             with self._autocast():
                 logits = self.run(self._prep(x)).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-        total_loss, total_correct, total = self._reduce(loss_sum, correct, seen)
-        return total_loss / max(total, 1), total_correct / max(total, 1)
+            tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
+        return tally.totals(self._reduce)
 
     def fit(self) -> list[dict]:
         r = self.recipe
+        split = f" / {self.feed.size('val'):,} val" if self.feed.has_val else ""
         self.log(f"training {self.net.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) on "
-                 f"{self.ds.name} ({self.feed.sizes()[0]:,} train / {self.feed.sizes()[1]:,} test), recipe "
+                 f"{self.ds.name} ({self.feed.sizes()[0]:,} train{split} / {self.feed.sizes()[1]:,} test), recipe "
                  f"{r.name}: {r.epochs} epoch{'' if r.epochs == 1 else 's'}, batch {r.batch_size}, lr {r.lr}, device {self.device}"
                  + (f" × {self.dist.world} process{'es' * (self.dist.world > 1)} (DDP)" if self.dist.joined else "")
                  + (", bf16" if self.amp else "") + (", channels_last" if self.channels_last else "")
-                 + (", compiled" if self.cfg.compile else "") + (", lean memory" if self.memory == "lean" else ""))
-        with _progress(self.cfg.progress and self.dist.main) as bar:
-            for epoch in range(self.start_epoch, r.epochs):
-                t0 = time.perf_counter()
-                lr = self.opt.param_groups[0]["lr"]
-                train_loss, train_acc, seen = self.train_epoch(epoch, bar)
-                self.sched.step()
-                test_loss, test_acc = self.evaluate()
-                seconds = time.perf_counter() - t0
-                improved = test_acc > self.best
-                self.best = max(self.best, test_acc)
-                row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                       "test_acc": test_acc, "lr": lr, "seconds": round(seconds, 3),
-                       "images_per_s": round(seen / seconds, 1)}
-                if not all(math.isfinite(v) for v in (train_loss, test_loss)):
-                    raise RunError(f"the loss became {train_loss} in epoch {epoch + 1}",
-                                   "lower the learning rate (--lr)")
-                self.metrics.append(row)
-                self._save(epoch + 1, improved)
-                self.log(f"epoch {epoch + 1:>3}/{r.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                         f"test loss {test_loss:.4f} acc {test_acc:.4f}  lr {lr:.4g}  {seconds:.1f} s")
+                 + ("" if self.compile == "none" else f", compile {self.compile}") + (", lean memory" if self.memory == "lean" else ""))
+        if not self.feed.has_val:
+            self.log("no validation split (--val-split 0): best.safetensors is not written; the test split is "
+                     "reported, never selected on")
+        board = None
+        if self.dist.main:
+            write_run_config(self.out / "config.json", run_config(self))
+            board = Board(self.out, enabled=self.cfg.tensorboard, resumed_after=self.start_epoch, log=self.log)
+        try:
+            with progress_bar(self.cfg.progress and self.dist.main) as bar:
+                self._epochs(bar, board)
+        finally:
+            if board is not None:
+                board.close()
         if self.dist.joined:
             tdist.barrier()
         return self.metrics
+
+    def _epochs(self, bar, board: Board | None) -> None:
+        r = self.recipe
+        left = r.epochs - self.start_epoch
+        run_clock = RunClock(left)
+        run_task = bar.add_task("run", total=left, stats="", eta=None) if left > 0 else None
+
+        def show(done: float, epoch: int, ended: bool = False) -> None:
+            if run_task is not None:
+                bar.update(run_task, completed=epoch - self.start_epoch + done, stats=f"epoch {epoch + 1}/{r.epochs}",
+                           eta=run_clock.between() if ended else run_clock.remaining(done))
+
+        for epoch in range(self.start_epoch, r.epochs):
+            run_clock.start_epoch()
+            t0 = time.perf_counter()
+            lr = float(self.opt.param_groups[0]["lr"])  # a tensor on the device for CUDA-graph steps
+            show(0.0, epoch)
+            trained = self.train_epoch(epoch, bar, lambda done: show(done, epoch))
+            train_seconds = time.perf_counter() - t0
+            self.sched.step()
+            val = self.evaluate("val") if self.feed.has_val else None
+            test = self.evaluate("test")
+            seconds = time.perf_counter() - t0
+            improved = val is not None and val["acc"] > self.best
+            if improved:
+                self.best, self.best_epoch = val["acc"], epoch + 1
+            row = {"epoch": epoch + 1, **_prefixed("train", trained), **(_prefixed("val", val) if val else {}),
+                   **_prefixed("test", test), "lr": lr, "seconds": round(seconds, 3),
+                   "images_per_s": round(trained["images"] / seconds, 1)}
+            losses = [trained["loss"], test["loss"]] + ([val["loss"]] if val else [])
+            if not all(math.isfinite(v) for v in losses):
+                raise RunError(f"the loss became {trained['loss']} in epoch {epoch + 1}",
+                               "lower the learning rate (--lr)")
+            self.metrics.append(row)
+            self._save(epoch + 1, improved)
+            if board is not None:
+                board.epoch(row)
+            run_clock.end_epoch(train_seconds)
+            show(1.0, epoch, ended=True)
+            self.log(_epoch_line(row, r.epochs, improved))
+
+
+def _prefixed(part: str, scores: dict[str, float]) -> dict[str, float]:
+    """`train_loss`, `train_acc`, `train_top5` from a tally's totals (its image count left out)."""
+    return {f"{part}_{k}": v for k, v in scores.items() if k != "images"}
+
+
+def _epoch_line(row: dict, epochs: int, best: bool) -> str:
+    def part(name: str) -> str:
+        if f"{name}_loss" not in row:
+            return ""
+        top5 = f" top5 {row[f'{name}_top5']:.4f}" if f"{name}_top5" in row else ""
+        return f"  {name} loss {row[f'{name}_loss']:.4f} acc {row[f'{name}_acc']:.4f}{top5}"
+
+    return (f"epoch {row['epoch']:>3}/{epochs}{part('train')}{part('val')}{part('test')}  lr {row['lr']:.4g}  "
+            f"{row['seconds']:.1f} s" + ("  (best)" if best else ""))
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict]:
     """Train as `cfg` says; under torchrun, each rank (even a single one) joins the process group."""
     if not launched_by_torchrun():
-        return Trainer(cfg, log=log).fit()
+        return _fit(Trainer(cfg, log=log))
     dist = join_process_group(cfg.device)
     try:
-        return Trainer(cfg, dist, log).fit()
+        return _fit(Trainer(cfg, dist, log))
     finally:
         leave_process_group()
+
+
+def _fit(trainer: Trainer) -> list[dict]:
+    try:
+        return trainer.fit()
+    finally:
+        trainer.feed.close()  # image-folder workers end with the run, not at garbage collection

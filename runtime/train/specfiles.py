@@ -8,7 +8,7 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
@@ -24,9 +24,10 @@ MAX_SPEC_FILES = 256
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 
 
-def read_spec(source: str | os.PathLike | Spec) -> Spec:
-    """The spec at a path, or one already parsed."""
-    return source if isinstance(source, Spec) else load_file(source)
+def read_spec(source: str | os.PathLike | Spec, allow_paths: Iterable[str | os.PathLike] | None = None) -> Spec:
+    """The spec at a path (its `use` lines confined to its folder's tree, the shipped library and
+    `allow_paths`), or one already parsed."""
+    return source if isinstance(source, Spec) else load_file(source, allow_paths)
 
 
 def spec_files(spec: Spec) -> tuple[dict[str, str], str]:

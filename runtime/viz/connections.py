@@ -20,7 +20,9 @@ from .files import save_figure
 from .view import units_of
 
 # Ops that keep channel i at channel i, so a concat's channel ranges still hold after them.
-PASS_THROUGH = {"bn", "relu", "dropout", "dropout2d", "identity", "avgpool", "maxpool", "gap"}
+PASS_THROUGH = {"bn", "relu", "silu", "relu6", "gelu", "sigmoid", "hardswish", "hardsigmoid", "leaky_relu",
+                "layernorm", "groupnorm", "scale", "drop_path", "dropout", "dropout2d", "identity", "tap", "avgpool",
+                "maxpool", "adaptive_avgpool", "adaptive_maxpool", "gap"}
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 

@@ -53,6 +53,7 @@ def _legend_handles(v: View, used: set[str]):
 
     handles = []
     names = {"crossdepthwise": "crossdepthwise merge", "concat": "concat merge", "add": "sum merge / residual",
+             "mul": "mul merge (gate)",
              "chain": "chain"}
     for k, label in names.items():
         if k in used:

@@ -5,6 +5,7 @@ drawing shows it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +33,21 @@ class NoArgs(OpArgs):
     pass
 
 
+@dataclass(frozen=True)
+class Saves:
+    """What autograd keeps of one op's tensors for backward, for the memory estimate made before any
+    tensor exists (the reading of PyTorch's derivative formula for the op's lowering). The default, its
+    inputs and its output, over-estimates any op."""
+
+    inputs: bool = True
+    output: bool = True
+    stats: bool = False  # a float32 mean and inverse deviation per input channel (batch norms)
+    extra: int = 0  # bytes per output element besides its tensors (max pooling's int64 indices)
+    mask: Literal["", "activation", "channel"] = ""  # dropout's mask: output-sized, or one per channel
+    view: bool = False  # the output shares its input's memory
+    temporary: bool = False  # the lowering makes an output-sized partial result
+
+
 class Op(Word):
     """One kind of graph node. A subclass sets `kind` and `Args` and overrides the rules and hooks it
     needs. Torch-side hooks (`lower`, `source`, `initialise`, `activation`) import torch when called, so
@@ -48,6 +64,7 @@ class Op(Word):
     flattens: ClassVar[bool] = False  # an image input is flattened before the module sees it
     # An element-wise activation whose input a memory pass may drop and recompute: `activation()` gives it.
     recomputable: ClassVar[bool] = False
+    saves: ClassVar[Saves] = Saves()  # what backward keeps: the memory estimate reads it
     colour: ClassVar[str] = "#999999"  # its dots in a drawing
     short: ClassVar[str]  # its label in a drawing; the kind unless set
 
@@ -97,10 +114,26 @@ O = TypeVar("O", bound=type[Op])
 
 def register(op: O) -> O:
     """Make `op` a word of the language under its `kind`."""
-    if op.kind in OPS:
-        raise ValueError(f"op '{op.kind}' is registered twice")
-    OPS[op.kind] = op
+    if not (isinstance(op, type) and issubclass(op, Op)):
+        raise TypeError(f"only a subclass of Op can be registered as an op, not {op!r}")
+    kind = getattr(op, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"op class {_origin(op)} has no `kind` (the word a spec calls it by)")
+    if kind in OPS:
+        raise ValueError(f"op '{kind}' is registered twice: by {_origin(OPS[kind])} and by {_origin(op)}")
+    OPS[kind] = op
     return op
+
+
+def unregister(kind: str) -> type[Op]:
+    """Remove the op registered under `kind` (a plugin's, when it is unloaded); returns its class."""
+    if kind not in OPS:
+        raise KeyError(f"no op '{kind}' is registered")
+    return OPS.pop(kind)
+
+
+def _origin(op: type) -> str:
+    return f"{op.__module__}.{op.__qualname__}"
 
 
 def fmt_shape(shape: Shape) -> str:

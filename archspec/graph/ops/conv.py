@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Op, OpArgs, ShapeError, image, register, window
+from .base import Op, OpArgs, Saves, ShapeError, image, register, window
 
 
 class ConvArgs(OpArgs):
@@ -25,6 +25,7 @@ class ConvArgs(OpArgs):
 @register
 class Conv(Op):
     kind = "conv"
+    saves = Saves(output=False)
     aliases = ("conv2d", "convolution")
     Args = ConvArgs
     weighted = True

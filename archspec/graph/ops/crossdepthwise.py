@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Op, register, same_spatial
+from .base import Op, Saves, register, same_spatial
 from .norm import BatchNormArgs
 
 
@@ -14,6 +14,7 @@ class CrossDepthwise(Op):
     all are equal. Weights start at 1/L, biases at 0."""
 
     kind = "crossdepthwise"
+    saves = Saves(output=False, stats=True, temporary=True)
     Args = BatchNormArgs
     arity = (2, None)
     user = False

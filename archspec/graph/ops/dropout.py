@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from .base import Op, OpArgs, image, register
+from .base import Op, OpArgs, Saves, image, register
 
 
 class DropoutArgs(OpArgs):
@@ -33,6 +33,7 @@ class Dropout(_Dropout):
     """Element-wise dropout."""
 
     kind = "dropout"
+    saves = Saves(inputs=False, output=False, mask="activation")
     aliases = ("drop",)
     module = "Dropout"
 
@@ -42,6 +43,7 @@ class Dropout2d(_Dropout):
     """Channel-wise dropout."""
 
     kind = "dropout2d"
+    saves = Saves(inputs=False, output=False, mask="channel")
     aliases = ("spatialdropout",)
     module = "Dropout2d"
     short = "drop2d"

@@ -8,14 +8,15 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from .base import Op, OpArgs, register
+from .base import Op, OpArgs, Saves, register
 
 
 class LinearArgs(OpArgs):
     out: PositiveInt
     bias: bool = True
-    # default: U(±1/√fan_in); uniform_out: U(±√(3/out)), the SeqConv classifier. The bias starts at 0.
-    init: Literal["default", "uniform_out"] = "default"
+    # default: U(±1/√fan_in); uniform_out: U(±√(3/out)), the SeqConv and MnasNet classifier; normal:
+    # N(0, 0.01²), MobileNet's; uniform_inv_out: U(±1/√out), EfficientNet's. The bias starts at 0.
+    init: Literal["default", "uniform_out", "normal", "uniform_inv_out"] = "default"
 
 
 @register
@@ -23,6 +24,7 @@ class Linear(Op):
     """Fully connected; an image input is flattened first."""
 
     kind = "linear"
+    saves = Saves(output=False)
     aliases = ("fc", "dense", "fullyconnected")
     Args = LinearArgs
     weighted = True
@@ -53,7 +55,11 @@ class Linear(Op):
 
     @classmethod
     def initialise(cls, m, a):
-        bound = math.sqrt(3.0 / m.out_features) if a.init == "uniform_out" else 1.0 / math.sqrt(m.in_features)
-        m.weight.uniform_(-bound, bound)
+        if a.init == "normal":
+            m.weight.normal_(0.0, 0.01)
+        else:
+            bound = {"uniform_out": math.sqrt(3.0 / m.out_features),
+                     "uniform_inv_out": 1.0 / math.sqrt(m.out_features)}.get(a.init, 1.0 / math.sqrt(m.in_features))
+            m.weight.uniform_(-bound, bound)
         if m.bias is not None:
             m.bias.zero_()

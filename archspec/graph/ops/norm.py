@@ -1,10 +1,10 @@
-"""bn: batch normalisation over channels, starting as γ=1, β=0."""
+"""bn: batch normalisation over channels, starting as γ=1, β=0 (or with no affine at all)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Op, OpArgs, image, register
+from .base import Op, OpArgs, Saves, image, register
 
 
 class BatchNormArgs(OpArgs):
@@ -12,11 +12,16 @@ class BatchNormArgs(OpArgs):
     momentum: float = Field(0.1, ge=0, le=1)
 
 
+class BatchNormAffineArgs(BatchNormArgs):
+    affine: bool = True
+
+
 @register
 class BatchNorm(Op):
     kind = "bn"
+    saves = Saves(output=False, stats=True)
     aliases = ("batchnorm", "batchnorm2d", "bn2d", "batchnormalization", "norm")
-    Args = BatchNormArgs
+    Args = BatchNormAffineArgs
     colour = "#dd8452"
 
     @classmethod
@@ -25,17 +30,17 @@ class BatchNorm(Op):
 
     @classmethod
     def params(cls, ins, a):
-        return 2 * ins[0][0]
+        return 2 * ins[0][0] if a.affine else 0
 
     @classmethod
     def lower(cls, args, ins):
         from torch import nn
 
-        return nn.BatchNorm2d(ins[0][0], args.eps, args.momentum)
+        return nn.BatchNorm2d(ins[0][0], args.eps, args.momentum, affine=args.affine)
 
     @classmethod
     def source(cls, m):
-        return f"torch.nn.BatchNorm2d({m.num_features}, eps={m.eps}, momentum={m.momentum})"
+        return f"torch.nn.BatchNorm2d({m.num_features}, eps={m.eps}, momentum={m.momentum}, affine={m.affine})"
 
     @classmethod
     def initialise(cls, m, a):

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from .base import Op, register
+from .activation import Activation
+from .base import Saves, register
 
 
 @register
-class Relu(Op):
+class Relu(Activation):
     kind = "relu"
+    saves = Saves(inputs=False)
     aliases = ("rectifier",)
-    recomputable = True
-    colour = "#55a868"
+    function = "torch.nn.functional.relu"
 
-    @classmethod
-    def lower(cls, args, ins):
-        import torch.nn.functional as F
-
-        return F.relu, (), {}
-
-    @classmethod
-    def activation(cls):
+    @staticmethod
+    def backward(g, x, y):
         import torch
-        import torch.nn.functional as F
 
         # the output alone decides where the gradient flows, so the input need not be kept
-        return F.relu, lambda g, x, y: torch.ops.aten.threshold_backward(g, y, 0)
+        return torch.ops.aten.threshold_backward(g, y, 0)

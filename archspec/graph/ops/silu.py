@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from .base import Op, register
+from .activation import Activation
+from .base import Saves, register
 
 
 @register
-class Silu(Op):
+class Silu(Activation):
     kind = "silu"
+    saves = Saves(output=False)
     aliases = ("swish",)
-    colour = "#55a868"  # as every activation
-    recomputable = True
+    function = "torch.nn.functional.silu"
 
-    @classmethod
-    def lower(cls, args, ins):
-        import torch.nn.functional as F
-
-        return F.silu, (), {}
-
-    @classmethod
-    def activation(cls):
+    @staticmethod
+    def backward(g, x, y):
         import torch
-        import torch.nn.functional as F
 
-        return F.silu, lambda g, x, y: torch.ops.aten.silu_backward(g, x)
+        return torch.ops.aten.silu_backward(g, x)

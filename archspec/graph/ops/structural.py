@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Op, OpArgs, ShapeError, fmt_shape, image, register, same_spatial
+from .base import Op, OpArgs, Saves, ShapeError, fmt_shape, image, register, same_spatial
 
 
 class InputArgs(OpArgs):
@@ -34,6 +34,7 @@ class Input(Op):
 @register
 class Identity(Op):
     kind = "identity"
+    saves = Saves(inputs=False, output=False, view=True)
     aliases = ("id", "noop")
 
     @classmethod
@@ -46,6 +47,7 @@ class Concat(Op):
     """Channel concatenation (DenseNet)."""
 
     kind = "concat"
+    saves = Saves(inputs=False, output=False)
     arity = (1, None)
     user = False
     gather = "list"
@@ -67,6 +69,7 @@ class Add(Op):
     """Element-wise sum (ResNet)."""
 
     kind = "add"
+    saves = Saves(inputs=False, output=False, temporary=True)
     arity = (1, None)
     user = False
     gather = "pairwise"
@@ -89,6 +92,7 @@ class Slice(Op):
     """A channel range [start, stop) of one tensor."""
 
     kind = "slice"
+    saves = Saves(inputs=False, output=False, view=True)
     Args = SliceArgs
     user = False
     colour = "#8172b3"

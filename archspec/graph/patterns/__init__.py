@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .pattern import PATTERNS, BlockContext, Layer, MergeRule, Pattern, Where, register
+from .pattern import PATTERNS, BlockContext, Layer, MergeRule, Pattern, TemplateRunner, Where, register
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_m}")
 
-__all__ = ["PATTERNS", "BlockContext", "Layer", "MergeRule", "Pattern", "Where", "register"]
+__all__ = ["PATTERNS", "BlockContext", "Layer", "MergeRule", "Pattern", "TemplateRunner", "Where", "register"]

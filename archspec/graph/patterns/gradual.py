@@ -13,9 +13,9 @@ where U_i is the i-th copy of U (its own weights, scope `layer{i}`) and its inpu
 
 The block's output is [new_1 … new_P]. With `projection=true` every unit also gets the CIFAR
 models' projection shortcut, a 1×1 convolution C→o with a batch norm, from its input x_i: it is one
-more inflow of the segment's merge (new_i = old_i + BN(conv(x_i)) + U_i(x_i) with `sum`). The
-language cannot write it inside the unit: a nested `block residual` projects with a bare 1×1
-convolution, without the batch norm."""
+more inflow of the segment's merge (new_i = old_i + BN(conv(x_i)) + U_i(x_i) with `sum`). A unit
+written as a nested `block residual(projection="conv_bn")` computes the same sum as two additions;
+`projection=true` keeps it one merge of three inflows, as the CIFAR models' code does."""
 
 from __future__ import annotations
 

@@ -5,16 +5,31 @@ small interface, never the interpreter or the builder behind it."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Protocol, Sequence
 
-from ...language.errors import Loc
+from ...language.errors import Loc, SpecError
 from ..builder import Builder, Scope
-from ..ops import NoArgs, OpArgs, Shape
+from ..ops import OPS, NoArgs, OpArgs, Shape
 from ..streams import Stream, Streams
 from ..words import Word
 
-# A layer of a block: given its input tensor and the scope to name its ops in, it returns its output.
-Layer = Callable[[str, Scope], str]
+@dataclass(frozen=True)
+class Layer:
+    """A layer of a block: given its input tensor and the scope to name its ops in, it returns its output.
+    `op` is the primitive it consists of when the body wrote one bare op call as the layer (`bn`), None for
+    a template call or a braced group; `loc` is where the body wrote it."""
+
+    run: Callable[[str, Scope], str]
+    loc: Loc | None = None
+    op: str | None = None
+
+    def __call__(self, x: str, scope: Scope) -> str:
+        return self.run(x, scope)
+
+
+# Runs a layer template by name on a tensor: (name, positional values, input, scope) → output.
+TemplateRunner = Callable[[str, Sequence[object], str, Scope], str]
 Where = Scope  # where a pattern's own ops are named: the block's scope or one of its layers'
 
 
@@ -32,8 +47,9 @@ class BlockContext:
     there — run a layer, merge inflows, add an op, read a shape, carry a residual stream."""
 
     def __init__(self, builder: Builder, streams: Streams, scope: Scope, pattern: str, merge: MergeRule | None,
-                 merge_args: OpArgs, loc: Loc):
+                 merge_args: OpArgs, loc: Loc, templates: TemplateRunner | None = None):
         self._builder, self._streams = builder, streams
+        self._templates = templates
         self.scope = scope  # the block's scope: ops of the block as a whole (its output merge) go here
         self.pattern = pattern
         self.merge = merge  # None for a pattern that takes no merge word
@@ -47,6 +63,26 @@ class BlockContext:
     def run(self, layer: Layer, x: str, scope: Scope) -> str:
         """Apply one of the block's layers to `x`, naming its ops in `scope`."""
         return layer(x, scope)
+
+    def template(self, name: str, values: Sequence[object], x: str, scope: Scope) -> str:
+        """Apply the spec's layer template `name` to `x` with these positional arguments (a pattern's own
+        sub-layer the spec names, such as a residual projection); errors point at the block."""
+        if self._templates is None:
+            raise SpecError(f"pattern '{self.pattern}' cannot call layer '{name}' here", self.loc)
+        return self._templates(name, values, x, scope)
+
+    def refuse_lone_op(self, layer: Layer, x: str, y: str, what: str, allowed: tuple[str, ...] = ()) -> None:
+        """An error when `layer` is one bare op without weights that keeps its input's shape (`bn`, `relu`):
+        in a body such as `conv(...) bn relu conv(...)`, each call is a layer of its own, which is rarely
+        what was meant where every layer is `what` (its own shortcut, its own branch)."""
+        op = layer.op
+        if op is None or op in allowed or OPS[op].weighted or self.shape(x) != self.shape(y):
+            return
+        example = "{ conv(64, 3, padding=1) bn relu conv(64, 3, padding=1) bn }"
+        raise SpecError(f"in a {self.pattern} block each call is a layer of its own, so this `{op}` alone is "
+                        f"{what}", layer.loc or self.loc,
+                        f"group the calls of one layer in braces, as in `block {self.pattern} {{ {example} }}`, "
+                        "or call a layer template")
 
     def merge_of(self, inputs: list[str], where: Where) -> str:
         """The block's merge of `inputs` (one inflow passes through untouched)."""

@@ -1,6 +1,14 @@
 """`residual`: each layer's output merged with its input (ResNet). Where the layer changes what the
-merge needs to match (the whole shape for `sum`/`crossdepthwise`, the spatial size for `concat`),
-the shortcut is a 1×1 projection with the layer's stride.
+merge needs to match (the whole shape for `sum`/`crossdepthwise`/`mul`, the spatial size for `concat`),
+the shortcut is a projection with the layer's stride, as `projection` says:
+
+    "conv"      a bare 1×1 convolution (the default)
+    "conv_bn"   a 1×1 convolution then a batch norm (torchvision's ResNet downsample)
+    "none"      no projection: a layer that changes the shape is an error
+    NAME        the spec's layer template NAME, called as NAME(channels, stride)
+
+Each call in the body is a layer with its own shortcut, so a lone op without weights that keeps the
+shape (`bn`, `relu`) is refused: `{ conv(...) bn relu conv(...) bn }` in braces is one layer.
 
 `residual(embedded=true)` adds the shortcut inside the layer instead, at its `shortcut` marks (SeqConv's
 residual blocks, where the stream joins each group of the second layer before that group's batch norm).
@@ -15,6 +23,7 @@ from .pattern import Pattern, register
 
 class ResidualArgs(OpArgs):
     embedded: bool = False  # add the shortcut at the layer's `shortcut` marks, not after the layer
+    projection: str = "conv"  # "conv", "conv_bn", "none" or a layer template's name
 
 
 @register
@@ -35,18 +44,36 @@ class Residual(Pattern):
                 x = cls.embedded(ctx, x, layer, scope)
                 continue
             y = ctx.run(layer, x, scope)
+            ctx.refuse_lone_op(layer, x, y, f"a residual layer merged with its own input by {ctx.merge.word}")
             shortcut = x
             sx, sy = ctx.shape(x), ctx.shape(y)
             want = sy if ctx.merge.equal_shapes else (sx[0],) + sy[1:]
             if sx != want:
-                stride = -(-sx[1] // sy[1]) if len(sx) == 3 and len(sy) == 3 else 1
-                shortcut = ctx.add("conv", {"out": want[0], "kernel": 1, "stride": stride}, [x], scope, "shortcut",
-                                   role="shortcut", numbered=False)
-                if ctx.shape(shortcut) != want:
-                    raise SpecError(f"a residual shortcut cannot turn {fmt_shape(sx)} into {fmt_shape(want)}",
-                                    ctx.loc)
+                shortcut = cls.project(ctx, x, want, args.projection, scope)
             x = ctx.merge_of([shortcut, y], scope)
         return x
+
+    @classmethod
+    def project(cls, ctx, x: str, want: tuple[int, ...], how: str, scope) -> str:
+        """The shortcut that turns the layer's input `x` into the shape `want`, with the layer's stride."""
+        sx = ctx.shape(x)
+        if how == "none":
+            raise SpecError(f"residual(projection=\"none\"): a layer turns {fmt_shape(sx)} into "
+                            f"{fmt_shape(want)}, and the shortcut has no projection to follow it", ctx.loc,
+                            "keep the shape in every layer, or use projection=\"conv\" or \"conv_bn\"")
+        stride = -(-sx[1] // want[1]) if len(sx) == 3 and len(want) == 3 else 1
+        if how in ("conv", "conv_bn"):
+            out = ctx.add("conv", {"out": want[0], "kernel": 1, "stride": stride}, [x], scope, "shortcut",
+                          role="shortcut", numbered=False)
+            if how == "conv_bn":
+                out = ctx.add("bn", {}, [out], scope, "shortcut_bn", role="shortcut", numbered=False)
+        else:
+            out = ctx.template(how, [want[0], stride], x, scope.child("shortcut"))
+        if ctx.shape(out) != want:
+            via = f"projection '{how}'" if how not in ("conv", "conv_bn") else "a 1×1 projection"
+            raise SpecError(f"a residual shortcut cannot turn {fmt_shape(sx)} into {fmt_shape(want)}: {via} "
+                            f"gives {fmt_shape(ctx.shape(out))}", ctx.loc)
+        return out
 
     @classmethod
     def embedded(cls, ctx, x, layer, scope) -> str:

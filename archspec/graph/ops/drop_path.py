@@ -1,0 +1,31 @@
+"""drop_path: stochastic depth per sample, as torchvision's `stochastic_depth(mode="row")`: in
+training each sample's whole tensor is zeroed with probability p and the others scaled by 1/(1−p);
+identity in eval. Placed last in a residual layer, it drops that layer's branch for some samples."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Op, OpArgs, register
+
+
+class DropPathArgs(OpArgs):
+    p: float = Field(ge=0, le=1)
+
+
+@register
+class DropPath(Op):
+    kind = "drop_path"
+    aliases = ("droppath", "stochasticdepth")
+    Args = DropPathArgs
+    short = "droppath"
+
+    @classmethod
+    def lower(cls, args, ins):
+        from archspec.compiler.modules import DropPath as Module
+
+        return Module(args.p)
+
+    @classmethod
+    def source(cls, m):
+        return f"DropPath({m.p})"

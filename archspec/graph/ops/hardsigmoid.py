@@ -1,0 +1,21 @@
+"""hardsigmoid: relu6(x+3)/6, the piecewise-linear gate of MobileNetV3's squeeze-and-excitation;
+0 parameters, shape-preserving."""
+
+from __future__ import annotations
+
+from .activation import Activation
+from .base import Saves, register
+
+
+@register
+class Hardsigmoid(Activation):
+    kind = "hardsigmoid"
+    saves = Saves(output=False)
+    aliases = ("hsigmoid",)
+    function = "torch.nn.functional.hardsigmoid"
+
+    @staticmethod
+    def backward(g, x, y):
+        import torch
+
+        return torch.ops.aten.hardsigmoid_backward(g, x)

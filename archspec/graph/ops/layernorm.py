@@ -1,0 +1,51 @@
+"""layernorm: layer normalisation over channels. On a C×H×W tensor each position's C values are
+normalised on their own (ConvNeXt's LayerNorm2d), on a flat vector its C features (a plain LayerNorm);
+an affine weight and bias of C each, starting as 1 and 0."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Op, OpArgs, ShapeError, fmt_shape, register
+
+
+class LayerNormArgs(OpArgs):
+    eps: float = Field(1e-6, gt=0)  # ConvNeXt's
+
+
+@register
+class LayerNorm(Op):
+    kind = "layernorm"
+    aliases = ("ln", "layernorm2d", "layernormalization")
+    Args = LayerNormArgs
+    colour = "#dd8452"  # as every normalisation
+    short = "ln"
+
+    @classmethod
+    def shape(cls, ins, a):
+        if len(ins[0]) not in (1, 3):
+            raise ShapeError(f"layernorm needs a C×H×W input or a flat vector, got {fmt_shape(ins[0])}")
+        return ins[0]
+
+    @classmethod
+    def params(cls, ins, a):
+        return 2 * ins[0][0]
+
+    @classmethod
+    def lower(cls, args, ins):
+        from torch import nn
+
+        from archspec.compiler.modules import LayerNorm2d
+
+        return (LayerNorm2d if len(ins[0]) == 3 else nn.LayerNorm)(ins[0][0], eps=args.eps)
+
+    @classmethod
+    def source(cls, m):
+        from archspec.compiler.modules import LayerNorm2d
+
+        ctor = "LayerNorm2d" if type(m) is LayerNorm2d else "torch.nn.LayerNorm"
+        return f"{ctor}({m.normalized_shape[0]}, eps={m.eps})"
+
+    @classmethod
+    def initialise(cls, m, a):
+        m.reset_parameters()

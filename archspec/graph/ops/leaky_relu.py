@@ -1,0 +1,38 @@
+"""leaky_relu: the rectifier with a small slope for negative inputs; 0 parameters, shape-preserving."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .activation import Activation
+from .base import OpArgs, Saves, register
+
+DEFAULT_SLOPE = 0.01  # torch's
+
+
+class LeakyReluArgs(OpArgs):
+    negative_slope: float = Field(DEFAULT_SLOPE, ge=0)
+
+
+@register
+class LeakyRelu(Activation):
+    """Recomputable at the default slope: the memory passes recompute only an activation called on its
+    one input with no other argument, so another slope, which the call carries, is left to autograd and
+    `activation()` is the default one."""
+
+    kind = "leaky_relu"
+    saves = Saves(output=False)
+    aliases = ("lrelu", "leaky")
+    Args = LeakyReluArgs
+    function = "torch.nn.functional.leaky_relu"
+
+    @classmethod
+    def lower(cls, args, ins):
+        a = args or cls.Args()
+        return cls.forward(), (), ({} if a.negative_slope == DEFAULT_SLOPE else {"negative_slope": a.negative_slope})
+
+    @staticmethod
+    def backward(g, x, y):
+        import torch
+
+        return torch.ops.aten.leaky_relu_backward(g, x, DEFAULT_SLOPE, False)

@@ -1,0 +1,22 @@
+"""sigmoid: the logistic function 1/(1+e^-x) (gates, such as squeeze-and-excitation's); 0 parameters,
+shape-preserving."""
+
+from __future__ import annotations
+
+from .activation import Activation
+from .base import Saves, register
+
+
+@register
+class Sigmoid(Activation):
+    kind = "sigmoid"
+    saves = Saves(inputs=False)
+    aliases = ("logistic", "sigm")
+    function = "torch.sigmoid"
+
+    @staticmethod
+    def backward(g, x, y):
+        import torch
+
+        # σ' = σ(1 − σ): the output alone gives the gradient
+        return torch.ops.aten.sigmoid_backward(g, y)

@@ -1,0 +1,164 @@
+"""Ops from installed packages. A package adds words to the language by declaring entry points in the
+group `archspec.ops`, each naming a module (importing it registers its ops with `register_op`) or one
+Op subclass (registered as it is loaded). They are loaded once, the first time the op catalogue is
+read, so a spec never decides what is imported: only packages the user installed run, and a spec
+that names an op no package provides gets the usual unknown-word error.
+
+A plugin that fails to load (its import raises, a kind is taken, the entry point names something else)
+is reported with the entry point and its distribution, and leaves no op of its own registered."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import re
+from types import ModuleType
+from typing import Any
+
+from ..language.errors import RunError
+from .ops import BUILTIN, OPS, Op, OpArgs, register, unregister
+
+GROUP = "archspec.ops"
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class PluginError(RunError):
+    """An installed plugin that cannot be loaded, or an op that cannot be a word of the language."""
+
+
+_loaded: dict[str, tuple[str, ...]] = {}  # entry point → the kinds it registered
+_done = False
+_loading = False
+
+
+def check_op(op: Any) -> None:
+    """Refuse, with the reason, a class that cannot be a word of the language: not an Op subclass, a
+    kind a spec cannot write as a call (not a name, a keyword, or a word that already means something
+    else: a pattern, a merge, a function, `shortcut`), or arguments that are not an OpArgs model."""
+    from ..language.evaluate import FUNCTIONS
+    from ..language.grammar import KEYWORDS, TYPES
+    from .merges import MERGES
+    from .patterns import PATTERNS
+
+    if not (isinstance(op, type) and issubclass(op, Op)):
+        raise PluginError(f"{op!r} is not an op: an op is a subclass of archspec.plugins.Op")
+    kind = op.__dict__.get("kind")
+    if not isinstance(kind, str):
+        raise PluginError(f"op class {op.__qualname__} sets no `kind` of its own",
+                          "`kind` is the word a spec calls it by, as in kind = \"swish_beta\"")
+    if not _NAME.fullmatch(kind):
+        raise PluginError(f"op kind {kind!r} is not a name a spec can write",
+                          "a kind is letters, digits and '_', not starting with a digit")
+    for words, what in ((KEYWORDS + TYPES, "a keyword of the language"), (PATTERNS, "a connection pattern"),
+                        (MERGES, "a merge"), (FUNCTIONS, "a function"), (("shortcut", "input"), "a built-in word")):
+        if kind in words:
+            raise PluginError(f"op kind '{kind}' is {what}; an op needs a word of its own")
+    if not (isinstance(op.Args, type) and issubclass(op.Args, OpArgs)):
+        raise PluginError(f"op '{kind}': Args must be a subclass of archspec.plugins.OpArgs, not {op.Args!r}")
+    lo, hi = op.arity
+    if not (isinstance(lo, int) and lo >= 1 and (hi is None or (isinstance(hi, int) and hi >= lo))):
+        raise PluginError(f"op '{kind}': arity must be (min, max) inputs with 1 <= min <= max, not {op.arity!r}")
+
+
+def register_op(op: type[Op]) -> type[Op]:
+    """Make `op` a word of the language under its `kind`, after `check_op`; usable as a decorator."""
+    check_op(op)
+    if op.kind in OPS:
+        raise PluginError(f"op '{op.kind}' is registered twice: by {OPS[op.kind].__module__} and by {op.__module__}")
+    return register(op)
+
+
+def unregister_op(kind: str) -> type[Op]:
+    """Remove an op `register_op` added; archspec's own ops stay."""
+    if kind in BUILTIN:
+        raise PluginError(f"op '{kind}' is one of archspec's own and cannot be unregistered")
+    if kind not in OPS:
+        raise PluginError(f"no op '{kind}' is registered")
+    return unregister(kind)
+
+
+def load_plugins() -> None:
+    """Load every installed `archspec.ops` entry point not loaded yet; cheap once all are."""
+    global _done, _loading
+    if _done or _loading:  # a plugin that reads the catalogue while it loads sees what is there so far
+        return
+    _loading = True
+    try:
+        for ep in _entry_points():
+            key = _describe(ep)
+            if key not in _loaded:
+                _loaded[key] = _load(ep, key)
+        _done = True
+    finally:
+        _loading = False
+
+
+def loaded_plugins() -> dict[str, tuple[str, ...]]:
+    """Each loaded entry point (`name = value (distribution version)`) and the kinds it registered."""
+    return dict(_loaded)
+
+
+def reset_plugins() -> None:
+    """Unregister every op the entry points added and forget them, so that the next read of the catalogue
+    scans the installed packages again. Their modules stay imported. For tests that install a plugin."""
+    global _done
+    for kinds in _loaded.values():
+        for kind in kinds:
+            if kind in OPS and kind not in BUILTIN:
+                unregister(kind)
+    _loaded.clear()
+    _done = False
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    eps = metadata.entry_points(group=GROUP)
+    return sorted(eps, key=lambda ep: (_dist(ep), ep.name, ep.value))
+
+
+def _dist(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+
+
+def _describe(ep: metadata.EntryPoint) -> str:
+    return f"{ep.name} = {ep.value} ({_dist(ep)})"
+
+
+def _load(ep: metadata.EntryPoint, key: str) -> tuple[str, ...]:
+    """Load one entry point; on any failure, unregister what it registered and raise a PluginError."""
+    before = set(OPS)
+    try:
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, Op) and OPS.get(obj.__dict__.get("kind")) is not obj:
+            register_op(obj)
+        new = tuple(k for k in OPS if k not in before)
+        if isinstance(obj, ModuleType):
+            kinds = new or _kinds_of(obj)
+            if not kinds:
+                raise PluginError(f"module '{obj.__name__}' registers no op",
+                                  "decorate its Op classes with @archspec.register_op")
+            return kinds
+        if isinstance(obj, type) and issubclass(obj, Op):
+            return new or (obj.kind,)
+        raise PluginError(f"it names {_what(obj)}, not a module or an Op subclass")
+    except Exception as e:  # whatever the plugin's own code raises: the user must know which plugin
+        for kind in set(OPS) - before:
+            unregister(kind)
+        why = e.message if isinstance(e, PluginError) else f"{type(e).__name__}: {e}"
+        hint = e.hint if isinstance(e, PluginError) and e.hint else None
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        fix = f"fix or uninstall {dist} (pip uninstall {dist})" if dist else "fix or uninstall the package"
+        raise PluginError(f"plugin entry point '{key}' in group '{GROUP}' cannot be loaded: {why}",
+                          f"{hint}; {fix}" if hint else fix) from e
+
+
+def _kinds_of(module: ModuleType) -> tuple[str, ...]:
+    """The kinds registered by classes of `module` or its submodules (a module imported before)."""
+    name = module.__name__
+    return tuple(k for k, op in OPS.items() if op.__module__ == name or op.__module__.startswith(name + "."))
+
+
+def _what(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    return f"a {type(obj).__name__}"

@@ -1,0 +1,44 @@
+"""An epoch's running scores (summed loss, top-1 and top-5 hits, images seen), kept on the device that
+computes them so that no step waits for a copy to the host; read once, summed over the ranks, at the
+end of the epoch. Top-5 is counted only where there are more than 5 classes (it is 1 otherwise)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+TOP = 5
+
+
+class Tally:
+    def __init__(self, device: torch.device, classes: int):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.top1 = torch.zeros((), dtype=torch.int64, device=device)
+        self.top5 = torch.zeros((), dtype=torch.int64, device=device) if classes > TOP else None
+        self.seen = 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """One batch: its logits, labels and summed (not mean) loss."""
+        logits = logits.detach()
+        self.loss += loss_sum.detach()
+        self.top1 += (logits.argmax(1) == y).sum()
+        if self.top5 is not None:
+            self.top5 += (logits.topk(TOP, 1).indices == y[:, None]).any(1).sum()
+        self.seen += len(y)
+
+    def totals(self, reduce: Callable[..., list[float]] | None = None) -> dict[str, float]:
+        """`loss`, `acc` and (where counted) `top5` over every rank's images (`reduce` sums a list of
+        device tensors over the ranks; None: this process alone), and the image count as `images`."""
+        count = torch.full((), float(self.seen), dtype=torch.float64, device=self.loss.device)
+        vals = [self.loss, self.top1, count] + ([self.top5] if self.top5 is not None else [])
+        if reduce is None:
+            sums = torch.stack([v.double() for v in vals]).tolist()
+        else:
+            sums = reduce(*vals)
+        n = max(sums[2], 1.0)
+        out = {"loss": sums[0] / n, "acc": sums[1] / n}
+        if self.top5 is not None:
+            out["top5"] = sums[3] / n
+        out["images"] = int(sums[2])
+        return out

@@ -1,0 +1,174 @@
+"""torchvision's DenseNet-121/161/169/201, GoogLeNet, SqueezeNet 1.0/1.1, ShuffleNet V2 1.0× and
+ConvNeXt-T/S as library specs: each has torchvision's exact parameter count, its multiply-adds and its
+final feature map, builds at a small input and runs; the units that are new to the library (the
+ShuffleNet V2 unit at both strides, the ConvNeXt block) compute torchvision's function in float64."""
+
+from __future__ import annotations
+
+import pytest
+
+import archspec
+from archspec import library
+from archspec.language.errors import SpecError
+from conftest import assert_same_function
+
+SPECS = library.folder()
+
+# name → (torchvision's parameter count, the tensor the head reads at 224×224, torchvision's GFLOPS
+# figure, which counts multiply-adds)
+ZOO = {
+    "densenet121": (7_978_856, (1024, 7, 7), "2.83"),
+    "densenet161": (28_681_000, (2208, 7, 7), "7.73"),
+    "densenet169": (14_149_480, (1664, 7, 7), "3.36"),
+    "densenet201": (20_013_928, (1920, 7, 7), "4.29"),
+    "googlenet": (6_624_904, (1024, 7, 7), "1.50"),
+    "squeezenet1_0": (1_248_424, (512, 13, 13), "0.82"),
+    "squeezenet1_1": (1_235_496, (512, 13, 13), "0.35"),
+    "shufflenet_v2_x1_0": (2_278_604, (464, 7, 7), "0.14"),
+    "convnext_tiny": (28_589_128, (768, 7, 7), "4.46"),
+    "convnext_small": (50_223_688, (768, 7, 7), "8.68"),
+}
+SLOW = {"densenet121", "densenet161", "densenet169", "densenet201", "convnext_small"}
+
+
+def _path(name: str) -> str:
+    return str(SPECS / f"{name}.arch")
+
+
+def _nodes(net, op: str) -> list:
+    return [n for n in net.nodes() if n.op == op]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_torchvisions_parameter_count_macs_and_final_feature_map(name):
+    params, features, gmacs = ZOO[name]
+    s = archspec.summary(_path(name))
+    assert s.params == params
+    assert f"{s.macs / 1e9:.2f}" == gmacs
+    assert s.output_shape == (1000,)
+    net = archspec.network(_path(name))
+    head = next(n for n in net.nodes() if n.name.startswith("head."))
+    assert [net.shape(i) for i in net.inputs(head.name)] == [features]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in ZOO])
+def test_builds_at_a_small_input_and_runs(name):
+    torch = pytest.importorskip("torch")
+    gm = archspec.build(_path(name), size=64, classes=10).eval()
+    assert sum(p.numel() for p in gm.parameters()) == archspec.summary(_path(name), classes=10).params
+    with torch.no_grad():
+        y = gm(torch.randn(2, 3, 64, 64))
+    assert y.shape == (2, 10) and torch.isfinite(y).all()
+
+
+def test_densenet_transitions_halve_the_width():
+    net = archspec.network(_path("densenet121"))
+    convs = [n for n in _nodes(net, "conv") if n.name.startswith("transition")]
+    assert [(net.shape(net.inputs(c.name)[0])[0], c.shape[0]) for c in convs] == [(256, 128), (512, 256),
+                                                                                   (1024, 512)]
+    assert {n.args.kernel for n in _nodes(net, "avgpool")} == {2}
+
+
+def test_googlenet_uses_torchvisions_basic_conv_and_rounding_pools():
+    net = archspec.network(_path("googlenet"))
+    assert {n.args.eps for n in _nodes(net, "bn")} == {0.001}
+    assert not any(n.args.bias for n in _nodes(net, "conv"))
+    assert all(n.args.ceil_mode for n in _nodes(net, "maxpool"))
+    assert len(_nodes(net, "concat")) == 9  # 3a–3b, 4a–4e, 5a–5b
+
+
+def test_squeezenet_convolutions_carry_biases_and_no_batch_norm():
+    for name in ("squeezenet1_0", "squeezenet1_1"):
+        net = archspec.network(_path(name))
+        assert all(n.args.bias for n in _nodes(net, "conv")) and not _nodes(net, "bn")
+        assert len(_nodes(net, "concat")) == 8
+    with pytest.raises(SpecError, match="1_0 or 1_1"):
+        archspec.network(_path("squeezenet1_1"), version="1_2")
+
+
+def test_convnext_stochastic_depth_grows_linearly_over_the_blocks():
+    for name, depth, p in (("convnext_tiny", 18, 0.1), ("convnext_small", 36, 0.4)):
+        net = archspec.network(_path(name))
+        rates = [n.args.p for n in _nodes(net, "drop_path")]
+        assert rates == pytest.approx([p * i / (depth - 1) for i in range(depth)])
+        assert all(n.args.bias for n in _nodes(net, "conv"))
+        assert {n.args.eps for n in _nodes(net, "layernorm")} == {1e-6}
+        assert {n.args.init for n in _nodes(net, "scale")} == {1e-6}
+
+
+def _unit(lib: str, body: str, shape: str) -> str:
+    return f'use "{SPECS / "lib" / lib}"\nnetwork n() {{\n  input({shape})\n  {body}\n}}\n'
+
+
+def _randomised(gm):
+    """`gm` in float64 with every parameter drawn afresh, so that none sits at its start value."""
+    import torch
+
+    gm = gm.double()
+    with torch.no_grad():
+        for p in gm.parameters():
+            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.dim() == 1 else 0.0))
+    return gm
+
+
+def _shuffle(x, groups: int):
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_shufflenet_units_compute_torchvisions_inverted_residual():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    text = _unit("shufflenet.arch", "shufflenet_unit(12, 2) shufflenet_unit(12)", "8, 6, 6")
+    # stride 2: depthwise 8 + BN + 1×1 8→6 + BN; 1×1 8→6, depthwise 6, 1×1 6→6, three BNs. Stride 1: on 6.
+    assert archspec.summary(text).params == (72 + 16 + 48 + 12) + (48 + 54 + 36 + 36) + (36 + 54 + 36 + 36)
+    gm = _randomised(archspec.build(text)).train()
+
+    def m(unit, layer, name):
+        return gm.get_submodule(f"shufflenet_unit{unit}.block1.layer{layer}.{name}")
+
+    def cb(x, unit, layer, i, stride=1, groups=1, relu=False):
+        conv, bn = m(unit, layer, f"conv{i}"), m(unit, layer, f"bn{i}")
+        y = F.conv2d(x, conv.weight, stride=stride, padding=conv.padding, groups=groups)
+        y = F.batch_norm(y, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+        return F.relu(y) if relu else y
+
+    def reference(x):
+        # stride 2: both branches read the whole input
+        b1 = cb(cb(x, 1, 1, 1, stride=2, groups=8), 1, 1, 2, relu=True)
+        b2 = cb(cb(cb(x, 1, 2, 1, relu=True), 1, 2, 2, stride=2, groups=6), 1, 2, 3, relu=True)
+        x = _shuffle(torch.cat([b1, b2], 1), 2)
+        # stride 1: the first half passes through
+        x1, x2 = x.chunk(2, dim=1)
+        b2 = cb(cb(cb(x2, 2, 2, 1, relu=True), 2, 2, 2, groups=6), 2, 2, 3, relu=True)
+        return _shuffle(torch.cat([x1, b2], 1), 2)
+
+    assert_same_function(gm, reference, torch.randn(3, 8, 6, 6, dtype=torch.float64))
+
+
+def test_a_shufflenet_stride_1_unit_must_keep_its_width():
+    with pytest.raises(SpecError, match="keeps its width"):
+        archspec.network(_unit("shufflenet.arch", "shufflenet_unit(12)", "8, 6, 6"))
+
+
+def test_the_convnext_block_computes_torchvisions_cnblock():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    text = _unit("convnext.arch", "block residual sum { cnblock(0.3) }", "8, 9, 9")
+    assert archspec.summary(text).params == (8 * 49 + 8) + 2 * 8 + (32 * 8 + 32) + (8 * 32 + 8) + 8
+    gm = _randomised(archspec.build(text)).eval()  # stochastic depth is the identity in eval
+
+    def m(name):
+        return gm.get_submodule(f"block1.layer1.{name}")
+
+    def reference(x):
+        dw, ln, fc1, fc2, scale = m("conv1"), m("layernorm1"), m("conv2"), m("conv3"), m("scale1")
+        y = F.conv2d(x, dw.weight, dw.bias, padding=3, groups=8).permute(0, 2, 3, 1)  # N H W C
+        y = F.layer_norm(y, (8,), ln.weight, ln.bias, eps=1e-6)
+        y = F.linear(F.gelu(F.linear(y, fc1.weight[:, :, 0, 0], fc1.bias)), fc2.weight[:, :, 0, 0], fc2.bias)
+        return x + scale.weight * y.permute(0, 3, 1, 2)
+
+    assert m("scale1").weight.shape == (8, 1, 1)  # torchvision's layer_scale
+    assert_same_function(gm, reference, torch.randn(2, 8, 9, 9, dtype=torch.float64))
