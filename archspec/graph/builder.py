@@ -4,6 +4,8 @@ records its block and layer."""
 
 from __future__ import annotations
 
+import functools
+
 import networkx as nx
 
 from ..language.errors import Loc, SpecError
@@ -41,6 +43,12 @@ class Scope:
             block, layer = (name if kind == "block" else self.block), (name if kind == "layer" else self.layer)
             self.children[name] = Scope(name, block, layer)
         return self.children[name]
+
+
+@functools.lru_cache(maxsize=4096)
+def _edge(slot: int, pattern: str) -> Edge:
+    """Edges are immutable values: one object per (slot, pattern) serves every edge alike."""
+    return Edge(slot=slot, pattern=pattern)
 
 
 class Builder:
@@ -81,9 +89,11 @@ class Builder:
         name = scope.name(base, numbered)
         if name in self.g:
             name = scope.name(base, True)
-        self.g.add_node(name, node=Node(name=name, op=op, args=a, shape=shape, loc=loc, pattern=pattern, role=role,
-                                        block=scope.block, layer=scope.layer))
+        # built from values checked above, so unvalidated: validation was a third of elaborating a large spec
+        self.g.add_node(name, node=Node.model_construct(name=name, op=op, args=a, shape=tuple(shape), loc=loc,
+                                                        pattern=pattern, role=role, block=scope.block,
+                                                        layer=scope.layer))
         for slot, i in enumerate(inputs):
-            self.g.add_edge(i, name, edge=Edge(slot=slot, pattern=pattern))
+            self.g.add_edge(i, name, edge=_edge(slot, pattern))
         self.edges += len(inputs)
         return name
