@@ -176,9 +176,9 @@ _WHOLE_FILE = re.compile(r"is not UTF-8 text \(byte 0x[0-9a-f]+ at line \d+, col
                          r"\(a NUL byte at line \d+, column \d+\)|too large to be a spec|is not a regular file")
 
 
-def problem(out: dict) -> str | None:
+def problem(out: dict, cpu_limit: float = CPU_LIMIT) -> str | None:
     """Why an outcome breaks the suite's property, or None: every spec either compiles or is refused with
-    a located error whose rendering is escaped, within CPU_LIMIT and MEMORY_LIMIT."""
+    a located error whose rendering is escaped, within `cpu_limit` seconds of CPU and MEMORY_LIMIT."""
     if out["outcome"] == "crash":
         return f"{out['type']}: {out['message']}\n{out.get('traceback', '')}"
     if out["outcome"] == "error":
@@ -188,8 +188,8 @@ def problem(out: dict) -> str | None:
             return f"an error whose rendering carries raw control characters: {out['message']!r}"
         if out["message"].startswith("out of memory"):
             return "ran out of the worker's memory: " + out["message"]
-    if out["cpu"] > CPU_LIMIT:
-        return f"took {out['cpu']:.1f} s of CPU ({out['wall']:.1f} s wall), more than {CPU_LIMIT:g} s"
+    if out["cpu"] > cpu_limit:
+        return f"took {out['cpu']:.1f} s of CPU ({out['wall']:.1f} s wall), more than {cpu_limit:g} s"
     if out["peak"] > MEMORY_LIMIT:
         return f"reached {out['peak'] / 2**20:.0f} MiB above the baseline, more than {MEMORY_LIMIT >> 20} MiB"
     return None

@@ -13,16 +13,13 @@ import torch
 
 from archspec.language.errors import RunError
 from archspec.graph.ir import Network
+from archspec.graph.ops import OPS
 from archspec.runtime.train.evaluation import load_trained
 
 from .colours import COLOURS
 from .files import save_figure
 from .view import units_of
 
-# Ops that keep channel i at channel i, so a concat's channel ranges still hold after them.
-PASS_THROUGH = {"bn", "relu", "silu", "relu6", "gelu", "sigmoid", "hardswish", "hardsigmoid", "leaky_relu",
-                "layernorm", "groupnorm", "scale", "drop_path", "dropout", "dropout2d", "identity", "tap", "avgpool",
-                "maxpool", "adaptive_avgpool", "adaptive_maxpool", "gap"}
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -87,7 +84,7 @@ def _first_weighted(net: Network, name: str, channels: int) -> str | None:
         node = net.node(n)
         if node.op == "conv" or (node.op == "linear" and net.shape(net.inputs(n)[0]) == (channels,)):
             found.append(n)
-        elif node.op in PASS_THROUGH and len(net.inputs(n)) == 1:
+        elif OPS[node.op].keeps_channels and len(net.inputs(n)) == 1:  # a concat's channel ranges still hold
             frontier.extend(net.graph.successors(n))
     return min(found, key=order.__getitem__) if found else None
 

@@ -16,6 +16,7 @@ class Activation(Op):
 
     function: ClassVar[str]
     recomputable = True
+    keeps_channels = True
     colour = "#55a868"  # as every activation
 
     @classmethod

@@ -65,6 +65,7 @@ class Op(Word):
     # An element-wise activation whose input a memory pass may drop and recompute: `activation()` gives it.
     recomputable: ClassVar[bool] = False
     saves: ClassVar[Saves] = Saves()  # what backward keeps: the memory estimate reads it
+    keeps_channels: ClassVar[bool] = False  # channel i stays channel i (reading connection strengths)
     colour: ClassVar[str] = "#999999"  # its dots in a drawing
     short: ClassVar[str]  # its label in a drawing; the kind unless set
 

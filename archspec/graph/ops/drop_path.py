@@ -16,6 +16,7 @@ class DropPathArgs(OpArgs):
 @register
 class DropPath(Op):
     kind = "drop_path"
+    keeps_channels = True
     aliases = ("droppath", "stochasticdepth")
     Args = DropPathArgs
     short = "droppath"

@@ -14,6 +14,7 @@ class DropoutArgs(OpArgs):
 
 
 class _Dropout(Op):
+    keeps_channels = True
     Args = DropoutArgs
     module: ClassVar[str]  # the torch.nn class name
 

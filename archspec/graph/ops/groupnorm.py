@@ -17,6 +17,7 @@ class GroupNormArgs(OpArgs):
 @register
 class GroupNorm(Op):
     kind = "groupnorm"
+    keeps_channels = True
     aliases = ("gn", "groupnormalization")
     Args = GroupNormArgs
     colour = "#dd8452"  # as every normalisation

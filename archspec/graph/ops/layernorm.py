@@ -16,6 +16,7 @@ class LayerNormArgs(OpArgs):
 @register
 class LayerNorm(Op):
     kind = "layernorm"
+    keeps_channels = True
     aliases = ("ln", "layernorm2d", "layernormalization")
     Args = LayerNormArgs
     colour = "#dd8452"  # as every normalisation

@@ -19,6 +19,7 @@ class BatchNormAffineArgs(BatchNormArgs):
 @register
 class BatchNorm(Op):
     kind = "bn"
+    keeps_channels = True
     saves = Saves(output=False, stats=True)
     aliases = ("batchnorm", "batchnorm2d", "bn2d", "batchnormalization", "norm")
     Args = BatchNormAffineArgs

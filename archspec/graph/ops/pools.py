@@ -34,6 +34,7 @@ def ceil_window(size: int, k: int, s: int, p: int, what: str) -> int:
 
 
 class _Pool(Op):
+    keeps_channels = True
     Args = PoolArgs
     module: ClassVar[str]  # the torch.nn class name
 
@@ -106,6 +107,7 @@ class AdaptivePoolArgs(OpArgs):
 class _AdaptivePool(Op):
     """Pools each channel to a fixed `size`, whatever the input's: window i along a side of n inputs
     spans [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)."""
+    keeps_channels = True
 
     Args = AdaptivePoolArgs
     module: ClassVar[str]  # the torch.nn class name
@@ -144,6 +146,7 @@ class AdaptiveMaxPool(_AdaptivePool):
 @register
 class GlobalAvgPool(Op):
     kind = "gap"
+    keeps_channels = True
     saves = Saves(inputs=False, output=False)
     aliases = ("globalavgpool", "globalaveragepool", "globalaveragepooling2d", "gavgpool")
 

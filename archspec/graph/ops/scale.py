@@ -13,6 +13,7 @@ class ScaleArgs(OpArgs):
 @register
 class Scale(Op):
     kind = "scale"
+    keeps_channels = True
     aliases = ("layerscale", "channelscale")
     Args = ScaleArgs
     colour = "#dd8452"  # a per-channel affine, as the normalisations'

@@ -34,6 +34,7 @@ class Input(Op):
 @register
 class Identity(Op):
     kind = "identity"
+    keeps_channels = True
     saves = Saves(inputs=False, output=False, view=True)
     aliases = ("id", "noop")
 

@@ -17,6 +17,7 @@ class TapArgs(OpArgs):
 @register
 class Tap(Op):
     kind = "tap"
+    keeps_channels = True
     saves = Saves(inputs=False, output=False, view=True)
     aliases = ("feature", "features", "hook")
     Args = TapArgs
