@@ -2,6 +2,7 @@
 and that it prints and saves its figures, batch size by batch size."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -45,7 +46,10 @@ def test_cli_prints_figures_and_ratios():
                                  "--steps", "2", "--warmup", "0", "--baseline", "naive"])
     assert r.exit_code == 0, r.output
     assert "images/s" in r.output and "GiB" in r.output
-    assert "archspec / naive (plain codegen): step time " in r.output and "held for backward 1.00×" in r.output
+    assert "archspec / naive (plain codegen): step time " in r.output
+    # the fast policy's buffered merges hold no more for backward than the plain merges do
+    held = re.search(r"held for backward (\d+\.\d+)×", r.output)
+    assert held and float(held.group(1)) <= 1.0, r.output
 
 
 def test_depth_sweep_is_linear_for_delugenet():

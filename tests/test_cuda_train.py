@@ -1,5 +1,6 @@
 """Training on a CUDA GPU: an epoch, an evaluation and a resume through the CLI; one DDP rank under
-torchrun (NCCL); the lean memory mode against plain ops in float64 and under bf16 autocast; and a
+torchrun (NCCL); the lean memory mode and the fast policy's buffered merges against plain ops in float64
+and under bf16 autocast; and a
 pt2 export verified on the GPU. Each is small: the whole file takes well under a few minutes."""
 
 import io
@@ -90,8 +91,12 @@ def test_one_ddp_rank_under_torchrun_on_nccl(tmp_path):
         TINY, n=1, w=4)).state_dict())  # saved unwrapped: no `module.` prefixes from DDP
 
 
-def _pair(kind: str, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module, torch.Size]:
-    """The plain module and the lean one, with the same weights (none left at zero), on the GPU."""
+# (family, form): each lean family, and DelugeNet's merges buffered as the fast policy trains them
+FORMS = [(kind, "lean") for kind in SMALL] + [("delugenet", "buffered")]
+
+
+def _pair(kind: str, dtype: torch.dtype, form: str = "lean") -> tuple[torch.nn.Module, torch.nn.Module, torch.Size]:
+    """The plain module and the lean (or buffered) one, with the same weights (none left at zero), on the GPU."""
     spec, overrides = SMALL[kind]
     net = archspec.network(spec, **overrides)
     torch.manual_seed(0)
@@ -99,7 +104,8 @@ def _pair(kind: str, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Modu
     with torch.no_grad():
         for p in plain.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    lean = memory.apply(to_module(net, init=False), "lean")
+    lean = (memory.apply(to_module(net, init=False), "lean") if form == "lean"
+            else memory.training(to_module(net, init=False), "fast", "none"))
     lean.load_state_dict(plain.state_dict())
     dev = torch.device("cuda")
     return plain.to(dev, dtype).train(), lean.to(dev, dtype).train(), torch.Size(net.shape(net.input))
@@ -117,10 +123,12 @@ def _step(model: torch.nn.Module, x: torch.Tensor, w: torch.Tensor, amp: bool) -
     return out.detach().float(), [x.grad] + [p.grad for p in model.parameters()]
 
 
-@pytest.mark.parametrize("kind", list(SMALL))
-def test_lean_equals_plain_in_float64_on_cuda(kind):
-    plain, lean, shape = _pair(kind, torch.float64)
-    if kind != "delugenet":
+@pytest.mark.parametrize("kind,form", FORMS)
+def test_lean_equals_plain_in_float64_on_cuda(kind, form):
+    plain, lean, shape = _pair(kind, torch.float64, form)
+    if form == "buffered":
+        assert any(n.target.__name__ == "merge" for n in lean.graph.nodes if n.op == "call_function")
+    elif kind != "delugenet":
         assert any(type(m).__name__ in ("ConcatNormActConv", "ConcatConv") for m in lean.modules())
     x = torch.randn(4, *shape, dtype=torch.float64, device="cuda")
     w = torch.randn(4, 10, dtype=torch.float64, device="cuda")
@@ -141,11 +149,11 @@ def _distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return float(torch.cat([(x.float() - y.float()).flatten() for x, y in zip(a, b)]).norm())
 
 
-@pytest.mark.parametrize("kind", list(SMALL))
-def test_lean_under_bf16_autocast_is_as_close_to_fp32_as_plain(kind):
+@pytest.mark.parametrize("kind,form", FORMS)
+def test_lean_under_bf16_autocast_is_as_close_to_fp32_as_plain(kind, form):
     """bf16 rounds differently in the fused modules, so they cannot match the plain bf16 run exactly;
     they must be finite and as far from the fp32 result as the plain bf16 run is, within a small factor."""
-    plain, lean, shape = _pair(kind, torch.float32)
+    plain, lean, shape = _pair(kind, torch.float32, form)
     x = torch.randn(8, *shape, device="cuda")
     w = torch.randn(8, 10, device="cuda")
     ref_out, ref_grads = _step(plain, x, w, amp=False)

@@ -279,7 +279,7 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
                                     batch, shape, classes, dev, dt, channels_last, graphed=mode == "cudagraph")
         for mode in modes:
             torch.manual_seed(0)
-            model = memory_policy.apply(to_module(net), resolved)
+            model = memory_policy.training(to_module(net), resolved, mode)
             if mode == "whole":
                 model = torch.compile(model)
             elif mode == "regional":

@@ -80,10 +80,11 @@ def memory_mode(requested: str, net: Network, batch: int, device: torch.device) 
     return memory.resolve(requested, net, batch, free)
 
 
-def training_module(net: Network, mode: str) -> torch.fx.GraphModule:
-    """The network's module under a resolved memory mode; both modes hold the same parameters and
-    buffers under the same names, so a checkpoint of one loads into the other."""
-    return memory.apply(to_module(net), mode)
+def training_module(net: Network, mode: str, compile_mode: str = "none") -> torch.fx.GraphModule:
+    """The network's module under a resolved memory mode, as a step of `compile_mode` runs it; every
+    form holds the same parameters and buffers under the same names, so a checkpoint of one loads into
+    the others."""
+    return memory.training(to_module(net), mode, compile_mode)
 
 
 class Trainer:
@@ -114,7 +115,7 @@ class Trainer:
         self.val_split = self._val_split(resumed)
 
         torch.manual_seed(cfg.seed)
-        model = training_module(self.net, self.memory).to(self.device)
+        model = training_module(self.net, self.memory, self.compile).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the module whose state is saved
