@@ -50,3 +50,32 @@ def assert_same_function(gm, want_fn, x) -> None:
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     assert all(g.abs().sum() > 0 for g in g_got)
+
+
+def assert_same_steps(plain, new, x, steps: int = 2, **tol) -> None:
+    """`steps` forward-backward passes of two modules from the same state, each followed by an SGD step:
+    outputs, the input's and every parameter's gradient (all nonzero) and every buffer agree after each,
+    within `tol` (`torch.testing.assert_close`'s). The modules' modes are the caller's."""
+    import torch
+
+    for _ in range(steps):
+        xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
+        outs = [m(xi) for m, xi in zip((plain, new), xs)]
+        w = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(2), dtype=outs[0].dtype)
+        for out in outs:
+            (out * w).sum().backward()
+        torch.testing.assert_close(outs[1], outs[0], **tol)
+        torch.testing.assert_close(xs[1].grad, xs[0].grad, **tol)
+        assert xs[1].grad.abs().sum() > 0
+        for (name, p), (name_n, q) in zip(plain.named_parameters(), new.named_parameters(), strict=True):
+            assert name == name_n
+            assert q.grad is not None and q.grad.abs().sum() > 0, name
+            torch.testing.assert_close(q.grad, p.grad, **tol, msg=lambda m: f"{name}: {m}")
+        for (name, a), (name_n, b) in zip(plain.named_buffers(), new.named_buffers(), strict=True):
+            assert name == name_n
+            torch.testing.assert_close(b, a, **tol, msg=lambda m: f"{name}: {m}")
+        with torch.no_grad():
+            for m in (plain, new):
+                for p in m.parameters():
+                    p -= 0.1 * p.grad
+                m.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ from archspec.compiler.codegen import to_module
 from archspec.compiler.modules import CrossDepthwise
 from archspec.compiler.passes import memory, merge_buffer
 from archspec.runtime.bench.train import saved_bytes
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, assert_same_steps
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -106,30 +106,6 @@ def _input(batch: int = 4) -> torch.Tensor:
     return torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
-def _steps(plain, new, x, steps: int = 2) -> None:
-    """Forward and backward of each from the same state, then an SGD step: outputs, the input's and every
-    parameter's gradient (all nonzero) and every buffer agree after each."""
-    for _ in range(steps):
-        xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-        outs = [m(xi) for m, xi in zip((plain, new), xs)]
-        w = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(2), dtype=outs[0].dtype)
-        for out in outs:
-            (out * w).sum().backward()
-        torch.testing.assert_close(outs[1], outs[0], **TIGHT)
-        torch.testing.assert_close(xs[1].grad, xs[0].grad, **TIGHT)
-        assert xs[1].grad.abs().sum() > 0
-        for (name, a), (_, b) in zip(plain.named_parameters(), new.named_parameters(), strict=True):
-            assert a.grad is not None and a.grad.abs().sum() > 0, name
-            torch.testing.assert_close(b.grad, a.grad, **TIGHT, msg=lambda m: f"{name}: {m}")
-        for (name, a), (_, b) in zip(plain.named_buffers(), new.named_buffers(), strict=True):
-            torch.testing.assert_close(b, a, **TIGHT, msg=lambda m: f"{name}: {m}")
-        with torch.no_grad():
-            for m in (plain, new):
-                for p in m.parameters():
-                    p -= 0.01 * p.grad
-                    p.grad = None
-
-
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_buffered_merges_train_as_the_plain_merges(momentum):
     plain, new = _pair(momentum=momentum)
@@ -141,17 +117,17 @@ def test_buffered_merges_train_as_the_plain_merges(momentum):
                 and isinstance(new.get_submodule(n.target), CrossDepthwise)]
     assert list(new.state_dict()) == list(plain.state_dict())
     plain.train(), new.train()
-    _steps(plain, new, _input())
+    assert_same_steps(plain, new, _input(), **TIGHT)
 
 
 def test_eval_outputs_and_gradients_use_the_running_statistics():
     plain, new = _pair()
     plain.train(), new.train()
-    _steps(plain, new, _input(), steps=1)  # running statistics away from their initial values
+    assert_same_steps(plain, new, _input(), 1, **TIGHT)  # running statistics away from their initial values
     plain.eval(), new.eval()
     with torch.no_grad():
         torch.testing.assert_close(new(_input(2)), plain(_input(2)), **TIGHT)
-    _steps(plain, new, _input(3), steps=1)  # gradients through eval-mode merges (frozen statistics)
+    assert_same_steps(plain, new, _input(3), 1, **TIGHT)  # gradients through eval-mode merges (frozen statistics)
 
 
 def test_buffered_merges_hold_no_more_for_backward():

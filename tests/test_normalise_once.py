@@ -16,7 +16,7 @@ from archspec.compiler.passes import normalise_once
 from archspec.compiler.codegen import to_module
 from archspec.compiler.modules import CrossDepthwise
 from archspec.runtime.bench.train import saved_bytes
-from conftest import SPECS
+from conftest import SPECS, assert_same_steps
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -46,30 +46,8 @@ def _moments_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 
 
 def _training_steps(plain: nn.Module, new: nn.Module, x: torch.Tensor, steps: int = 2) -> None:
-    """`steps` SGD steps of each from the same state: outputs, the input's and every parameter's gradient
-    (all nonzero) and every buffer agree after each."""
     plain.train(), new.train()
-    for _ in range(steps):
-        xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-        outs = [m(xi) for m, xi in zip((plain, new), xs)]
-        w = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(2), dtype=outs[0].dtype)
-        for out in outs:
-            (out * w).sum().backward()
-        torch.testing.assert_close(outs[1], outs[0], **TIGHT)
-        torch.testing.assert_close(xs[1].grad, xs[0].grad, **TIGHT)
-        assert xs[1].grad.abs().sum() > 0
-        for (name, p), (name_n, q) in zip(plain.named_parameters(), new.named_parameters(), strict=True):
-            assert name == name_n
-            assert q.grad is not None and q.grad.abs().sum() > 0, name
-            torch.testing.assert_close(q.grad, p.grad, **TIGHT, msg=lambda m: f"{name}: {m}")
-        for (name, a), (name_n, b) in zip(plain.named_buffers(), new.named_buffers(), strict=True):
-            assert name == name_n
-            torch.testing.assert_close(b, a, **TIGHT, msg=lambda m: f"{name}: {m}")
-        with torch.no_grad():
-            for m in (plain, new):
-                for p in m.parameters():
-                    p -= 0.1 * p.grad
-                m.zero_grad(set_to_none=True)
+    assert_same_steps(plain, new, x, steps, **TIGHT)
 
 
 def test_training_steps_and_eval_equal_plain_in_float64():
