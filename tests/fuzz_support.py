@@ -170,10 +170,9 @@ class Worker:
         s.peak = max(s.peak, out["peak"])
 
 
-# Refusals of the spec file itself carry no Loc: the message names the file (and the line and column of
-# a bad byte), which is as located as they can be.
-_WHOLE_FILE = re.compile(r"is not UTF-8 text \(byte 0x[0-9a-f]+ at line \d+, column \d+\)|is a binary file, not a spec "
-                         r"\(a NUL byte at line \d+, column \d+\)|too large to be a spec|is not a regular file")
+# Refusals of the spec file as a whole carry no Loc: the message names the file, which is as located as
+# they can be. (A bad byte is located at its line and column.)
+_WHOLE_FILE = re.compile(r"too large to be a spec|is not a regular file")
 
 
 def problem(out: dict, cpu_limit: float = CPU_LIMIT) -> str | None:

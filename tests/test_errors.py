@@ -381,11 +381,15 @@ def test_empty_file(tmp_path):
 def test_binary_and_non_utf8_files(tmp_path):
     f = tmp_path / "model.arch"
     f.write_bytes(b"network n() {\x00\x01\x02}")
-    with pytest.raises(SpecError, match="binary file"):
-        archspec.parse(f)
-    f.write_bytes(b"network n() {\n  input(3, 8, 8) # caf\xe9\n}\n")
-    with pytest.raises(SpecError, match=r"not UTF-8 text .*line 2"):
-        archspec.parse(f)
+    e = error(f)
+    assert "binary file" in e.message and (e.loc.file, e.loc.line, e.loc.column) == (str(f), 1, 14)
+    assert e.render().endswith("    network n() {\ufffd\ufffd\ufffd}\n                 ^\n  expected text: a spec holds no NUL bytes")
+    # the column counts characters: the two-byte é before the bad byte is one column
+    f.write_bytes(b"network n() {\n  input(3, 8, 8) # caf\xc3\xa9 \xe9\n}\n")
+    e = error(f)
+    assert "not UTF-8 text: byte 0xe9" in e.message and (e.loc.line, e.loc.column) == (2, 25)
+    shown, caret = e.render().splitlines()[1:3]
+    assert shown.endswith("# caf\u00e9 \ufffd") and caret.index("^") == shown.index("\ufffd")
 
 
 def test_byte_order_mark_and_crlf_are_fine(tmp_path):
@@ -442,12 +446,13 @@ def test_used_files_are_named_relative_to_the_working_folder(monkeypatch):
     assert e.render().startswith("specs/lib/delugenet.arch:")
 
 
-def test_use_of_a_binary_file_points_at_the_use(tmp_path):
-    (tmp_path / "lib.arch").write_bytes(b"\x00\x00")
+def test_use_of_a_binary_file_points_at_the_byte_and_names_the_use(tmp_path):
+    (tmp_path / "lib.arch").write_bytes(b"layer a() {\n\x00\x00")
     main = tmp_path / "main.arch"
     main.write_text('use "lib.arch"\n' + net("relu"))
     e = error(main)
-    assert "binary file" in e.message and e.loc.line == 1
+    assert "binary file" in e.message and e.loc.file.endswith("lib.arch") and (e.loc.line, e.loc.column) == (2, 1)
+    assert e.hint.endswith(f"the file is used at {main}:1:1")
 
 
 # ---- size limit ------------------------------------------------------------------------------------

@@ -45,10 +45,20 @@ def _label(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _line_col(data: bytes | str, offset: int) -> tuple[int, int]:
-    nl = b"\n" if isinstance(data, bytes) else "\n"
-    line = data.count(nl, 0, offset) + 1
-    return line, offset - (data.rfind(nl, 0, offset) + 1) + 1
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _bad_byte(data: bytes, offset: int, shown: str, used_at: Loc | None, message: str, expected: str) -> SpecError:
+    """An error located at the byte that makes `data` no spec text: its line, and its column counted in
+    characters as the rest of the line decodes, so the caret lands under it."""
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    column = len(data[start:offset].decode("utf-8", errors="replace")) + 1
+    hint = f"expected {expected}" + (f"; the file is used at {used_at}" if used_at is not None else "")
+    return SpecError(message, Loc(shown, line, column, column + 1), hint,
+                     {shown: data.decode("utf-8", errors="replace")})
 
 
 def _read_bounded(fd: int, limit: int) -> bytes | None:
@@ -99,14 +109,13 @@ def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, f
     if data is None:
         raise SpecError(f"{shown} is larger than {limit:,} bytes: too large to be a spec", loc)
     if b"\x00" in data:
-        line, col = _line_col(data, data.index(b"\x00"))
-        raise SpecError(f"{shown} is a binary file, not a spec (a NUL byte at line {line}, column {col})", loc)
+        raise _bad_byte(data, data.index(b"\x00"), shown, loc,
+                        f"{shown} is a binary file, not a spec: it holds a NUL byte", "text: a spec holds no NUL bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line, col = _line_col(data, err.start)
-        raise SpecError(f"{shown} is not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}, column {col})",
-                        loc) from None
+        raise _bad_byte(data, err.start, shown, loc, f"{shown} is not UTF-8 text: byte 0x{data[err.start]:02x}",
+                        "UTF-8 text (save the file as UTF-8)") from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
