@@ -399,6 +399,7 @@ def train(
     compile_: str = typer.Option("none", "--compile", metavar="MODE",
                                  help="none; regional (torch.compile once per layer structure: compile time flat in "
                                       "depth); whole (torch.compile the network); cudagraph (each training step "
+                                      "replayed as one CUDA graph); regional+cudagraph (compiled layers, the step "
                                       "replayed as one CUDA graph)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA)."),
     memory: Optional[str] = typer.Option(None, "--memory", metavar="MODE",
@@ -569,7 +570,8 @@ def bench_train(
     compile_: str = typer.Option("none", "--compile",
                                  help="none; whole (torch.compile both modules); regional (archspec's module "
                                       "compiled once per layer structure, the baseline whole); cudagraph (each "
-                                      "module's whole training step captured as one CUDA graph); several, comma-separated; "
+                                      "module's whole training step captured as one CUDA graph); regional+cudagraph "
+                                      "(both: archspec's layers compiled, each step captured); several, comma-separated; "
                                       "or all."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
                                                  help="Channels-last weights and input [default: on for CUDA, "

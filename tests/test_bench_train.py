@@ -117,6 +117,7 @@ def test_batch_list_rows_ratios_and_json(tmp_path, monkeypatch, one_thread):
     (["--compile", "partial"], "unknown compile mode 'partial'"),
     (["--compile", "none,wholes"], "unknown compile mode 'wholes'"),
     (["--compile", "none,cudagraph"], "--compile cudagraph needs a CUDA device"),
+    (["--compile", "regional+cudagraph"], "--compile regional+cudagraph needs a CUDA device"),
 ])
 def test_bad_options_are_clear_errors(args, message):
     r = CliRunner().invoke(app, ["bench", "train", TINY, "--steps", "2", *args])

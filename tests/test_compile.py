@@ -193,7 +193,8 @@ def test_bench_compile_modes():
     from archspec.runtime.bench.train import _modes
 
     assert _modes(False) == ["none"] and _modes(True) == ["whole"]  # the old boolean flag
-    assert _modes("regional") == ["regional"] and _modes("all") == ["none", "whole", "regional", "cudagraph"]
+    assert _modes("regional") == ["regional"] and _modes("all") == ["none", "regional", "whole", "cudagraph",
+                                                                      "regional+cudagraph"]
     assert _modes("none, cudagraph,none") == ["none", "cudagraph"]  # a list, each mode once
     with pytest.raises(RunError, match="unknown compile mode 'partial'"):
         _modes("none,partial")

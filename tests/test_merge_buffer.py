@@ -155,15 +155,36 @@ def test_merges_of_mixed_widths_or_out_of_order_stay_plain():
     assert merge_buffer.apply(gm).code == before
 
 
-def test_the_policy_buffers_merges_only_for_fast_uncompiled_steps():
+@pytest.mark.slow
+def test_regional_compile_leaves_the_buffered_merges_out_of_its_regions():
+    """Regions compile the layers; the buffer's calls (a Python object flows through them) run between
+    them, and the step is still the plain one."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from archspec.compiler.passes.regional import Region, compile_regions
+
+    plain, new = _pair()
+    torch._dynamo.reset()
+    counters.clear()
+    regional = compile_regions(new, backend="aot_eager")
+    outside = {n.target for n in regional.graph.nodes if n.op == "call_function"}
+    assert {merge_buffer.open_buffer, merge_buffer.put, merge_buffer.merge} <= outside
+    assert any(isinstance(m, Region) for m in regional.modules())
+    assert_same_steps(plain.train(), regional.train(), _input(), **TIGHT)
+    assert sum(counters["graph_break"].values()) == 0 and counters["stats"]["unique_graphs"] > 0
+    torch._dynamo.reset()
+
+
+def test_the_policy_buffers_merges_for_fast_steps_not_wholly_compiled():
     net = archspec.network(SPECS / "tiny_delugenet.arch", n=2)
 
     def buffered(mode: str, compile_mode: str) -> bool:
         gm = memory.training(to_module(net), mode, compile_mode)
         return any(n.op == "call_function" and n.target is merge_buffer.merge for n in gm.graph.nodes)
 
-    assert buffered("fast", "none") and buffered("fast", "cudagraph")
-    assert not buffered("fast", "regional") and not buffered("fast", "whole") and not buffered("lean", "none")
+    assert buffered("fast", "none") and buffered("fast", "cudagraph") and buffered("fast", "regional")
+    assert not buffered("fast", "whole") and not buffered("lean", "none")
     assert not any(n.op == "call_function" and n.target is merge_buffer.merge
                    for n in archspec.build(SPECS / "tiny_delugenet.arch").graph.nodes)  # build stays plain
 

@@ -103,7 +103,8 @@ def test_corrupt_checkpoint_cli(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_under_torchrun_stay_identical(tmp_path):
-    """DDP over gloo: both ranks end with the same weights, and only rank 0 writes the run."""
+    """DDP over gloo: both ranks end with the same weights, and only rank 0 writes the run; DDP wraps
+    what the step runs (the compiled regions under --compile regional)."""
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
@@ -116,6 +117,11 @@ def test_two_processes_under_torchrun_stay_identical(tmp_path):
                     Dist(rank, dist.get_world_size(), rank), log=lambda m: None)
         t.fit()
         torch.save({{k: v.clone() for k, v in t.model.state_dict().items()}}, {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+        from archspec.compiler.passes.regional import Region  # DDP wraps the regionally compiled module
+        r = Trainer(TrainConfig(spec={TINY!r}, sets={SMALL!r}, out={str(tmp_path / 'regional')!r}, epochs=1,
+                                batch_size=64, progress=False, device="cpu", compile="regional"),
+                    Dist(rank, dist.get_world_size(), rank), log=lambda m: None)
+        assert any(isinstance(m, Region) for m in r.run.module.modules()), r.run
         dist.destroy_process_group()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -17,6 +17,7 @@ SMALL = ["--set", "n=1", "--set", "w=4", "--epochs", "1", "--batch-size", "256",
 
 @pytest.mark.parametrize("mode, message", [
     ("cudagraph", "--compile cudagraph needs a CUDA device"),
+    ("regional+cudagraph", "--compile regional+cudagraph needs a CUDA device"),
     ("regionl", "unknown compile mode 'regionl'"),
 ])
 def test_modes_the_device_cannot_run_are_refused(tmp_path, mode, message):

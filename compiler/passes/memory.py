@@ -1,6 +1,6 @@
 """The memory policy: which memory pass a training module gets. `fast` runs the plain ops (the
-fastest step, every activation held), with buffered cross-layer merges where the step runs eagerly or
-as a CUDA graph (`training`); `lean` applies the lean pass (memory linear in depth, no
+fastest step, every activation held), with buffered cross-layer merges where the step runs eagerly, as a
+CUDA graph or regionally compiled (`training`); `lean` applies the lean pass (memory linear in depth, no
 convolution recomputed, some elementwise work redone in backward); `auto` goes lean only where the
 plain step would not fit the memory the device has free. The estimate comes from the graph alone."""
 
@@ -14,7 +14,6 @@ from archspec.language.errors import RunError, did_you_mean
 from . import lean, merge_buffer
 
 MODES = ("fast", "lean", "auto")
-BUFFERED = ("none", "cudagraph")  # compile modes whose step runs the buffered merges: torch.compile cannot trace them
 HEADROOM = 0.8  # of the free memory a step may take: the allocator's caching and fragmentation need the rest
 
 
@@ -55,8 +54,8 @@ def apply(gm: fx.GraphModule, mode: str) -> fx.GraphModule:
 
 
 def training(gm: fx.GraphModule, mode: str, compile_mode: str = "none") -> fx.GraphModule:
-    """`gm` as a training step runs it: `apply`'s pass, and under `fast` the buffered merges where the
-    step is not compiled by torch.compile (which fuses the merges itself). Same parameters, buffers and
+    """`gm` as a training step runs it: `apply`'s pass, and under `fast` the buffered merges where they
+    run eagerly: not under whole-model torch.compile, which fuses the merges itself. Same parameters, buffers and
     state_dict keys either way."""
     gm = apply(gm, mode)
-    return merge_buffer.apply(gm) if mode == "fast" and compile_mode in BUFFERED else gm
+    return merge_buffer.apply(gm) if mode == "fast" and compile_mode != "whole" else gm

@@ -10,8 +10,9 @@ Exact, as the per-inflow batch norms are: each inflow is normalised by its own b
 (mean, biased variance, each merge's eps), scaled and shifted per (inflow, channel); each merge updates
 its own running statistics as batch norm does. In eval mode the merges use their running statistics.
 Parameters, buffers and state_dict keys do not change, and the merge modules are not called (their
-hooks do not run). The buffer is a Python object flowing through the graph, so the result runs eagerly
-or captured as a CUDA graph, not under torch.compile (which fuses merges itself) or export."""
+hooks do not run). The buffer is a Python object flowing through the graph, so the result runs eagerly,
+captured as a CUDA graph, or regionally compiled with these calls left out of the regions (their nodes
+carry `meta["eager"]`); not under whole-model torch.compile (which fuses merges itself) or export."""
 
 from __future__ import annotations
 
@@ -220,16 +221,16 @@ def apply(gm: fx.GraphModule) -> fx.GraphModule:
             buf = g.call_function(open_buffer, (tuple((r[0], r[-1] + 1) for r in readers),))
         with g.inserting_before(buf):  # in order, each before the buffer
             modules = tuple(g.get_attr(node.target) for node in group)
-        buf.meta.update(op="buffer", spec_path=group[-1].meta.get("spec_path"))
+        buf.meta.update(op="buffer", spec_path=group[-1].meta.get("spec_path"), eager=True)
         puts: dict[fx.Node, fx.Node] = {}
         for i, src in enumerate(slots):
             with g.inserting_after(buf if i == 0 or src.op == "placeholder" else src):
                 puts[src] = g.call_function(put, (buf, src, i, modules))
-            puts[src].meta.update(src.meta, op="buffer")
+            puts[src].meta.update(src.meta, op="buffer", eager=True)
         for k, (node, module) in enumerate(zip(group, modules)):
             with g.inserting_before(node):
                 new = g.call_function(merge, (module, buf, k, index[node.args[0]], *(puts[a] for a in node.args)))
-            new.meta.update(node.meta)
+            new.meta.update(node.meta, eager=True)
             node.replace_all_uses_with(new)
             g.erase_node(node)
         changed = True

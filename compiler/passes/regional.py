@@ -5,7 +5,8 @@ structure (same code, same module types and parameter shapes) become instances o
 `forward` is compiled once, so dynamo's cache, keyed by the code object, serves every layer of that
 structure. What stays outside the regions runs eagerly: the nodes that gather earlier features (a
 variadic callee — `torch.cat`, a merge, a fused concatenation — reading tensors of other scopes, whose
-arity grows with the layer index), and small glue (slices, adds) between regions.
+arity grows with the layer index), nodes a pass marks `meta["eager"]` (the buffered merges, whose
+buffer is a Python object), and small glue (slices, adds) between regions.
 
 The structure comes from each fx node's `meta`, as codegen and the passes write it: `layer` (the
 innermost block layer) or else the top-level component of `spec_path` names its region, and `shape`
@@ -102,7 +103,8 @@ def _plan(gm: fx.GraphModule) -> tuple[list[tuple[str, list[fx.Node]]], set[fx.N
         scope = _scope(node) if node.op not in ("placeholder", "output") else ""
         if scope and type(modules.get(scope)) is not nn.Module:
             scope = ""
-        if scope and _variadic(node, gm) and any(where.get(a) != scope for a in _tensor_args(node)):
+        if scope and (node.meta.get("eager") or
+                      (_variadic(node, gm) and any(where.get(a) != scope for a in _tensor_args(node)))):
             scope = ""
         where[node] = scope or None
         if scope and runs and runs[-1][0] == scope and runs[-1][1][-1] is last:

@@ -25,14 +25,15 @@ from archspec.graph.ir import Network
 from archspec.language.errors import RunError
 from archspec.runtime.train.devices import Dist, pick_device
 from archspec.runtime.train.graphed import GraphedStep, graph_optimizer
+from archspec.runtime.train.loop import COMPILE_MODES as TRAIN_MODES, captures_step, compiles_regions
 
 from .handwritten import handwritten_for
 from .report import Spread, check_batches, environment, print_header, write_json
 
-COMPILE_MODES = ("none", "whole", "regional", "cudagraph", "all")
+COMPILE_MODES = (*TRAIN_MODES, "all")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)",
-           "cudagraph": " (CUDA graph step)"}
+           "cudagraph": " (CUDA graph step)", "regional+cudagraph": " (regional torch.compile, CUDA graph step)"}
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None) -> int:
@@ -213,7 +214,7 @@ def _modes(compile_: bool | str | None) -> list[str]:
             raise RunError(f"unknown compile mode '{m}'", "compile modes: " + ", ".join(COMPILE_MODES)
                            + " (several separated by commas)")
     if "all" in modes:
-        return ["none", "whole", "regional", "cudagraph"]
+        return list(TRAIN_MODES)
     return list(dict.fromkeys(modes))
 
 
@@ -231,7 +232,8 @@ def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int, 
     return DTYPES[dtype]
 
 
-_BASE_MODE = {"none": "none", "whole": "whole", "regional": "whole", "cudagraph": "cudagraph"}
+_BASE_MODE = {"none": "none", "whole": "whole", "regional": "whole", "cudagraph": "cudagraph",
+              "regional+cudagraph": "cudagraph"}
 """The baseline's form each of archspec's modes is set against (besides the eager baseline)."""
 
 
@@ -250,10 +252,11 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
     dt = _check(batches, net.shape(net.input), steps, warmup, dtype, memory)
     modes = _modes(compile_)
     dev = pick_device(device, Dist())
-    if "cudagraph" in modes and dev.type != "cuda":
+    graphed = [m for m in modes if captures_step(m)]
+    if graphed and dev.type != "cuda":
         if compile_ != "all":
-            raise RunError("--compile cudagraph needs a CUDA device", "use --device cuda, or another compile mode")
-        modes.remove("cudagraph")  # `all` measures what the device can run
+            raise RunError(f"--compile {graphed[0]} needs a CUDA device", "use --device cuda, or another compile mode")
+        modes = [m for m in modes if m not in graphed]  # `all` measures what the device can run
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes are static: let cuDNN pick its fastest kernels
     if channels_last is None:
@@ -276,18 +279,18 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
             torch.manual_seed(0)
             base = base_make()
             base_of[mode] = Trainee(base_name + _SUFFIX[mode], torch.compile(base) if mode == "whole" else base,
-                                    batch, shape, classes, dev, dt, channels_last, graphed=mode == "cudagraph")
+                                    batch, shape, classes, dev, dt, channels_last, graphed=captures_step(mode))
         for mode in modes:
             torch.manual_seed(0)
             model = memory_policy.training(to_module(net), resolved, mode)
             if mode == "whole":
                 model = torch.compile(model)
-            elif mode == "regional":
+            elif compiles_regions(mode):
                 model = compile_regions(model)
                 kinds = region_kinds(model)
                 notes.append(f"regional: {len(kinds)} compiled structures for {sum(map(len, kinds.values()))} regions")
             a = Trainee(label + _SUFFIX[mode], model, batch, shape, classes, dev, dt, channels_last,
-                        graphed=mode == "cudagraph")
+                        graphed=captures_step(mode))
             trainees.append(a)
             pairs += [(a, b) for b in dict.fromkeys([base_of[_BASE_MODE[mode]], base_of["none"]])]
         trainees += list(base_of.values())

@@ -41,9 +41,18 @@ from .specfiles import fit_network, read_spec, spec_files
 from .split import check_val_split, val_count
 
 
-COMPILE_MODES = ("none", "regional", "whole", "cudagraph")
+COMPILE_MODES = ("none", "regional", "whole", "cudagraph", "regional+cudagraph")
 """`--compile`: eager; torch.compile once per layer structure (compile time flat in depth); the whole
-network; or each training step captured as one CUDA graph (launch-bound steps on a GPU)."""
+network; each training step captured as one CUDA graph (launch-bound steps on a GPU); or both the first
+and the last: compiled layers, their step captured."""
+
+
+def compiles_regions(mode: str) -> bool:
+    return mode in ("regional", "regional+cudagraph")
+
+
+def captures_step(mode: str) -> bool:
+    return mode in ("cudagraph", "regional+cudagraph")
 
 
 def make_optimizer(model: nn.Module, r: Recipe, graphed_on: torch.device | None = None
@@ -63,10 +72,10 @@ def compile_mode(requested: str | bool, device: torch.device, dist: Dist) -> str
     if mode not in COMPILE_MODES:
         raise RunError(f"unknown compile mode '{mode}'",
                        did_you_mean(mode, COMPILE_MODES) or f"compile modes: {', '.join(COMPILE_MODES)}")
-    if mode == "cudagraph" and device.type != "cuda":
-        raise RunError("--compile cudagraph needs a CUDA device", "use --device cuda, or --compile regional")
-    if mode == "cudagraph" and dist.joined:
-        raise RunError("--compile cudagraph runs one process", "use --compile regional with --nproc")
+    if captures_step(mode) and device.type != "cuda":
+        raise RunError(f"--compile {mode} needs a CUDA device", "use --device cuda, or --compile regional")
+    if captures_step(mode) and dist.joined:
+        raise RunError(f"--compile {mode} runs one process", "use --compile regional with --nproc")
     return mode
 
 
@@ -119,16 +128,16 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the module whose state is saved
-        self.opt, self.sched = make_optimizer(model, self.recipe, self.device if self.compile == "cudagraph" else None)
+        self.opt, self.sched = make_optimizer(model, self.recipe, self.device if captures_step(self.compile) else None)
         torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
         if resumed is not None:
             self._resume(resumed)
 
-        run = compile_regions(model) if self.compile == "regional" else model
+        run = compile_regions(model) if compiles_regions(self.compile) else model
         if self.dist.joined:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            run = DDP(model, device_ids=[self.device.index] if cuda else None)
+            run = DDP(run, device_ids=[self.device.index] if cuda else None)
         self.run = torch.compile(run) if self.compile == "whole" else run
         self.graphed: GraphedStep | None = None
         held = val_count(self._train_images(), self.val_split, self.ds.name) if self.val_split else 0
@@ -259,7 +268,7 @@ class Trainer:
         readout = Readout(self.device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(it):
-            if self.compile == "cudagraph":
+            if captures_step(self.compile):
                 logits, loss = self._graphed_step(self._prep(x), y)
             else:
                 with self._autocast():
