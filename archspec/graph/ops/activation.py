@@ -35,3 +35,15 @@ class Activation(Op):
     @classmethod
     def activation(cls):
         return cls.forward(), cls.backward
+
+
+def from_output(aten: str, *extra: float) -> Callable:
+    """An activation's `backward` (grad_out, x_in, y_out → grad_in) for one whose output alone gives the
+    gradient: aten's `aten` of grad_out, y_out and `extra`."""
+
+    def backward(g, x, y):
+        import torch
+
+        return getattr(torch.ops.aten, aten)(g, y, *extra)
+
+    return staticmethod(backward)

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 
-from .base import Op, OpArgs, Saves, image, register
+from .torchlayer import TorchLayer
+from .base import OpArgs, Saves, image, register
 
 
 class DropoutArgs(OpArgs):
     p: float = Field(0.5, ge=0, le=1)
 
 
-class _Dropout(Op):
+class _Dropout(TorchLayer):
     keeps_channels = True
     Args = DropoutArgs
-    module: ClassVar[str]  # the torch.nn class name
-
-    @classmethod
-    def lower(cls, args, ins):
-        from torch import nn
-
-        return getattr(nn, cls.module)(args.p)
-
-    @classmethod
-    def source(cls, m):
-        return f"torch.nn.{cls.module}({m.p})"
+    init = ("p",)
 
 
 @register

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
-from .base import Op, OpArgs, ShapeError, fmt_shape, register
+from .channelnorm import ChannelNorm
+from .base import OpArgs, ShapeError, register
 
 
 class GroupNormArgs(OpArgs):
@@ -15,25 +16,18 @@ class GroupNormArgs(OpArgs):
 
 
 @register
-class GroupNorm(Op):
+class GroupNorm(ChannelNorm):
     kind = "groupnorm"
-    keeps_channels = True
     aliases = ("gn", "groupnormalization")
     Args = GroupNormArgs
-    colour = "#dd8452"  # as every normalisation
     short = "gn"
 
     @classmethod
     def shape(cls, ins, a):
-        if len(ins[0]) not in (1, 3):
-            raise ShapeError(f"groupnorm needs a C×H×W input or a flat vector, got {fmt_shape(ins[0])}")
-        if ins[0][0] % a.groups:
-            raise ShapeError(f"groupnorm groups={a.groups} must divide the input channels ({ins[0][0]})")
+        c = super().shape(ins, a)[0]
+        if c % a.groups:
+            raise ShapeError(f"groupnorm groups={a.groups} must divide the input channels ({c})")
         return ins[0]
-
-    @classmethod
-    def params(cls, ins, a):
-        return 2 * ins[0][0]
 
     @classmethod
     def lower(cls, args, ins):
@@ -44,7 +38,3 @@ class GroupNorm(Op):
     @classmethod
     def source(cls, m):
         return f"torch.nn.GroupNorm({m.num_groups}, {m.num_channels}, eps={m.eps})"
-
-    @classmethod
-    def initialise(cls, m, a):
-        m.reset_parameters()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Op, OpArgs, ShapeError, fmt_shape, register
+from .channelnorm import ChannelNorm
+from .base import OpArgs, register
 
 
 class LayerNormArgs(OpArgs):
@@ -14,23 +15,11 @@ class LayerNormArgs(OpArgs):
 
 
 @register
-class LayerNorm(Op):
+class LayerNorm(ChannelNorm):
     kind = "layernorm"
-    keeps_channels = True
     aliases = ("ln", "layernorm2d", "layernormalization")
     Args = LayerNormArgs
-    colour = "#dd8452"  # as every normalisation
     short = "ln"
-
-    @classmethod
-    def shape(cls, ins, a):
-        if len(ins[0]) not in (1, 3):
-            raise ShapeError(f"layernorm needs a C×H×W input or a flat vector, got {fmt_shape(ins[0])}")
-        return ins[0]
-
-    @classmethod
-    def params(cls, ins, a):
-        return 2 * ins[0][0]
 
     @classmethod
     def lower(cls, args, ins):
@@ -46,7 +35,3 @@ class LayerNorm(Op):
 
         ctor = "LayerNorm2d" if type(m) is LayerNorm2d else "torch.nn.LayerNorm"
         return f"{ctor}({m.normalized_shape[0]}, eps={m.eps})"
-
-    @classmethod
-    def initialise(cls, m, a):
-        m.reset_parameters()

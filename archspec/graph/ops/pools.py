@@ -3,11 +3,10 @@ counts), adaptive average and max to a fixed output size, and the global average
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from pydantic import NonNegativeInt, PositiveInt, field_validator
 from pydantic_core import PydanticCustomError
 
+from .torchlayer import TorchLayer
 from .base import Op, OpArgs, Saves, ShapeError, image, register, window
 
 
@@ -33,10 +32,11 @@ def ceil_window(size: int, k: int, s: int, p: int, what: str) -> int:
     return out
 
 
-class _Pool(Op):
+class _Pool(TorchLayer):
     keeps_channels = True
     Args = PoolArgs
-    module: ClassVar[str]  # the torch.nn class name
+    init = ("kernel_size", "stride", "padding", "ceil_mode")
+    positional = 3
 
     @classmethod
     def shape(cls, ins, a):
@@ -48,21 +48,8 @@ class _Pool(Op):
         return (c, out(h, a.kernel, s, a.padding, cls.kind), out(w, a.kernel, s, a.padding, cls.kind))
 
     @classmethod
-    def lower(cls, args, ins):
-        from torch import nn
-
-        a = args
-        return getattr(nn, cls.module)(a.kernel, a.stride or a.kernel, a.padding, ceil_mode=a.ceil_mode,
-                                       **cls.extra(a))
-
-    @classmethod
-    def extra(cls, a: PoolArgs) -> dict[str, Any]:
-        """The keyword arguments of this pool's torch module beyond the window's."""
-        return {}
-
-    @classmethod
-    def source(cls, m):
-        return f"torch.nn.{cls.module}({m.kernel_size}, {m.stride}, {m.padding}, ceil_mode={m.ceil_mode})"
+    def torch_args(cls, a):
+        return a.kernel, a.stride or a.kernel, a.padding, a.ceil_mode
 
 
 @register
@@ -72,15 +59,11 @@ class AvgPool(_Pool):
     aliases = ("avgpool2d", "averagepool", "avgpooling", "averagepooling2d")
     Args = AvgPoolArgs
     module = "AvgPool2d"
+    init = (*_Pool.init, "count_include_pad")
 
     @classmethod
-    def extra(cls, a):
-        return {"count_include_pad": a.count_include_pad}
-
-    @classmethod
-    def source(cls, m):
-        return (f"torch.nn.AvgPool2d({m.kernel_size}, {m.stride}, {m.padding}, ceil_mode={m.ceil_mode}, "
-                f"count_include_pad={m.count_include_pad})")
+    def torch_args(cls, a):
+        return *super().torch_args(a), a.count_include_pad
 
 
 @register
@@ -104,27 +87,21 @@ class AdaptivePoolArgs(OpArgs):
         raise PydanticCustomError("size", "must be an int or a list of two ints")
 
 
-class _AdaptivePool(Op):
+class _AdaptivePool(TorchLayer):
     """Pools each channel to a fixed `size`, whatever the input's: window i along a side of n inputs
     spans [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)."""
     keeps_channels = True
 
     Args = AdaptivePoolArgs
-    module: ClassVar[str]  # the torch.nn class name
+    init = ("output_size",)
 
     @classmethod
     def shape(cls, ins, a):
         return (image(ins[0], cls.kind)[0], *a.size)
 
     @classmethod
-    def lower(cls, args, ins):
-        from torch import nn
-
-        return getattr(nn, cls.module)(args.size)
-
-    @classmethod
-    def source(cls, m):
-        return f"torch.nn.{cls.module}({tuple(m.output_size)})"
+    def torch_args(cls, a):
+        return (a.size,)
 
 
 @register

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, from_output
 from .base import Saves, register
 
 
@@ -13,9 +13,5 @@ class Relu(Activation):
     aliases = ("rectifier",)
     function = "torch.nn.functional.relu"
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        # the output alone decides where the gradient flows, so the input need not be kept
-        return torch.ops.aten.threshold_backward(g, y, 0)
+    # the output alone decides where the gradient flows, so the input need not be kept
+    backward = from_output("threshold_backward", 0)

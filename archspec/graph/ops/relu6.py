@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, from_output
 from .base import Saves, register
 
 
@@ -12,10 +12,5 @@ class Relu6(Activation):
     saves = Saves(output=False)
     aliases = ("clippedrelu", "boundedrelu")
     function = "torch.nn.functional.relu6"
-
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        # the gradient passes where 0 < x < 6, exactly where 0 < y < 6: the output alone decides
-        return torch.ops.aten.hardtanh_backward(g, y, 0.0, 6.0)
+    # the gradient passes where 0 < x < 6, exactly where 0 < y < 6: the output alone decides
+    backward = from_output("hardtanh_backward", 0.0, 6.0)

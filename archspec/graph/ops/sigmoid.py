@@ -3,7 +3,7 @@ shape-preserving."""
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, from_output
 from .base import Saves, register
 
 
@@ -13,10 +13,4 @@ class Sigmoid(Activation):
     saves = Saves(inputs=False)
     aliases = ("logistic", "sigm")
     function = "torch.sigmoid"
-
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        # σ' = σ(1 − σ): the output alone gives the gradient
-        return torch.ops.aten.sigmoid_backward(g, y)
+    backward = from_output("sigmoid_backward")  # σ' = σ(1 − σ)
