@@ -186,8 +186,9 @@ def test_unknown_keyword_argument_points_at_it():
 
 def test_too_many_positional_arguments():
     check(net("relu(1)"), "1", "relu takes no arguments, got 1")
-    check(net('conv(8, 3, 1, 1, 1, false, "zeros", 7)'), "7", "conv takes at most 7 arguments")
-    check(net('conv(8, 3, init="glorot")'), 'init="glorot"', "must be one of 'he_normal', 'he_uniform', 'zeros'",
+    check(net('conv(8, 3, 1, 1, 1, false, "normal", 0.1, "zeros", 7)'), "7", "conv takes at most 9 arguments")
+    check(net('conv(8, 3, 1, 1, 1, false, "zeros", 7)'), "7", "argument 'std' sets the spread of init=\"normal\"")
+    check(net('conv(8, 3, init="glorot")'), 'init="glorot"', "must be one of 'default', 'he_normal', 'he_normal_in'",
           "got str \"glorot\"")
 
 

@@ -52,7 +52,7 @@ def _arg_error(kind: str, err: ValidationError, Args: type[OpArgs], loc: Loc,
     path = e["loc"] or ()
     field = str(path[0]) if path else ""
     where = arg_locs.get(field, loc)
-    fields = list(Args.model_fields)
+    fields = Args.names()
     if e["type"] == "extra_forbidden":
         return SpecError(f"{kind} has no argument '{field}'", where,
                          did_you_mean(field, fields) or (f"its arguments: {', '.join(fields)}" if fields
@@ -74,7 +74,7 @@ def make_args(kind: str, Args: type[OpArgs], pos: Sequence[Value], kw: Mapping[s
               pos_locs: Sequence[Loc] = (), kw_locs: Mapping[str, Loc] | None = None) -> OpArgs:
     """Validate a call's arguments against an op's (or pattern's) argument model. `pos_locs` and
     `kw_locs` say where each argument was written, so that a bad one is pointed at."""
-    fields = list(Args.model_fields)
+    fields = Args.names()
     kw_locs = dict(kw_locs or {})
     if len(pos) > len(fields):
         where = pos_locs[len(fields)] if len(pos_locs) > len(fields) else loc

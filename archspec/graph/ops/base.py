@@ -27,6 +27,13 @@ class ShapeError(ValueError):
 
 class OpArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    trailing: ClassVar[tuple[str, ...]] = ()  # fields a shared base adds: after the op's own, by position
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The arguments in the order a call gives them by position: the op's own, then `trailing`."""
+        fields = list(cls.model_fields)
+        return [f for f in fields if f not in cls.trailing] + [f for f in fields if f in cls.trailing]
 
 
 class NoArgs(OpArgs):

@@ -1,25 +1,22 @@
-"""conv: 2-d convolution, initialised with He's scheme on fan-out as the papers' code does."""
+"""conv: 2-d convolution, initialised with He's scheme on fan-out as the papers' code does (other
+schemes: `weight_init.py`)."""
 
 from __future__ import annotations
 
-import math
-from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Op, OpArgs, Saves, ShapeError, image, register, window
+from .base import Op, Saves, ShapeError, image, register, window
+from .weight_init import InitArgs, initialise
 
 
-class ConvArgs(OpArgs):
+class ConvArgs(InitArgs):
     out: PositiveInt
     kernel: PositiveInt = 1
     stride: PositiveInt = 1
     padding: NonNegativeInt = 0
     groups: PositiveInt = 1
     bias: bool = False
-    # he_normal: N(0, 2/fan_out) (ResNet, DenseNet, DelugeNet, GUNN); he_uniform: the same variance from a
-    # uniform draw (SeqConv); zeros: a layer that starts as nothing (SeqConv's second residual layer)
-    init: Literal["he_normal", "he_uniform", "zeros"] = "he_normal"
 
 
 @register
@@ -62,12 +59,4 @@ class Conv(Op):
 
     @classmethod
     def initialise(cls, m, a):
-        std = math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels))
-        if a.init == "zeros":
-            m.weight.zero_()
-        elif a.init == "he_uniform":
-            m.weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
-        else:
-            m.weight.normal_(0.0, std)
-        if m.bias is not None:
-            m.bias.zero_()
+        initialise(m.weight, m.bias, a, "he_normal")

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from math import prod
-from typing import Literal
 
 from pydantic import PositiveInt
 
-from .base import Op, OpArgs, Saves, register
+from .base import Op, Saves, register
+from .weight_init import InitArgs, initialise
 
 
-class LinearArgs(OpArgs):
+class LinearArgs(InitArgs):
     out: PositiveInt
     bias: bool = True
-    # default: U(±1/√fan_in); uniform_out: U(±√(3/out)), the SeqConv and MnasNet classifier; normal:
-    # N(0, 0.01²), MobileNet's; uniform_inv_out: U(±1/√out), EfficientNet's. The bias starts at 0.
-    init: Literal["default", "uniform_out", "normal", "uniform_inv_out"] = "default"
 
 
 @register
@@ -55,11 +51,4 @@ class Linear(Op):
 
     @classmethod
     def initialise(cls, m, a):
-        if a.init == "normal":
-            m.weight.normal_(0.0, 0.01)
-        else:
-            bound = {"uniform_out": math.sqrt(3.0 / m.out_features),
-                     "uniform_inv_out": 1.0 / math.sqrt(m.out_features)}.get(a.init, 1.0 / math.sqrt(m.in_features))
-            m.weight.uniform_(-bound, bound)
-        if m.bias is not None:
-            m.bias.zero_()
+        initialise(m.weight, m.bias, a, "torch")  # torch's own weights; the bias starts at 0 unless told
