@@ -105,8 +105,10 @@ def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, triton: bool |
     L, M, C = x.shape
     if not (use_triton(x, a.dtype) if triton is None else triton):
         with torch.autocast(x.device.type, enabled=False):
-            acc = torch.einsum("lmc,lc->mc", x.to(a.dtype), a)
-            return (acc + b).to(x.dtype)
+            acc = b.expand(M, C).clone()
+            for l in range(L):  # one pass each: an einsum's bmm over C batches copies every slice on the CPU
+                acc.addcmul_(x[l].to(a.dtype), a[l])
+            return acc.to(x.dtype)
     y = torch.empty((M, C), dtype=x.dtype, device=x.device)
     bm, bc = _tiles(C)
     fwd = triton_kernels()[0]
@@ -121,7 +123,7 @@ def scale_grads(x: torch.Tensor, g: torch.Tensor, acc: torch.dtype = torch.float
     if not (triton if triton is not None else use_triton(x, acc)):
         with torch.autocast(x.device.type, enabled=False):
             g = g.to(acc)
-            return torch.einsum("mc,lmc->lc", g, x.to(acc)), g.sum(0)
+            return torch.stack([(x[l].to(acc) * g).sum(0) for l in range(L)]), g.sum(0)
     bm, bc = _tiles(C)
     rows = bm * max(1, min(4, M // (bm * 2048)))  # enough programs to fill the GPU, few partial rows
     programs = triton_grid(M, rows)
@@ -138,7 +140,9 @@ def inflow_grad(g: torch.Tensor, a: torch.Tensor, x: torch.Tensor, s: torch.Tens
     M, C = x.shape
     if not (use_triton(x, a.dtype) if triton is None else triton):
         with torch.autocast(x.device.type, enabled=False):
-            acc = torch.addcmul(t, x.to(a.dtype), s) + torch.einsum("kmc,kc->mc", g.to(a.dtype), a)
+            acc = torch.addcmul(t, x.to(a.dtype), s)
+            for k in range(g.shape[0]):
+                acc.addcmul_(g[k].to(a.dtype), a[k])
             return acc.to(x.dtype)
     gx = torch.empty_like(x)
     bm, bc = _tiles(C)

@@ -47,6 +47,25 @@ def test_reference_kernels_are_the_sums_autograd_differentiates():
     gs, s, t = torch.stack([g, 2 * g]), a[2], b
     want = a[0] * g + a[1] * 2 * g + s * x[1] + t
     torch.testing.assert_close(kernels.inflow_grad(gs, a[:2], x[1], s, t), want, **TIGHT)
+    # rows of C, as the Triton kernels write them: a merge's output is channels last, and one layout
+    # reaches the layers after it (a compiled region would recompile for another)
+    assert kernels.forward(x, a, b).is_contiguous() and kernels.inflow_grad(gs, a[:2], x[1], s, t).is_contiguous()
+
+
+def test_reference_kernels_run_a_number_of_ops_independent_of_width_and_batch():
+    """The torch sums are O(L) ops on whole (M, C) slices: nothing inside them loops over channels or
+    rows (an einsum's batched matmul over C copied every slice, making CPU training steps 4× slower).
+    The profiler sees the ops that ops call, too."""
+
+    def ops(M: int, C: int) -> int:
+        x, a, b, g = _stack(4, M, C, torch.float32)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            kernels.forward(x, a, b)
+            kernels.scale_grads(x, g, torch.float32)
+            kernels.inflow_grad(torch.stack([g, g]), a[:2], x[1], b, b)
+        return len(prof.events())
+
+    assert ops(16, 4) == ops(16, 256) == ops(4096, 4)
 
 
 _TRITON_CHECK = """
@@ -153,6 +172,31 @@ def test_merges_of_mixed_widths_or_out_of_order_stay_plain():
     gm = fx.GraphModule(root, g)
     before = gm.code
     assert merge_buffer.apply(gm).code == before
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_merges_and_inflow_gradients_keep_the_inflows_layout(layout):
+    """The buffer is channels last; what leaves it (merge outputs forward, inflow gradients backward)
+    is laid out as the inflows are, as the plain ops give it: one stride pattern for the layers after."""
+    _, new = _pair()
+    new = new.to(memory_format=layout)
+    outputs, grads = [], []
+
+    class Watch(fx.Interpreter):
+        def run_node(self, n):
+            if n.op == "call_function" and n.target is merge_buffer.put:
+                inflow = self.env[n.args[1]]
+                if inflow.requires_grad:
+                    inflow.register_hook(grads.append)
+            out = super().run_node(n)
+            if n.op == "call_function" and n.target is merge_buffer.merge:
+                outputs.append(out)
+            return out
+
+    x = _input().contiguous(memory_format=layout).requires_grad_(True)
+    Watch(new).run(x).sum().backward()
+    assert len(outputs) == 5 and all(t.is_contiguous(memory_format=layout) for t in outputs)
+    assert len(grads) >= 5 and all(g.is_contiguous(memory_format=layout) for g in grads)
 
 
 @pytest.mark.slow

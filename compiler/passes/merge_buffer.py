@@ -26,12 +26,14 @@ from ..modules import CrossDepthwise
 class Buffer:
     """One group's inflows for one step: `x[slot]` (N, H, W, C); `a[k, slot]`, merge k's scale of each
     inflow it reads (zero elsewhere); `g[k]`, merge k's output gradient (N·H·W, C), kept from its
-    backward until its inflows take theirs. `readers[slot]` is the range of merges reading the slot."""
+    backward until its inflows take theirs. `readers[slot]` is the range of merges reading the slot.
+    `nchw`: the inflows are laid out contiguously (not channels last), and so are the merges' outputs
+    and the inflows' gradients, as the plain ops would give them."""
 
-    __slots__ = ("readers", "x", "a", "g")
+    __slots__ = ("readers", "x", "a", "g", "nchw")
 
     def __init__(self, readers: tuple[tuple[int, int], ...]):
-        self.readers, self.x, self.a, self.g = readers, None, None, None
+        self.readers, self.x, self.a, self.g, self.nchw = readers, None, None, None, False
 
     @property
     def slots(self) -> int:
@@ -69,6 +71,7 @@ class _Put(torch.autograd.Function):
         n, c, h, w = x.shape
         if buf.x is None:
             buf.x = torch.empty((buf.slots, n, h, w, c), dtype=x.dtype, device=x.device)
+            buf.nchw = x.is_contiguous()
         elif buf.x.shape[1:] != (n, h, w, c) or buf.x.dtype != x.dtype:
             raise ValueError(f"merge buffer slot {slot}: got {tuple(x.shape)} {x.dtype}, the buffer holds "
                              f"{tuple(buf.x.shape[1:])} {buf.x.dtype} (N, H, W, C)")
@@ -101,7 +104,13 @@ class _Put(torch.autograd.Function):
         else:
             scale = shift = torch.zeros(c, dtype=a.dtype, device=x.device)
         gx = kernels.inflow_grad(buf.g[lo:hi], a, x.view(-1, c), scale, shift)
-        return gx.view(x.shape).permute(0, 3, 1, 2), None, None, None
+        return _laid_out(gx.view(x.shape).permute(0, 3, 1, 2), buf), None, None, None
+
+
+def _laid_out(t: torch.Tensor, buf: Buffer) -> torch.Tensor:
+    """`t` (channels last, from the buffer) in the inflows' layout: one layout reaches the next layers,
+    so compiled regions see one stride pattern and no convolution converts."""
+    return t.contiguous() if buf.nchw else t
 
 
 def put(buf: Buffer, x: torch.Tensor, slot: int, merges: tuple[CrossDepthwise, ...]):
@@ -123,7 +132,7 @@ class _Merge(torch.autograd.Function):
         buf.a[k, lo:hi] = a.detach()
         y = kernels.forward(x.view(L, -1, c), a, b)
         ctx.buf, ctx.k, ctx.lo, ctx.hi, ctx.tokens, ctx.acc = buf, k, lo, hi, len(tokens), a.dtype
-        return y.view(n, h, w, c).permute(0, 3, 1, 2)
+        return _laid_out(y.view(n, h, w, c).permute(0, 3, 1, 2), buf)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
