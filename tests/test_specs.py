@@ -20,10 +20,13 @@ from reference_counts import BY_NAME, REFERENCE, Reference, Variant
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# round trips of 3 s or more of CPU (over 5 s on a busy 2-core machine): left out by `-m "not slow"`
+# round trips of 3 s or more of CPU (over 5 s on a busy 2-core machine), and of every model over 60M parameters:
+# left out by `-m "not slow"`
 SLOW_ROUND_TRIP = {"delugenet143", "delugenet152", "densenet_bc190_k40", "gunn18", "gunn24", "sunn18", "sunn24",
                    "wide_gunn18", "seqresnetb42", "seqresnetb_k32r12n3", "seqresnext24", "resnet101", "wide_resnet50_2",
-                   "vgg11_bn", "vgg16_bn", "densenet121", "densenet161", "densenet169", "densenet201", "convnext_small"}
+                   "vgg11_bn", "vgg16_bn", "densenet121", "densenet161", "densenet169", "densenet201", "convnext_small",
+                   "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "alexnet", "vgg11", "vgg13",
+                   "vgg13_bn", "vgg16", "vgg19", "vgg19_bn", "convnext_base", "efficientnet_v2_m"}
 
 
 def _macs_match(macs: int, want: int | str) -> bool:

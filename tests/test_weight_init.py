@@ -176,6 +176,12 @@ def _vgg(gm):  # fan-out He convs, bias 0; every linear N(0, 0.01²), bias 0
         assert not m.bias.any()
 
 
+def _alexnet(gm):  # no init loop: torch's own weights and biases
+    for _, m in _convs_and_linears(gm):
+        _assert_drawn(m.weight.detach(), "uniform", 1 / math.sqrt(_fans(m.weight)[0]))
+        _torch_bias(m)
+
+
 def _torch_bias(m):
     bound = 1 / math.sqrt(_fans(m.weight)[0])
     assert m.bias.abs().max() <= bound and m.bias.std() > 0.3 * bound
@@ -191,6 +197,8 @@ ZOO = {
     "regnet_y_400mf": (dict(size=32), _regnet),
     "resnet18": (dict(size=32), _resnet),
     "vgg11_bn": (dict(size=32, widths=[16, 32, 64, 64, 64], hidden=256), _vgg),
+    "vgg11": (dict(size=32, widths=[16, 32, 64, 64, 64], hidden=256), _vgg),
+    "alexnet": (dict(size=64, hidden=512), _alexnet),
 }
 
 
@@ -211,7 +219,7 @@ def _torchvision():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in ZOO if n != "vgg11_bn"])  # vgg: 130M parameters at full width
+@pytest.mark.parametrize("name", [n for n in ZOO if not n.startswith(("vgg", "alexnet"))])  # 60M+ parameters
 def test_each_weight_starts_with_the_spread_of_its_torchvision_twin(name):
     """Where torchvision imports: every tensor paired by weight transfer starts with the same spread."""
     from archspec.compiler.transfer import transfer_weights

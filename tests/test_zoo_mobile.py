@@ -16,9 +16,16 @@ COUNTS = {
     "mobilenet_v3_small": 2_542_856,
     "mobilenet_v3_large": 5_483_032,
     "efficientnet_b0": 5_288_548,
+    "efficientnet_b1": 7_794_184,
+    "efficientnet_b2": 9_109_994,
     "efficientnet_b3": 12_233_232,
+    "efficientnet_b4": 19_341_616,
     "efficientnet_v2_s": 21_458_488,
+    "efficientnet_v2_m": 54_139_356,
+    "mnasnet0_5": 2_218_512,
+    "mnasnet0_75": 3_170_208,
     "mnasnet1_0": 4_383_312,
+    "mnasnet1_3": 6_282_256,
 }
 
 # batch-norm (eps, momentum) of each model, as torchvision sets them
@@ -27,9 +34,16 @@ NORMS = {
     "mobilenet_v3_small": (0.001, 0.01),
     "mobilenet_v3_large": (0.001, 0.01),
     "efficientnet_b0": (1e-5, 0.1),
+    "efficientnet_b1": (1e-5, 0.1),
+    "efficientnet_b2": (1e-5, 0.1),
     "efficientnet_b3": (1e-5, 0.1),
+    "efficientnet_b4": (1e-5, 0.1),
     "efficientnet_v2_s": (0.001, 0.1),
+    "efficientnet_v2_m": (0.001, 0.1),
+    "mnasnet0_5": (1e-5, 1 - 0.9997),
+    "mnasnet0_75": (1e-5, 1 - 0.9997),
     "mnasnet1_0": (1e-5, 1 - 0.9997),
+    "mnasnet1_3": (1e-5, 1 - 0.9997),
 }
 
 

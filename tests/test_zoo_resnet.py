@@ -1,8 +1,8 @@
-"""torchvision's ResNet, ResNeXt, Wide ResNet, RegNet and VGG-BN as specs (`specs/lib/resnet.arch`,
-`regnet.arch`, `vgg.arch`): torchvision's exact parameter counts and, to its two decimals, its GMACs; every
-model builds and runs; and small variants of each family hold the same tensors in the same order as
-torchvision's modules (written out below as torchvision defines them), so that weights copied one to one
-give the same function."""
+"""torchvision's ResNet, ResNeXt, Wide ResNet, RegNet, VGG (with and without batch norms) and AlexNet as
+specs (`specs/lib/resnet.arch`, `regnet.arch`, `vgg.arch`, `alexnet.arch`): torchvision's exact parameter
+counts and, to its two decimals, its GMACs; every model builds and runs; and small variants of each family
+hold the same tensors in the same order as torchvision's modules (written out below as torchvision defines
+them), so that weights copied one to one give the same function."""
 
 from __future__ import annotations
 
@@ -24,14 +24,31 @@ TORCHVISION = {
     "resnet34": (21_797_672, 3.66),
     "resnet50": (25_557_032, 4.09),
     "resnet101": (44_549_160, 7.80),
+    "resnet152": (60_192_808, 11.51),
     "resnext50_32x4d": (25_028_904, 4.23),
+    "resnext101_32x8d": (88_791_336, 16.41),
+    "resnext101_64x4d": (83_455_272, 15.46),
     "wide_resnet50_2": (68_883_240, 11.40),
+    "wide_resnet101_2": (126_886_696, 22.75),
     "regnet_x_400mf": (5_495_976, 0.41),
+    "regnet_x_800mf": (7_259_656, 0.80),
+    "regnet_x_1_6gf": (9_190_136, 1.60),
     "regnet_y_400mf": (4_344_144, 0.40),
+    "regnet_y_800mf": (6_432_512, 0.83),
+    "regnet_y_1_6gf": (11_202_430, 1.61),
+    "vgg11": (132_863_336, 7.61),
     "vgg11_bn": (132_868_840, 7.61),
+    "vgg13": (133_047_848, 11.31),
+    "vgg13_bn": (133_053_736, 11.31),
+    "vgg16": (138_357_544, 15.47),
     "vgg16_bn": (138_365_992, 15.47),
+    "vgg19": (143_667_240, 19.63),
+    "vgg19_bn": (143_678_248, 19.63),
+    "alexnet": (61_100_840, 0.71),
 }
-SLOW_BUILD = {"resnet101", "wide_resnet50_2", "vgg11_bn", "vgg16_bn"}  # over 5 s on a busy 2-core machine
+# over 5 s on a busy 2-core machine, and every model over 60M parameters
+SLOW_BUILD = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+              "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet"}
 
 
 def spec(name: str) -> str:
@@ -200,21 +217,42 @@ class RegNet(nn.Module):
 
 
 class VGG(nn.Module):
-    """torchvision's VGG with batch norms; `hidden` (its fixed 4096) narrows it for a quick test."""
+    """torchvision's VGG, with batch norms or without; `hidden` (its fixed 4096) narrows it for a quick test."""
 
-    def __init__(self, cfg, num_classes, hidden=4096):
+    def __init__(self, cfg, num_classes, hidden=4096, batch_norm=True):
         super().__init__()
         layers, cin = [], 3
         for v in cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                layers += [nn.Conv2d(cin, v, 3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []), nn.ReLU()]
                 cin = v
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(nn.Linear(cin * 7 * 7, hidden), nn.ReLU(), nn.Dropout(0.5),
                                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class AlexNet(nn.Module):
+    """torchvision's AlexNet; `widths` and `hidden` (its fixed 64/192/384/256/256 and 4096) narrow it."""
+
+    def __init__(self, num_classes, widths=(64, 192, 384, 256, 256), hidden=4096):
+        super().__init__()
+        a, b, c, d, e = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(3, a, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(a, b, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(b, c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, d, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(d, e, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(e * 6 * 6, hidden), nn.ReLU(),
+                                        nn.Dropout(0.5), nn.Linear(hidden, hidden), nn.ReLU(),
                                         nn.Linear(hidden, num_classes))
 
     def forward(self, x):
@@ -255,17 +293,25 @@ SMALL = [
      lambda: VGG([8, "M", 8, "M", 16, 16, "M", 16, 16, "M", 16, 16, "M"], 10, hidden=32)),
     ("vgg16_bn", dict(widths=[8, 8, 16, 16, 16], hidden=32, classes=10),
      lambda: VGG([8, 8, "M", 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M", 16, 16, 16, "M"], 10, hidden=32)),
+    ("vgg19", dict(widths=[8, 8, 16, 16, 16], hidden=32, classes=10),
+     lambda: VGG([8, 8, "M", 8, 8, "M", 16, 16, 16, 16, "M", 16, 16, 16, 16, "M", 16, 16, 16, 16, "M"], 10, hidden=32,
+                 batch_norm=False)),
+    # AlexNet needs 63×63 or more: three 3×3/2 max pools after an 11×11/4 stem
+    ("alexnet", dict(widths=[8, 16, 16, 16, 16], hidden=32, classes=10, size=64),
+     lambda: AlexNet(10, widths=(8, 16, 16, 16, 16), hidden=32)),
 ]
 
 
 @pytest.mark.parametrize("name,overrides,reference", SMALL, ids=[s[0] for s in SMALL])
 def test_torchvisions_weights_copy_one_to_one_and_compute_the_same(name, overrides, reference):
     """Same tensors in the same order: projections after the body in ResNet, before it in RegNet (as
-    torchvision registers them), the squeeze-and-excitation gate's two biased 1×1s, VGG's biased 3×3s."""
+    torchvision registers them), the squeeze-and-excitation gate's two biased 1×1s, VGG's and AlexNet's
+    biased convolutions (VGG's with a batch norm or none)."""
     torch.manual_seed(0)
     ref = reference().double().eval()
-    gm = archspec.build(spec(name), size=32, **overrides).double().eval()
+    overrides = {"size": 32, **overrides}
+    gm = archspec.build(spec(name), **overrides).double().eval()
     copied_one_to_one(ref, gm)
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    x = torch.randn(2, 3, overrides["size"], overrides["size"], dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(gm(x), ref(x), rtol=1e-10, atol=1e-10)
