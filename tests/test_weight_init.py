@@ -226,16 +226,18 @@ def test_each_weight_starts_with_the_spread_of_its_torchvision_twin(name):
 
     models = _torchvision()
     torch.manual_seed(0)
-    tv = getattr(models, name)(weights=None, **({"aux_logits": False, "init_weights": True} if name == "googlenet" else {}))
+    options = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    tv = getattr(models, name)(weights=None, **options)
     gm = archspec.build(name, classes=1000, size=224)
     ours = {k: v.detach().clone() for k, v in gm.state_dict().items()}
     theirs = tv.state_dict()
     report = transfer_weights(tv, gm)
     compared = 0
     for pair in report.pairs:
-        if len(pair.source) != 1 or theirs[pair.source[0]].numel() < 2000 or not theirs[pair.source[0]].is_floating_point():
+        source = theirs[pair.source[0]]
+        if len(pair.source) != 1 or source.numel() < 2000 or not source.is_floating_point():
             continue
-        a, b = ours[pair.target].float(), theirs[pair.source[0]].float()
+        a, b = ours[pair.target].float(), source.float()
         if b.std() == 0:
             assert a.std() == 0 and a.mean() == b.mean(), pair
         else:

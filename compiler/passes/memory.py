@@ -54,8 +54,8 @@ def apply(gm: fx.GraphModule, mode: str) -> fx.GraphModule:
 
 
 def training(gm: fx.GraphModule, mode: str, compile_mode: str = "none") -> fx.GraphModule:
-    """`gm` as a training step runs it: `apply`'s pass, and under `fast` the buffered merges where they
-    run eagerly: not under whole-model torch.compile, which fuses the merges itself. Same parameters, buffers and
-    state_dict keys either way."""
+    """`gm` as a training step runs it: `apply`'s pass, and under `fast` the buffered merges wherever
+    they run eagerly (not under whole-model torch.compile, which fuses the merges itself). Same
+    parameters, buffers and state_dict keys either way."""
     gm = apply(gm, mode)
     return merge_buffer.apply(gm) if mode == "fast" and compile_mode != "whole" else gm
