@@ -34,3 +34,27 @@ def test_regional_compile_trains_as_eager(tmp_path):
         assert r.exit_code == 0, r.output
         losses[mode] = json.loads((tmp_path / mode / "metrics.jsonl").read_text().splitlines()[0])["train_loss"]
     assert losses["regional"] == pytest.approx(losses["none"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_partial_batch_runs_the_same_weights_uncompiled(tmp_path):
+    """A partial batch (the test set's last) is not worth compiling every region again for its shape: it
+    runs the uncompiled module, which holds the same weights. One epoch then compiles each region
+    structure once for training and once for evaluation (no grad), nothing more."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from archspec.compiler.passes.regional import region_kinds
+    from archspec.runtime.train import TrainConfig, Trainer
+
+    torch._dynamo.reset()
+    counters.clear()
+    t = Trainer(TrainConfig(spec=TINY, sets={"n": 1, "w": 4}, out=tmp_path / "run", epochs=1, batch_size=256,
+                            progress=False, device="cpu", compile="regional"), log=lambda m: None)
+    assert t.feed.size("test") % 256  # the test set ends on a partial batch
+    t.fit()
+    kinds = len(region_kinds(t.run))
+    assert kinds >= 3 and counters["stats"]["unique_graphs"] == 2 * kinds
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert 0 <= row["test_acc"] <= 1 and row["test_loss"] > 0
+    torch._dynamo.reset()

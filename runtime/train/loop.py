@@ -236,11 +236,20 @@ class Trainer:
         """The step replayed from a CUDA graph captured on the first full batch; a batch of another size
         (the last, partial one) runs eagerly on the same state."""
         dtype = torch.bfloat16 if self.amp else None
-        if self.graphed is None and len(y) == self.recipe.batch_size:
-            self.graphed = GraphedStep(self.run, self.opt, x, y, dtype)
+        if len(y) != self.recipe.batch_size:
+            return eager_step(self._runner(len(y)), self.opt, x, y, dtype)
         if self.graphed is None:
-            return eager_step(self.run, self.opt, x, y, dtype)
+            self.graphed = GraphedStep(self.run, self.opt, x, y, dtype)
         return self.graphed(x, y)
+
+    def _runner(self, batch: int) -> nn.Module:
+        """What a batch of `batch` images runs through: the compiled module, or for a batch of another size
+        than the recipe's (an evaluation's last, partial one) the same weights uncompiled, rather than
+        compiling every region again for one batch. Under DDP it stays the wrapped module, which reduces
+        the gradients."""
+        if batch != self.recipe.batch_size and self.compile != "none" and not self.dist.joined:
+            return self.model
+        return self.run
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -260,7 +269,7 @@ class Trainer:
     def train_epoch(self, epoch: int, bar, on_step: Callable[[float], None] | None = None) -> dict[str, float]:
         """One epoch of SGD; its mean loss, top-1 (and top-5) accuracy and image count over all ranks.
         `on_step` hears the share of the epoch's steps done, now and then."""
-        self.run.train()
+        self.run.train(), self.model.train()
         it, n = self._batches("train", epoch)
         tally = Tally(self.device, self.ds.classes)
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
@@ -272,7 +281,7 @@ class Trainer:
                 logits, loss = self._graphed_step(self._prep(x), y)
             else:
                 with self._autocast():
-                    logits = self.run(self._prep(x))
+                    logits = self._runner(len(y))(self._prep(x))
                     loss = F.cross_entropy(logits.float(), y)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -291,12 +300,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, part: str = "test") -> dict[str, float]:
         """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode."""
-        self.run.eval()
+        self.run.eval(), self.model.eval()
         it, _ = self._batches(part, 0)
         tally = Tally(self.device, self.ds.classes)
         for x, y in it:
             with self._autocast():
-                logits = self.run(self._prep(x)).float()
+                logits = self._runner(len(y))(self._prep(x)).float()
             tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
         return tally.totals(self._reduce)
 
