@@ -122,3 +122,42 @@ def test_parsing_and_elaboration_never_load_torch():
               f"assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+RECTANGLES = """
+network n() {
+  input(8, 17, 17)
+  conv(16, [1, 7], padding=[0, 3]) bn relu
+  conv(16, [7, 1], stride=[2, 1], padding=[3, 0], bias=true)
+}"""
+
+
+def test_a_convolution_may_be_rectangular():
+    """kernel, stride and padding take an int or [height, width] (Inception's 1×7 and 7×1): shapes,
+    parameters and MACs as torch's Conv2d has them, and the built module computes the same."""
+    s = archspec.summary(RECTANGLES)
+    assert s.output_shape == (16, 9, 17)
+    assert s.params == 16 * 8 * 7 + 2 * 16 + (16 * 16 * 7 + 16)
+    assert s.macs == 16 * 17 * 17 * 8 * 7 + 16 * 9 * 17 * 16 * 7
+    gm = archspec.build(RECTANGLES).eval()
+    first, second = gm.get_submodule("conv1"), gm.get_submodule("conv2")
+    assert (first.kernel_size, first.padding, second.kernel_size, second.stride) == ((1, 7), (0, 3), (7, 1), (2, 1))
+    x = torch.randn(2, 8, 17, 17, dtype=torch.float64)
+    gm.double()
+    bn = gm.get_submodule("bn1")
+    want = second(torch.relu(bn(first(x))))
+    torch.testing.assert_close(gm(x), want)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("[1]", "must be an int or a list of two ints [height, width], got list [1]"),
+    ("[0, 3]", "must be positive, got list [0, 3]"),
+    ("[2, 3, 4]", "must be an int or a list of two ints"),
+    ('"3"', "must be an int or a list of two ints"),
+])
+def test_a_bad_window_side_is_a_located_error(arg, message):
+    with pytest.raises(archspec.SpecError, match=re.escape(message)) as e:
+        archspec.network(f"network n() {{\n  input(8, 9, 9)\n  conv(4, {arg})\n}}")
+    assert (e.value.loc.line, e.value.loc.column) == (3, 11)
+    with pytest.raises(archspec.SpecError, match="argument 'padding' must not be negative"):
+        archspec.network("network n() {\n  input(8, 9, 9)\n  conv(4, 3, padding=[1, -1])\n}")

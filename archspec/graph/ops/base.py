@@ -6,9 +6,10 @@ drawing shows it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 from ..words import Word
 
@@ -153,6 +154,27 @@ def image(shape: Shape, what: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ShapeError(f"{what} needs a C×H×W input, got {fmt_shape(shape)}")
     return shape  # type: ignore[return-value]
+
+
+def _int_or_pair(least: int) -> Callable[[object], object]:
+    def check(v: object) -> object:
+        items = v if isinstance(v, tuple) and len(v) == 2 else (v,)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            raise PydanticCustomError("size", "must be an int or a list of two ints [height, width]")
+        if any(i < least for i in items):
+            raise PydanticCustomError("size", "must be positive" if least else "must not be negative")
+        return v
+    return check
+
+
+# A window's side, or [height, width] for a rectangle (a 1×7 convolution): `pair` reads either.
+Side = Annotated[Union[int, tuple[int, int]], BeforeValidator(_int_or_pair(1))]
+Margin = Annotated[Union[int, tuple[int, int]], BeforeValidator(_int_or_pair(0))]
+
+
+def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a `Side` or `Margin`."""
+    return (v, v) if isinstance(v, int) else v
 
 
 def window(size: int, k: int, s: int, p: int, what: str) -> int:

@@ -1,20 +1,19 @@
-"""conv: 2-d convolution, initialised with He's scheme on fan-out as the papers' code does (other
-schemes: `weight_init.py`)."""
+"""conv: 2-d convolution, square or [height, width] (Inception's 1×7), initialised with He's scheme on
+fan-out as the papers' code does (other schemes: `weight_init.py`)."""
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 
-from pydantic import NonNegativeInt, PositiveInt
-
-from .base import Op, Saves, ShapeError, image, register, window
+from .base import Margin, Op, Saves, ShapeError, Side, image, pair, register, window
 from .weight_init import InitArgs, initialise
 
 
 class ConvArgs(InitArgs):
     out: PositiveInt
-    kernel: PositiveInt = 1
-    stride: PositiveInt = 1
-    padding: NonNegativeInt = 0
+    kernel: Side = 1
+    stride: Side = 1
+    padding: Margin = 0
     groups: PositiveInt = 1
     bias: bool = False
 
@@ -34,16 +33,18 @@ class Conv(Op):
         if c % a.groups or a.out % a.groups:
             raise ShapeError(f"conv groups={a.groups} must divide both the input channels ({c}) "
                              f"and the output channels ({a.out})")
-        return (a.out, window(h, a.kernel, a.stride, a.padding, "conv"),
-                window(w, a.kernel, a.stride, a.padding, "conv"))
+        (kh, kw), (sh, sw), (ph, pw) = pair(a.kernel), pair(a.stride), pair(a.padding)
+        return a.out, window(h, kh, sh, ph, "conv"), window(w, kw, sw, pw, "conv")
 
     @classmethod
     def params(cls, ins, a):
-        return a.out * (ins[0][0] // a.groups) * a.kernel**2 + (a.out if a.bias else 0)
+        kh, kw = pair(a.kernel)
+        return a.out * (ins[0][0] // a.groups) * kh * kw + (a.out if a.bias else 0)
 
     @classmethod
     def macs(cls, ins, out, a):
-        return out[0] * out[1] * out[2] * (ins[0][0] // a.groups) * a.kernel**2
+        kh, kw = pair(a.kernel)
+        return out[0] * out[1] * out[2] * (ins[0][0] // a.groups) * kh * kw
 
     @classmethod
     def lower(cls, args, ins):
