@@ -161,3 +161,20 @@ def test_a_bad_window_side_is_a_located_error(arg, message):
     assert (e.value.loc.line, e.value.loc.column) == (3, 11)
     with pytest.raises(archspec.SpecError, match="argument 'padding' must not be negative"):
         archspec.network("network n() {\n  input(8, 9, 9)\n  conv(4, 3, padding=[1, -1])\n}")
+
+
+def test_pools_take_rectangles_too():
+    text = """network n() {
+      input(8, 17, 17)
+      avgpool([1, 3], stride=1, padding=[0, 1]) maxpool(3, [2, 1]) adaptive_avgpool([3, 2])
+    }"""
+    gm = archspec.build(text)
+    shapes = [archspec.summary(text.replace(cut, "}")).output_shape
+              for cut in ("maxpool(3, [2, 1]) adaptive_avgpool([3, 2])\n    }", "adaptive_avgpool([3, 2])\n    }")]
+    assert shapes == [(8, 17, 17), (8, 8, 15)] and archspec.summary(text).output_shape == (8, 3, 2)
+    x = torch.randn(2, 8, 17, 17)
+    want = torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.max_pool2d(
+        torch.nn.functional.avg_pool2d(x, (1, 3), 1, (0, 1)), 3, (2, 1)), (3, 2))
+    torch.testing.assert_close(gm(x), want)
+    with pytest.raises(archspec.SpecError, match=r"padding \[2, 1\] must be at most half the kernel 3"):
+        archspec.network("network n() { input(8, 9, 9) maxpool(3, padding=[2, 1]) }")

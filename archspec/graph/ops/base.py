@@ -177,6 +177,11 @@ def pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else v
 
 
+def show(v: int | tuple[int, int]) -> str:
+    """A `Side` or `Margin` as a spec writes it."""
+    return str(v) if isinstance(v, int) else f"[{v[0]}, {v[1]}]"
+
+
 def window(size: int, k: int, s: int, p: int, what: str) -> int:
     """The output size of a sliding window of kernel `k`, stride `s`, padding `p`."""
     out = (size + 2 * p - k) // s + 1

@@ -3,17 +3,16 @@ counts), adaptive average and max to a fixed output size, and the global average
 
 from __future__ import annotations
 
-from pydantic import NonNegativeInt, PositiveInt, field_validator
-from pydantic_core import PydanticCustomError
+from typing import Optional
 
+from .base import Margin, Op, OpArgs, Saves, ShapeError, Side, image, pair, register, show, window
 from .torchlayer import TorchLayer
-from .base import Op, OpArgs, Saves, ShapeError, image, register, window
 
 
 class PoolArgs(OpArgs):
-    kernel: PositiveInt
-    stride: PositiveInt | None = None
-    padding: NonNegativeInt = 0
+    kernel: Side  # each of these an int or [height, width]
+    stride: Optional[Side] = None
+    padding: Margin = 0
     ceil_mode: bool = False
 
 
@@ -41,11 +40,11 @@ class _Pool(TorchLayer):
     @classmethod
     def shape(cls, ins, a):
         c, h, w = image(ins[0], cls.kind)
-        s = a.stride or a.kernel
-        if 2 * a.padding > a.kernel:
-            raise ShapeError(f"{cls.kind}: padding {a.padding} must be at most half the kernel {a.kernel}")
+        k, s, p = pair(a.kernel), pair(a.stride or a.kernel), pair(a.padding)
+        if any(2 * pi > ki for pi, ki in zip(p, k)):
+            raise ShapeError(f"{cls.kind}: padding {show(a.padding)} must be at most half the kernel {show(a.kernel)}")
         out = ceil_window if a.ceil_mode else window
-        return (c, out(h, a.kernel, s, a.padding, cls.kind), out(w, a.kernel, s, a.padding, cls.kind))
+        return (c, out(h, k[0], s[0], p[0], cls.kind), out(w, k[1], s[1], p[1], cls.kind))
 
     @classmethod
     def torch_args(cls, a):
@@ -75,16 +74,7 @@ class MaxPool(_Pool):
 
 
 class AdaptivePoolArgs(OpArgs):
-    size: tuple[PositiveInt, PositiveInt]  # an int n is n×n
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _square(cls, v: object) -> object:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return (v, v)
-        if isinstance(v, tuple) and len(v) == 2:
-            return v
-        raise PydanticCustomError("size", "must be an int or a list of two ints")
+    size: Side  # an int n is n×n
 
 
 class _AdaptivePool(TorchLayer):
@@ -97,11 +87,11 @@ class _AdaptivePool(TorchLayer):
 
     @classmethod
     def shape(cls, ins, a):
-        return (image(ins[0], cls.kind)[0], *a.size)
+        return (image(ins[0], cls.kind)[0], *pair(a.size))
 
     @classmethod
     def torch_args(cls, a):
-        return (a.size,)
+        return (pair(a.size),)
 
 
 @register
