@@ -120,6 +120,10 @@ REFERENCE = [
     imagenet("densenet169", 14_149_480),
     imagenet("densenet201", 20_013_928),
     imagenet("googlenet", 6_624_904),
+    # Inception v3 at its 299×299 (the tests build it at 75×75, the smallest it takes), without AuxLogits:
+    # torchvision's 27,161,264 − (conv0 768·128 + 2·128 = 98,560) − (conv1 128·768·25 + 2·768 = 2,459,136)
+    # − (fc 768·1000 + 1000 = 769,000) = 27,161,264 − 3,326,696
+    Reference("inception_v3", 23_834_568, input=(3, 299, 299), classes=1000, small={"size": 75}),
     imagenet("squeezenet1_0", 1_248_424),
     imagenet("squeezenet1_1", 1_235_496),
     imagenet("shufflenet_v2_x0_5", 1_366_792),

@@ -137,6 +137,13 @@ def _googlenet(gm):  # trunc_normal_(std=0.01) weights; the classifier's bias to
     _torch_bias(_head(gm))
 
 
+def _inception(gm):  # trunc_normal_(std=0.1, a=-2, b=2): ±20 std, a plain normal in effect; fc bias torch's own
+    for _, m in _convs_and_linears(gm):
+        _assert_drawn(m.weight.detach(), "normal", 0.1)
+        assert m.weight.abs().max() <= 2
+    _torch_bias(_head(gm))
+
+
 def _shufflenet(gm):  # no init loop: torch's own everywhere
     for _, m in _convs_and_linears(gm):
         _assert_drawn(m.weight.detach(), "uniform", 1 / math.sqrt(_fans(m.weight)[0]))
@@ -192,6 +199,7 @@ ZOO = {
     "convnext_tiny": (dict(size=32), _convnext),
     "densenet121": (dict(size=32), _densenet),
     "googlenet": (dict(size=64), _googlenet),
+    "inception_v3": (dict(size=75), _inception),
     "shufflenet_v2_x1_0": (dict(size=32), _shufflenet),
     "squeezenet1_0": (dict(size=64), _squeezenet),
     "regnet_y_400mf": (dict(size=32), _regnet),
@@ -226,9 +234,9 @@ def test_each_weight_starts_with_the_spread_of_its_torchvision_twin(name):
 
     models = _torchvision()
     torch.manual_seed(0)
-    options = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     tv = getattr(models, name)(weights=None, **options)
-    gm = archspec.build(name, classes=1000, size=224)
+    gm = archspec.build(name, classes=1000, size=299 if name == "inception_v3" else 224)
     ours = {k: v.detach().clone() for k, v in gm.state_dict().items()}
     theirs = tv.state_dict()
     report = transfer_weights(tv, gm)

@@ -1,7 +1,8 @@
-"""torchvision's DenseNet-121/161/169/201, GoogLeNet, SqueezeNet 1.0/1.1, ShuffleNet V2 0.5×/1.0×/1.5×/2.0×
-and ConvNeXt-T/S/B as library specs: each has torchvision's exact parameter count, its multiply-adds and its
-final feature map, builds at a small input and runs; the units that are new to the library (the
-ShuffleNet V2 unit at both strides, the ConvNeXt block) compute torchvision's function in float64."""
+"""torchvision's DenseNet-121/161/169/201, GoogLeNet, Inception v3, SqueezeNet 1.0/1.1, ShuffleNet V2
+0.5×/1.0×/1.5×/2.0× and ConvNeXt-T/S/B as library specs: each has torchvision's exact parameter count, its
+multiply-adds and its final feature map, builds at a small input and runs; the units that are new to the
+library (the ShuffleNet V2 unit at both strides, the ConvNeXt block, Inception v3's InceptionE) compute
+torchvision's function in float64."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from conftest import assert_same_function
 
 SPECS = library.folder()
 
-# name → (torchvision's parameter count, the tensor the head reads at 224×224, torchvision's GFLOPS
+# name → (torchvision's parameter count, the tensor the head reads at the spec's own input (224×224;
+# Inception v3 299×299), torchvision's GFLOPS
 # figure, which counts multiply-adds: its table's two decimals, or the three of the weights' `_ops` where
 # the table rounds that figure a second time, away from the count's own two decimals)
 ZOO = {
@@ -23,6 +25,10 @@ ZOO = {
     "densenet169": (14_149_480, (1664, 7, 7), "3.36"),
     "densenet201": (20_013_928, (1920, 7, 7), "4.29"),
     "googlenet": (6_624_904, (1024, 7, 7), "1.50"),
+    # torchvision's 27,161,264 less AuxLogits' 3,326,696: conv0 768·128 + 2·128 = 98,560, conv1 128·768·25 +
+    # 2·768 = 2,459,136, fc 768·1000 + 1000 = 769,000. Its 5.71 GFLOPS (5,713,216,096 here) is the eval
+    # model's, which runs no AuxLogits: with its 5,683,200 multiply-adds it would read 5.72
+    "inception_v3": (23_834_568, (2048, 8, 8), "5.71"),
     "squeezenet1_0": (1_248_424, (512, 13, 13), "0.82"),
     "squeezenet1_1": (1_235_496, (512, 13, 13), "0.35"),
     "shufflenet_v2_x0_5": (1_366_792, (192, 7, 7), "0.04"),
@@ -34,6 +40,7 @@ ZOO = {
     "convnext_base": (88_591_464, (1024, 7, 7), "15.355"),  # 15,354,729,472: the table's 15.36 rounds 15.355
 }
 SLOW = {"densenet121", "densenet161", "densenet169", "densenet201", "convnext_small", "convnext_base"}
+SMALL = {"inception_v3": 75}  # the smallest input Inception v3 takes (its last grid 1×1); the others 64
 
 
 def _path(name: str) -> str:
@@ -60,10 +67,11 @@ def test_torchvisions_parameter_count_macs_and_final_feature_map(name):
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in ZOO])
 def test_builds_at_a_small_input_and_runs(name):
     torch = pytest.importorskip("torch")
-    gm = archspec.build(_path(name), size=64, classes=10).eval()
+    size = SMALL.get(name, 64)
+    gm = archspec.build(_path(name), size=size, classes=10).eval()
     assert sum(p.numel() for p in gm.parameters()) == archspec.summary(_path(name), classes=10).params
     with torch.no_grad():
-        y = gm(torch.randn(2, 3, 64, 64))
+        y = gm(torch.randn(2, 3, size, size))
     assert y.shape == (2, 10) and torch.isfinite(y).all()
 
 
@@ -81,6 +89,25 @@ def test_googlenet_uses_torchvisions_basic_conv_and_rounding_pools():
     assert not any(n.args.bias for n in _nodes(net, "conv"))
     assert all(n.args.ceil_mode for n in _nodes(net, "maxpool"))
     assert len(_nodes(net, "concat")) == 9  # 3a–3b, 4a–4e, 5a–5b
+
+
+def test_inception_v3_uses_torchvisions_basic_conv_pools_and_factorised_convolutions():
+    net = archspec.network(_path("inception_v3"))
+    convs = _nodes(net, "conv")
+    assert len(convs) == 94  # stem 5, Mixed_5b–5d 3·7, 6a 4, 6b–6e 4·10, 7a 6, 7b–7c 2·9
+    assert {n.args.eps for n in _nodes(net, "bn")} == {0.001} and len(_nodes(net, "bn")) == 94
+    assert not any(n.args.bias for n in convs)
+    assert {(n.args.init, n.args.std) for n in convs} == {("trunc_normal", 0.1)}
+    kernels = [n.args.kernel for n in convs]
+    assert [kernels.count(k) for k in ((1, 7), (7, 1), (1, 3), (3, 1))] == [13, 13, 4, 4]
+    assert all(n.args.padding == (n.args.kernel[0] // 2, n.args.kernel[1] // 2)
+               for n in convs if isinstance(n.args.kernel, tuple))
+    assert all((n.args.kernel, n.args.stride, n.args.padding, n.args.count_include_pad) == (3, 1, 1, True)
+               for n in _nodes(net, "avgpool")) and len(_nodes(net, "avgpool")) == 9
+    assert all((n.args.kernel, n.args.stride, n.args.ceil_mode) == (3, 2, False) for n in _nodes(net, "maxpool"))
+    assert len(_nodes(net, "concat")) == 15  # 11 modules, and 7b–7c's two split branches each
+    with pytest.raises(SpecError, match="at least 75"):
+        archspec.network(_path("inception_v3"), size=74)
 
 
 def test_squeezenet_convolutions_carry_biases_and_no_batch_norm():
@@ -178,3 +205,40 @@ def test_the_convnext_block_computes_torchvisions_cnblock():
 
     assert m("scale1").weight.shape == (8, 1, 1)  # torchvision's layer_scale
     assert_same_function(gm, reference, torch.randn(2, 8, 9, 9, dtype=torch.float64))
+
+
+def test_the_inception_e_module_computes_torchvisions_inception_e():
+    """Mixed_7b/7c's module, on 8 channels: the 1×3 and 3×1 halves of its split branches read the same
+    tensor and are concatenated inside the module's own concatenation, in torchvision's order."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    text = _unit("inception.arch", "inception_e()", "8, 5, 5")
+
+    def basic(cin, cout, kh, kw):  # a BasicConv2d's parameters: weights and BN's two vectors
+        return cout * cin * kh * kw + 2 * cout
+
+    assert archspec.summary(text).params == (
+        basic(8, 320, 1, 1) + basic(8, 384, 1, 1) + basic(384, 384, 1, 3) + basic(384, 384, 3, 1)
+        + basic(8, 448, 1, 1) + basic(448, 384, 3, 3) + basic(384, 384, 1, 3) + basic(384, 384, 3, 1)
+        + basic(8, 192, 1, 1))
+    assert archspec.summary(text).output_shape == (320 + 2 * 384 + 2 * 384 + 192, 5, 5)
+    gm = _randomised(archspec.build(text)).train()
+
+    def bc(x, path, padding=0):  # torchvision's BasicConv2d, from the built module's own weights
+        conv, bn = (gm.get_submodule(f"inception_e1.block1.{path}.{m}") for m in ("conv1", "bn1"))
+        y = F.conv2d(x, conv.weight, padding=padding)
+        return F.relu(F.batch_norm(y, None, None, bn.weight, bn.bias, training=True, eps=0.001))
+
+    def split(x, layer):
+        return torch.cat([bc(x, f"{layer}.split_3x31.block1.layer1", (0, 1)),
+                          bc(x, f"{layer}.split_3x31.block1.layer2", (1, 0))], 1)
+
+    def reference(x):
+        branch1x1 = bc(x, "layer1")
+        branch3x3 = split(bc(x, "layer2.basic_conv1"), "layer2")
+        branch3x3dbl = split(bc(bc(x, "layer3.basic_conv1"), "layer3.basic_conv2", 1), "layer3")
+        branch_pool = bc(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1), "layer4.basic_conv1")
+        return torch.cat([branch1x1, branch3x3, branch3x3dbl, branch_pool], 1)
+
+    assert_same_function(gm, reference, torch.randn(2, 8, 5, 5, dtype=torch.float64))
