@@ -159,19 +159,21 @@ def test_a_bad_window_side_is_a_located_error(arg, message):
     with pytest.raises(archspec.SpecError, match=re.escape(message)) as e:
         archspec.network(f"network n() {{\n  input(8, 9, 9)\n  conv(4, {arg})\n}}")
     assert (e.value.loc.line, e.value.loc.column) == (3, 11)
+
+
+def test_a_negative_margin_is_refused():
     with pytest.raises(archspec.SpecError, match="argument 'padding' must not be negative"):
         archspec.network("network n() {\n  input(8, 9, 9)\n  conv(4, 3, padding=[1, -1])\n}")
 
 
 def test_pools_take_rectangles_too():
-    text = """network n() {
-      input(8, 17, 17)
-      avgpool([1, 3], stride=1, padding=[0, 1]) maxpool(3, [2, 1]) adaptive_avgpool([3, 2])
-    }"""
-    gm = archspec.build(text)
-    shapes = [archspec.summary(text.replace(cut, "}")).output_shape
-              for cut in ("maxpool(3, [2, 1]) adaptive_avgpool([3, 2])\n    }", "adaptive_avgpool([3, 2])\n    }")]
-    assert shapes == [(8, 17, 17), (8, 8, 15)] and archspec.summary(text).output_shape == (8, 3, 2)
+    pools = ["avgpool([1, 3], stride=1, padding=[0, 1])", "maxpool(3, [2, 1])", "adaptive_avgpool([3, 2])"]
+
+    def spec(n: int) -> str:  # the first n pools
+        return f"network n() {{ input(8, 17, 17) {' '.join(pools[:n])} }}"
+
+    assert [archspec.summary(spec(n)).output_shape for n in (1, 2, 3)] == [(8, 17, 17), (8, 8, 15), (8, 3, 2)]
+    gm = archspec.build(spec(3))
     x = torch.randn(2, 8, 17, 17)
     want = torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.max_pool2d(
         torch.nn.functional.avg_pool2d(x, (1, 3), 1, (0, 1)), 3, (2, 1)), (3, 2))

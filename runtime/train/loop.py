@@ -269,7 +269,8 @@ class Trainer:
     def train_epoch(self, epoch: int, bar, on_step: Callable[[float], None] | None = None) -> dict[str, float]:
         """One epoch of SGD; its mean loss, top-1 (and top-5) accuracy and image count over all ranks.
         `on_step` hears the share of the epoch's steps done, now and then."""
-        self.run.train(), self.model.train()
+        self.run.train()
+        self.model.train()  # the module a partial batch runs (`_runner`)
         it, n = self._batches("train", epoch)
         tally = Tally(self.device, self.ds.classes)
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
@@ -300,7 +301,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, part: str = "test") -> dict[str, float]:
         """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode."""
-        self.run.eval(), self.model.eval()
+        self.run.eval()
+        self.model.eval()
         it, _ = self._batches(part, 0)
         tally = Tally(self.device, self.ds.classes)
         for x, y in it:
