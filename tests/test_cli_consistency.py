@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -14,7 +13,7 @@ from archspec.cli import app
 ROOT = typer.main.get_command(app)
 
 
-def _commands(group: click.Group = ROOT, prefix: tuple[str, ...] = ()):
+def _commands(group=ROOT, prefix: tuple[str, ...] = ()):  # a command group (typer's click objects)
     for name, cmd in group.commands.items():
         if hasattr(cmd, "commands"):
             yield from _commands(cmd, prefix + (name,))
