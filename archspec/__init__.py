@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .language.errors import Loc, RunError, SpecError
+from .errors import Loc, RunError, SpecError
 
 # name → the module (relative to this package) that defines it
 _LAZY = {

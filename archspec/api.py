@@ -16,7 +16,7 @@ from .compiler.costs import summarize
 from .compiler.passes import memory as memory_policy
 from .graph.elaborate import elaborate
 from .graph.ir import Network
-from .language.errors import RunError, SpecError
+from .errors import RunError, SpecError
 from .language.loader import Spec, load_file
 from .language.loader import load as load_text
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .language import tree as T
-from .language.errors import Loc, RunError, SpecError, loc_of
+from .errors import Loc, RunError, SpecError, loc_of
 from .language.evaluate import evaluate
 from .language.syntax import parse_expr
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .compiler.costs import summarize
 from .graph.elaborate import elaborate
-from .language.errors import SpecError, did_you_mean
+from .errors import SpecError, did_you_mean
 from .language.loader import Spec, load_file
 
 _BARE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a model's name, not a path and not spec text

@@ -16,7 +16,7 @@ from math import prod
 
 from archspec.graph.ir import Network, node_params
 from archspec.graph.ops import OPS, Saves
-from archspec.language.errors import Loc, RunError, SpecError
+from archspec.errors import Loc, RunError, SpecError
 
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from archspec.graph.ir import Network
 from archspec.graph.ops import OPS, LinearArgs
-from archspec.language.errors import RunError, SpecError
+from archspec.errors import RunError, SpecError
 
 TAPS = "taps"  # fx node meta: names of the spec taps on this node's output; GraphModule meta: all of them
 

@@ -8,7 +8,7 @@ import torch.fx as fx
 from torch import nn
 
 from archspec.graph.ops import OPS
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from . import modules as custom
 

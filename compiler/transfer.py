@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .modules import CrossDepthwise
 

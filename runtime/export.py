@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError, did_you_mean
+from archspec.errors import RunError, did_you_mean
 
 FORMATS = ("pt2", "onnx", "tensorrt")
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,6 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread for the whole run: the suite's tensors are small, and on a shared 2-core machine
+# torch's default threads spin on them (several times slower). Set before torch is first imported; a
+# test that measures threading sets its own count.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -25,11 +32,16 @@ def specs() -> Path:
     return SPECS
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Many small tensors: one intra-op thread is fastest, and spares a small shared CPU's cores."""
-    import torch
+    """One intra-op thread in every test (the environment above covers torch imported later; this
+    restores the count after a test that changed it)."""
+    import sys
 
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

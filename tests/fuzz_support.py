@@ -41,7 +41,7 @@ def _one(request: dict, folder: Path) -> dict:
     from archspec.compiler import activation_memory
     from archspec.compiler.costs import summarize
     from archspec.graph.elaborate import elaborate
-    from archspec.language.errors import SpecError
+    from archspec.errors import SpecError
     from archspec.language.loader import load, load_file
 
     out: dict = {"outcome": "ok"}

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 from pydantic import ValidationError
 
 from ..language import tree as T
-from ..language.errors import Loc, SpecError, did_you_mean, loc_of
+from ..errors import Loc, SpecError, did_you_mean, loc_of
 from ..language.evaluate import Value, describe
 from .ops import OpArgs
 

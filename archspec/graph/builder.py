@@ -8,7 +8,7 @@ import functools
 
 import networkx as nx
 
-from ..language.errors import Loc, SpecError
+from ..errors import Loc, SpecError
 from .args import make_args
 from .ir import Edge, Node
 from .ops import OPS, OpArgs, Shape, ShapeError, fmt_shape

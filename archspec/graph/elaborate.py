@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..language import tree as T
-from ..language.errors import Loc, SpecError, did_you_mean, loc_of
+from ..errors import Loc, SpecError, did_you_mean, loc_of
 from ..language.evaluate import FUNCTIONS, Budget, Env, Value, budget, coerce, describe, evaluate, render, truth
 from ..language.loader import Spec
 from .args import arg_locs, make_args, plural

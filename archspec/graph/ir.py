@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
-from ..language.errors import Loc
+from ..errors import Loc
 from .ops import OPS, OpArgs, Shape
 
 

@@ -14,7 +14,7 @@ import re
 from types import ModuleType
 from typing import Any
 
-from ..language.errors import RunError
+from ..errors import RunError
 from .ops import BUILTIN, OPS, Op, OpArgs, register, unregister
 
 GROUP = "archspec.ops"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..language.errors import Loc, SpecError
+from ..errors import Loc, SpecError
 from .builder import Builder, Scope
 from .ops import fmt_shape
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import Loc, SpecError, closest
+from ..errors import Loc, SpecError, closest
 from .grammar import KEYWORDS, TYPES, parser
 
 MAX_NESTING = 64  # brackets, parentheses and braces open at once

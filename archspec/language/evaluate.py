@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from typing import Any, Callable, Iterator, Mapping
 
 from . import tree as T
-from .errors import Loc, SpecError, did_you_mean
+from ..errors import Loc, SpecError, did_you_mean
 
 Value = Any  # int | float | bool | str | list[Value]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from . import tree as T
-from .errors import Loc, SpecError, loc_of
+from ..errors import Loc, SpecError, loc_of
 from .syntax import parse_text
 
 # Bounds that refuse a file before it costs memory or time. A real spec is a few kilobytes and a few

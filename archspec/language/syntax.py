@@ -11,7 +11,7 @@ from lark.exceptions import UnexpectedInput, UnexpectedToken
 
 from . import tree as T
 from .diagnostics import nesting_error, syntax_error
-from .errors import Ident, Loc, SpecError
+from ..errors import Ident, Loc, SpecError
 from .grammar import parser
 
 MAX_EXPR_DEPTH = 100  # operators and calls nested inside one expression

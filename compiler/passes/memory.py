@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.fx as fx
 
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError, did_you_mean
+from archspec.errors import RunError, did_you_mean
 
 from . import lean, merge_buffer
 

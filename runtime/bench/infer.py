@@ -22,7 +22,7 @@ from torch import nn
 import archspec
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError, did_you_mean
+from archspec.errors import RunError, did_you_mean
 from archspec.runtime.export import BatchRange, compile_tensorrt, load_tensorrt, require_onnx, write_onnx
 
 from .report import all_cores, check_batches, environment, print_header, write_json

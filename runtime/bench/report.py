@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 MAX_BATCH = 65536
 MAX_INPUT_BYTES = 4 * 2**30

@@ -22,7 +22,7 @@ from archspec.compiler.codegen import to_module
 from archspec.compiler.passes import memory as memory_policy
 from archspec.compiler.passes.regional import compile_regions, region_kinds
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.train.devices import Dist, pick_device
 from archspec.runtime.train.graphed import GraphedStep, graph_optimizer
 from archspec.runtime.train.loop import COMPILE_MODES as TRAIN_MODES, captures_step, compiles_regions

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .dataset import Dataset, in_memory
 

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from . import transforms as T
 from .dataset import LAYOUTS, Dataset

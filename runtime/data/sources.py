@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from . import cifar
 from .dataset import LAYOUTS, Dataset

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .dataset import Dataset, in_memory
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .folders import ImageFolder, _checked, _Shard, _stop_workers, check_workers, default_workers, loader, val_dir
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

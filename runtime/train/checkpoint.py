@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .runfiles import file_mode
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 MAX_SEED = 2**63 - 1  # torch's generators take seeds up to 2**64 - 1; derived seeds are reduced mod 2**63
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 
 @dataclass

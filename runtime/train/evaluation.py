@@ -16,7 +16,7 @@ from archspec.compiler.activation_memory import refuse_above
 from archspec.compiler.costs import summarize
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime import data as D
 
 from . import checkpoint as ckpt

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime import data as D
 
 from .split import holdout

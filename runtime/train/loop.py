@@ -23,7 +23,7 @@ from archspec.compiler.codegen import to_module
 from archspec.compiler.passes import memory
 from archspec.compiler.passes.regional import compile_regions
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError, did_you_mean
+from archspec.errors import RunError, did_you_mean
 from archspec.runtime import data as D
 
 from . import checkpoint as ckpt

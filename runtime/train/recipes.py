@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from archspec.language.errors import RunError, did_you_mean
+from archspec.errors import RunError, did_you_mean
 
 
 class Recipe(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
-from archspec.language.errors import Loc, RunError, SpecError
+from archspec.errors import Loc, RunError, SpecError
 from archspec.language.loader import MAX_FILE_BYTES, Spec, define, check_size, load_file
 from archspec.language.syntax import parse_text
 from archspec.runtime.data import Dataset

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 
 def parse_val_split(text: str) -> int | float:

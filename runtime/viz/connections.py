@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.graph.ir import Network
 from archspec.graph.ops import OPS
 from archspec.runtime.train.evaluation import load_trained

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from archspec.graph.ir import Network
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 from .colours import COLOURS, OP_COLOURS
 from .dot import to_dot

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from archspec.graph.ir import Network, node_macs, node_params
 from archspec.graph.merges import BY_OP
 from archspec.graph.ops import OPS
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 
 LEVELS = ("block", "layer", "op")
 MERGE_WORDS = {op: merge.word for op, merge in BY_OP.items()}  # `add` is written `sum`

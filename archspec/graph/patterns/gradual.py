@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from ...language.errors import SpecError
+from ...errors import SpecError
 from ..ops import OpArgs, fmt_shape
 from .pattern import Pattern, register
 

@@ -15,7 +15,7 @@ A branch of several ops is one braced group or one layer template call:
 so a lone op without weights that keeps its input's shape (`bn`, `relu`) is refused as a branch: it is
 almost always a chain written without its braces. `identity` is a branch: the block input itself."""
 
-from ...language.errors import SpecError
+from ...errors import SpecError
 from .pattern import Pattern, register
 
 

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Protocol, Sequence
 
-from ...language.errors import Loc, SpecError
+from ...errors import Loc, SpecError
 from ..builder import Builder, Scope
 from ..ops import OPS, NoArgs, OpArgs, Shape
 from ..streams import Stream, Streams

@@ -16,7 +16,7 @@ The stream is the raw tensor of the block input — the tensor its producing lay
 `shortcut` mark — or the input itself when it has none. The marks take the stream's channels in order,
 each as many as its own input has, and must take all of them."""
 
-from ...language.errors import SpecError
+from ...errors import SpecError
 from ..ops import OpArgs, fmt_shape
 from .pattern import Pattern, register
 

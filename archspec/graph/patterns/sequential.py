@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
-from ...language.errors import SpecError
+from ...errors import SpecError
 from ..ops import OpArgs
 from .pattern import Pattern, register
 

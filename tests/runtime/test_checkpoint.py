@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.train import checkpoint as ckpt
 from archspec.runtime.train.checkpoint import Checkpoint
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from conftest import SPECS, assert_same_function
 
 

@@ -61,7 +61,7 @@ _BOUNDED = """
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 from archspec.graph.elaborate import elaborate
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from archspec.language.loader import load
 t = time.monotonic()
 try:

@@ -10,7 +10,7 @@ import pytest
 
 import archspec
 from archspec import library
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from conftest import assert_same_function
 
 SPECS = library.folder()

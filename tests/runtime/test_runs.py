@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import archspec
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime import data as D
 from archspec.runtime.train import TrainConfig, Trainer, evaluate_checkpoint, train
 from archspec.runtime.train import checkpoint as ckpt
@@ -294,7 +294,7 @@ def test_the_bar_shows_the_run_eta(spec, tmp_path, monkeypatch, one_thread):
 
 
 def test_a_validation_split_makes_every_tensor_on_its_device(spec, tmp_path, one_thread):
-    """The held-out split and the top-5 counts follow tests/test_device_placement.py's rule too."""
+    """The held-out split and the top-5 counts follow tests/compiler/test_device_placement.py's rule too."""
     from test_device_placement import HostFactories
 
     with HostFactories() as watch:

@@ -21,7 +21,7 @@ from archspec.compiler.transfer import (TransferError, load_state_dict, save_sta
 from archspec.runtime.bench.handwritten import handwritten_for
 from conftest import SPECS
 
-SMALL = {  # small members of each hand-written family (as tests/test_handwritten.py)
+SMALL = {  # small members of each hand-written family (as tests/runtime/test_handwritten.py)
     "delugenet146": dict(n=2, w=0.25),
     "densenet_bc100_k12": dict(depth=16, k=4),
     "gunn15": dict(widths=[8, 12, 16], segments=[2, 3, 4]),

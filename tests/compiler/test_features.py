@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.language.errors import RunError, SpecError
+from archspec.errors import RunError, SpecError
 
 SMALL = dict(n=2, w=0.25)  # DelugeNet-146's structure at widths 8/16/32 and 2/4/6 layers: ~30k parameters
 X_SHAPE = (2, 3, 32, 32)

@@ -18,7 +18,7 @@ import archspec
 from archspec.cli import app
 from archspec.graph.ops import OPS, PRIMITIVES
 from archspec.graph.plugins import reset_plugins
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from archspec.plugins import GROUP, Op, OpArgs, PluginError, loaded_plugins, register_op, unregister_op
 from archspec.runtime.export import ExportOptions, export_model
 

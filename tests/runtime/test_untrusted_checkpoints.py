@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
-from archspec.language.errors import RunError, SpecError
+from archspec.errors import RunError, SpecError
 from archspec.language.loader import load_file
 from archspec.runtime.train import checkpoint as ckpt
 from archspec.runtime.train import specfiles

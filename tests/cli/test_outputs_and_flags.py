@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archspec.cli import app
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from conftest import SPECS
 
 TINY = str(SPECS / "tiny_delugenet.arch")

@@ -23,7 +23,7 @@ import json, sys
 from pathlib import Path
 from archspec.compiler.activation_memory import check_memory, default_limit, estimate
 from archspec.graph.elaborate import elaborate
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from archspec.language.loader import load
 net = elaborate(load(sys.stdin.read()), {})
 try:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.data import IMAGENET_MEAN, IMAGENET_STD, decode_throughput, default_workers, folder_loaders, load
 from archspec.runtime.data import transforms as T
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.train.checkpoint import Checkpoint, save
 from archspec.runtime.viz.connections import connection_strengths, per_input_channel, plot_connections
 from archspec.runtime.train import spec_files

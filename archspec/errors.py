@@ -1,4 +1,6 @@
-"""Located errors: every problem in a spec points at the text that caused it."""
+"""The errors archspec raises, kept at the top of the package (as lark keeps its `exceptions.py`):
+located spec errors (`SpecError`), errors of a run with no location (`RunError`), and the helpers that
+render them."""
 
 from __future__ import annotations
 

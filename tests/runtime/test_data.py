@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.data import batches, folder_loaders, load, steps_per_epoch
 
 PER_FILE = 20

@@ -13,7 +13,7 @@ import archspec
 from archspec.compiler.modules import CrossDepthwise
 from archspec.compiler.passes import memory, normalise_once
 from archspec.compiler.passes.fused import ConcatConv, ConcatNormActConv
-from archspec.language.errors import RunError, SpecError
+from archspec.errors import RunError, SpecError
 from conftest import SPECS
 
 SMALL = {

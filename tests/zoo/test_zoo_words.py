@@ -17,7 +17,7 @@ from archspec.cli import app
 from archspec.compiler import modules as custom
 from archspec.compiler.passes.fused import ConcatNormActConv
 from archspec.graph.ops import OPS
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from conftest import assert_same_function
 
 

@@ -3,7 +3,7 @@ tokens deleted, duplicated, swapped, numbers made huge, zero or negative, and by
 one must compile (load, elaborate, costs) or be refused with a located error, within 10 s of CPU and
 1 GiB of memory, never with another exception.
 
-The default run is deterministic and takes about a minute; `pytest -m fuzz tests/test_fuzz.py` (or
+The default run is deterministic and takes about a minute; `pytest -m fuzz tests/language/test_fuzz.py` (or
 ARCHSPEC_FUZZ_CASES=N) runs a long random campaign of 10,000 cases (N) and prints its figures."""
 
 from __future__ import annotations

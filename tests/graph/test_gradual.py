@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import archspec
-from archspec.language.errors import SpecError
+from archspec.errors import SpecError
 from conftest import SPECS, assert_same_function
 
 

@@ -7,7 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import archspec
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.train import TrainConfig, train
 from conftest import SPECS
 

@@ -189,7 +189,7 @@ def test_regional_inductor_trains_like_eager():
 
 
 def test_bench_compile_modes():
-    from archspec.language.errors import RunError
+    from archspec.errors import RunError
     from archspec.runtime.bench.train import _modes
 
     assert _modes(False) == ["none"] and _modes(True) == ["whole"]  # the old boolean flag

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
-from archspec.language.errors import RunError
+from archspec.errors import RunError
 from archspec.runtime.viz import draw, units_of
 from conftest import SPECS
 

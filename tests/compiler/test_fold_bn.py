@@ -16,7 +16,7 @@ from archspec.compiler.passes.fold_bn import ScaleSum, fold, merge_form
 from archspec.compiler.passes.fused import ConcatNormActConv
 from archspec.compiler.passes.normalise_once import BatchMoments
 from conftest import SPECS
-from test_export import FAMILIES, _close, _family, _inputs, _perturbed
+from families import FAMILIES, _close, _family, _inputs, _perturbed
 
 
 def _count(model: nn.Module, kind: type) -> int:
