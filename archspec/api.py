@@ -14,14 +14,12 @@ from .compiler import features as backbone
 from .compiler.codegen import to_module
 from .compiler.costs import summarize
 from .compiler.passes import memory as memory_policy
+from .graph.builder import DEFAULT_MAX_PARAMS
 from .graph.elaborate import elaborate
 from .graph.ir import Network
 from .errors import RunError, SpecError
 from .language.loader import Spec, load_file
 from .language.loader import load as load_text
-
-DEFAULT_MAX_PARAMS = 2_000_000_000
-
 
 AllowPaths = Iterable[str | os.PathLike] | None
 

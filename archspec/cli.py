@@ -20,6 +20,7 @@ from .language import tree as T
 from .errors import Loc, RunError, SpecError, loc_of
 from .language.evaluate import evaluate
 from .language.syntax import parse_expr
+from .graph.builder import DEFAULT_MAX_PARAMS
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and benchmark neural-network architecture specs.")
@@ -41,7 +42,6 @@ out = Console(highlight=False, soft_wrap=True)
 
 EXIT_SPEC = 2  # a problem in the spec, its values or the command line
 EXIT_INTERNAL = 1  # a bug in archspec itself
-DEFAULT_MAX_PARAMS = 2_000_000_000
 
 
 def _count(text: str | int) -> int:

@@ -17,6 +17,7 @@ from .ops import OPS, OpArgs, Shape, ShapeError, fmt_shape
 # thousand ops.
 MAX_NODES = 50_000  # ops in one network
 MAX_EDGES = 500_000  # tensors read, summed over all ops (dense patterns grow quadratically)
+DEFAULT_MAX_PARAMS = 2_000_000_000  # parameters a network may have unless the caller raises the limit
 
 
 class Scope:

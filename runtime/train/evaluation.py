@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archspec.api import DEFAULT_MAX_PARAMS
+from archspec.graph.builder import DEFAULT_MAX_PARAMS
 from archspec.compiler.codegen import to_module
 from archspec.compiler.activation_memory import refuse_above
 from archspec.compiler.costs import summarize
