@@ -72,8 +72,7 @@ def build(spec: str | os.PathLike | Spec | Network, *, memory: str = "fast", max
 
 def _check_options(memory: str, features_only: bool, out_indices: Any) -> None:
     """The build options, before anything is allocated."""
-    if memory not in memory_policy.MODES:
-        raise SpecError(f"unknown memory mode {memory!r}", None, f"memory modes: {', '.join(memory_policy.MODES)}")
+    memory_policy.check_mode(memory)
     if out_indices is not None and not features_only:
         raise RunError("out_indices picks the features of a backbone", "build it with features_only=True")
 
@@ -103,6 +102,6 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", memory:
 def state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint of `archspec train` under the plain keys `load_state_dict` takes
     (older files store them under `model/`), read and checked as `load` reads them."""
-    from .runtime.train import checkpoint
+    from .runtime.train import checkpoint  # the training runtime loads only when asked
 
     return checkpoint.load(path).model

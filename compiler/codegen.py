@@ -1,19 +1,32 @@
 """Graph → torch.fx: each node becomes one fx node (a submodule call named after the spec, or a
 torch function), as its op's `lower` says, written straight into an fx.Graph — nothing is traced. The
-result is a GraphModule whose `code` is straight-line Python."""
+result is a GraphModule whose `code` is straight-line Python. A lowering names its module class or
+function by dotted path (`Build`, `Call`); `lowered` imports and builds it here."""
 
 from __future__ import annotations
 
 from math import prod
+from typing import Callable
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from archspec.graph.ir import Network, Node
-from archspec.graph.ops import OPS
+from archspec.graph.ops import OPS, Build, Call, Op, OpArgs, Shape
+from archspec.graph.ops.base import named
 
 from .init import initialise
+
+
+def lowered(op: type[Op], args: OpArgs, ins: list[Shape]) -> nn.Module | tuple[Callable, tuple, dict] | None:
+    """What a node of `op` becomes: a module, a (function, extra args, kwargs) triple, or None (identity)."""
+    low = op.lower(args, ins)
+    if isinstance(low, Build):
+        return named(low.path)(*low.args, **low.kwargs)
+    if isinstance(low, Call):
+        return named(low.path), tuple(low.extra), dict(low.kwargs)
+    return low
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -47,18 +60,18 @@ def to_graph(net: Network) -> tuple[nn.Module, fx.Graph]:
         srcs = net.inputs(node.name)
         ins = [env[s] for s in srcs]
         op = OPS[node.op]
-        lowered = op.lower(node.args, [net.shape(s) for s in srcs])
+        low = lowered(op, node.args, [net.shape(s) for s in srcs])
         fx_name = node.name.replace(".", "_")
-        if lowered is None:  # identity
+        if low is None:  # identity
             env[node.name] = ins[0]
-        elif isinstance(lowered, nn.Module):
+        elif isinstance(low, nn.Module):
             if op.flattens and len(net.shape(srcs[0])) > 1:
                 ins = [_describe(graph.create_node("call_function", torch.flatten, (ins[0], 1), name=fx_name + "_flat"),
                                  node.model_copy(update={"shape": (prod(net.shape(srcs[0])),)}))]
-            _set_submodule(root, node.name, lowered)
+            _set_submodule(root, node.name, low)
             env[node.name] = _describe(graph.create_node("call_module", node.name, tuple(ins), name=fx_name), node)
         else:
-            fn, extra, kwargs = lowered
+            fn, extra, kwargs = low
             args = (ins, *extra) if op.gather == "list" else tuple(ins) + extra
             if op.gather == "pairwise" and len(ins) > 2:
                 acc = ins[0]

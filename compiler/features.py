@@ -26,6 +26,8 @@ from archspec.graph.ir import Network
 from archspec.graph.ops import OPS, LinearArgs
 from archspec.errors import RunError, SpecError
 
+from .init import initialise_module
+
 TAPS = "taps"  # fx node meta: names of the spec taps on this node's output; GraphModule meta: all of them
 
 
@@ -333,7 +335,7 @@ def reset_classifier(gm: fx.GraphModule, num_classes: int) -> fx.GraphModule:
         bias = True if not isinstance(old, nn.Linear) else old.bias is not None
         kw = {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
         new = nn.Linear(fan_in, num_classes, bias=bias, **kw)
-        OPS["linear"].initialise(new, LinearArgs(out=num_classes, bias=bias))
+        initialise_module(OPS["linear"], new, LinearArgs(out=num_classes, bias=bias))
         shape = (num_classes,)
     parent, _, leaf = node.target.rpartition(".")
     setattr(gm.get_submodule(parent), leaf, new)

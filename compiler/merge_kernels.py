@@ -1,4 +1,4 @@
-"""The two kernels of a buffered cross-layer merge (`passes/merge_buffer.py`), over L inflows stacked
+"""The kernels of a buffered cross-layer merge (`merges/crossdepthwise.py`, grouped by `passes/merge_buffer.py`), over L inflows stacked
 in one channels-last buffer X[L, M, C] (M = N·H·W):
 
     forward   y[m, c]    = Σ_l A[l, c]·X[l, m, c] + b[c]
@@ -94,10 +94,14 @@ def _tiles(c: int) -> tuple[int, int]:
     return max(16, 4096 // bc), bc
 
 
+def use_triton_for(dtype: torch.dtype) -> bool:
+    """Whether the Triton kernels take CUDA inputs of `dtype`: 16 or 32 bits, where Triton imports."""
+    return dtype in (torch.float16, torch.bfloat16, torch.float32) and triton_kernels() is not None
+
+
 def use_triton(x: torch.Tensor, acc: torch.dtype) -> bool:
     """Triton for CUDA inputs of 16 or 32 bits summed in fp32, where it imports."""
-    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and acc == torch.float32
-            and triton_kernels() is not None)
+    return x.is_cuda and acc == torch.float32 and use_triton_for(x.dtype)
 
 
 def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, triton: bool | None = None) -> torch.Tensor:

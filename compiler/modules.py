@@ -8,7 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _sum_inflows(y: torch.Tensor, k: int) -> torch.Tensor:
+def width_runs(widths: list[int]) -> list[tuple[int, int]]:
+    """(first, last) index ranges of consecutive inflows of one width."""
+    runs, first = [], 0
+    for i in range(1, len(widths) + 1):
+        if i == len(widths) or widths[i] != widths[first]:
+            runs.append((first, i))
+            first = i
+    return runs
+
+
+def sum_slices(y: torch.Tensor, k: int) -> torch.Tensor:
     """Σ over the k equal slices of y's channels, in y's memory format: one reduction kernel."""
     n, kc, h, w = y.shape
     if k == 1:
@@ -18,55 +28,17 @@ def _sum_inflows(y: torch.Tensor, k: int) -> torch.Tensor:
     return y.reshape(n, k, kc // k, h, w).sum(1)
 
 
-def _expand_inflows(g: torch.Tensor, k: int) -> torch.Tensor:
-    """g repeated k times along channels, in g's memory format (the gradient of `_sum_inflows`)."""
-    if k == 1:
-        return g
-    return torch.cat([g] * k, 1)
-
-
-class _CrossDepthwiseRun(torch.autograd.Function):
-    """k inputs of one width through one batch norm and one sum: concatenate, normalise (every channel
-    has its own statistics and affine, so this is exactly k separate batch norms), sum the k slices.
-    Saves only the inputs (held by the graph anyway) and per-channel statistics; backward concatenates
-    again instead of keeping the concatenation, so memory stays linear in the number of inflows while
-    the kernel count stays constant."""
-
-    @staticmethod
-    def forward(ctx, weight, bias, running_mean, running_var, momentum: float, eps: float, *xs):
-        k = len(xs)
-        x = torch.cat(xs, 1) if k > 1 else xs[0]
-        y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
-        ctx.save_for_backward(weight, mean, invstd, *xs)
-        ctx.eps = eps
-        return _sum_inflows(y, k)
-
-    @staticmethod
-    def backward(ctx, g):
-        weight, mean, invstd, *xs = ctx.saved_tensors
-        k = len(xs)
-        need_w, need_b = ctx.needs_input_grad[0:2]
-        need_x = any(ctx.needs_input_grad[6:])
-        x = torch.cat(xs, 1) if k > 1 else xs[0]
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            _expand_inflows(g.to(x.dtype), k), x, weight, None, None, mean, invstd, True, ctx.eps,
-            [need_x, need_w, need_b])
-        gxs = gx.split(xs[0].shape[1], 1) if need_x else (None,) * k
-        return (gw, gb, None, None, None, None, *gxs)
-
-
 class CrossDepthwise(nn.Module):
     """Cross-layer depthwise convolution (DelugeNet, Eq. 1): every input is batch-normalised with its
     own statistics, scaled and shifted per channel by its own learned (weight, bias), and the results
     are summed. Inputs may differ in width: they are aligned at channel 0. `weight` and `bias` hold one
-    entry per input channel, input after input (C×L values when every input has C channels)."""
+    entry per input channel, input after input (C×L values when every input has C channels).
 
-    # Inflows of at most this many elements are normalised together: a small merge is bound by kernel
-    # launches, and the concatenation's constant kernel count wins. Above it the merge is bound by memory
-    # traffic, and one batch norm per inflow moves fewer bytes than concatenating twice (H200, bf16:
-    # DelugeNet-146 with every merge concatenated trained at 1.56× a per-inflow hand-written module's
-    # images/s at batch 128, and at 0.76× at batch 1,024).
-    concat_below: int = 2**24
+    `reference` is the formula, the definition; the other implementations and the choice among them are
+    in the compiler's `merges/crossdepthwise.py`, whose `run` a pass sets as `dispatch`. Without one the
+    module runs the reference."""
+
+    dispatch = None  # the forward a pass chose: called as dispatch(self, *xs, moments=moments)
 
     def __init__(self, widths: list[int], eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -79,50 +51,83 @@ class CrossDepthwise(nn.Module):
         self.register_buffer("running_var", torch.ones(n))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor, moments=None) -> torch.Tensor:
+        """The merge; `moments`, the inflows' batch (var, mean) where a pass computed them once per
+        producer, serve the dispatched implementation (the reference computes its own)."""
+        if self.dispatch is not None:
+            return self.dispatch(self, *xs, moments=moments)
+        return self.reference(*xs)
+
+    def reference(self, *xs: torch.Tensor) -> torch.Tensor:
+        """Σ_l batch_norm_l(x_l)·w_l + b_l: one batch norm per inflow on its own slice of the state."""
         if self.training:
             self.num_batches_tracked.add_(1)
         momentum = self.momentum
         if momentum is None and self.training:  # cumulative average, as BatchNorm
             momentum = 1.0 / float(self.num_batches_tracked)
-        out = None
-        start = 0
-        width = max(self.widths)
-        for first, last in self._runs():
-            c = self.widths[first]
-            end = start + c * (last - first)
-            args = (self.weight[start:end], self.bias[start:end], self.running_mean[start:end],
-                    self.running_var[start:end])
-            if self.training and xs[first].numel() > self.concat_below:
-                y = None
-                for i in range(first, last):  # one batch norm per inflow on its own slice of the state
-                    s = slice(start + c * (i - first), start + c * (i - first + 1))
-                    t = F.batch_norm(xs[i], self.running_mean[s], self.running_var[s], self.weight[s], self.bias[s],
-                                     True, momentum, self.eps)
-                    y = t if y is None else y + t
-            elif self.training:
-                y = _CrossDepthwiseRun.apply(*args, momentum, self.eps, *xs[first:last])
-            else:
-                x = torch.cat(xs[first:last], 1) if last - first > 1 else xs[first]
-                y = _sum_inflows(F.batch_norm(x, args[2], args[3], args[0], args[1], False, 0.0, self.eps),
-                                 last - first)
+        out, start, width = None, 0, max(self.widths)
+        for x, c in zip(xs, self.widths):
+            s = slice(start, start + c)
+            y = F.batch_norm(x, self.running_mean[s], self.running_var[s], self.weight[s], self.bias[s],
+                             self.training, momentum if self.training else 0.0, self.eps)
             if c < width:
                 y = F.pad(y, (0, 0, 0, 0, 0, width - c))
             out = y if out is None else out + y
-            start = end
+            start += c
         return out
-
-    def _runs(self) -> list[tuple[int, int]]:
-        """(first, last) index ranges of consecutive inputs of one width: each takes one batch norm."""
-        runs, first = [], 0
-        for i in range(1, len(self.widths) + 1):
-            if i == len(self.widths) or self.widths[i] != self.widths[first]:
-                runs.append((first, i))
-                first = i
-        return runs
 
     def extra_repr(self) -> str:
         return f"widths={self.widths}, eps={self.eps}, momentum={self.momentum}"
+
+
+class ScaleSum(nn.Module):
+    """Σ_i w_i·x_i + b, per channel: the eval form of a cross-layer depthwise merge with every inflow's
+    batch norm folded in (w_i = weight_i·γ_i/σ_i, b = Σ_i of what each inflow shifts) and any batch norm
+    after it. Inflows of different widths are aligned at channel 0, as in `CrossDepthwise`. Consecutive
+    inflows of one width are one run: concatenated, scaled and summed in three ops whatever their
+    number, so that a deep dense block stays a small graph to run, trace and export. Weights are
+    buffers shaped as they are used (k×C×1×1 per run), so running it needs no slicing."""
+
+    def __init__(self, scales: list[torch.Tensor], shift: torch.Tensor):
+        super().__init__()
+        self.widths = [int(s.numel()) for s in scales]
+        if shift.numel() != max(self.widths):
+            raise ValueError(f"a shift of {shift.numel()} channels for inflows of widths {self.widths}")
+        self.runs = width_runs(self.widths)
+        for r, (first, last) in enumerate(self.runs):
+            run = torch.stack([s.detach().reshape(-1) for s in scales[first:last]])
+            self.register_buffer(f"scale{r}", run.reshape(last - first, -1, 1, 1).clone())
+        self.register_buffer("shift", shift.detach().reshape(-1, 1, 1).clone())
+
+    def scales(self) -> list[torch.Tensor]:
+        """Each run's scales, k×C×1×1."""
+        return [getattr(self, f"scale{r}") for r in range(len(self.runs))]
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        width = max(self.widths)
+        out = self.shift
+        for (first, last), s in zip(self.runs, self.scales()):
+            c = self.widths[first]
+            if last - first == 1 and c == width:
+                out = torch.addcmul(out, xs[first], s[0])
+                continue
+            if last - first == 1:
+                y = xs[first] * s[0]
+            else:
+                y = (torch.cat(xs[first:last], 1).unflatten(1, (last - first, c)) * s).sum(1)
+            if c < width:  # its channels first, zeros after
+                y = F.pad(y, (0, 0, 0, 0, 0, width - c))
+            out = y + out
+        return out
+
+    def then(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Fold a per-channel affine that reads this module's output into it."""
+        for (first, _), s in zip(self.runs, self.scales()):
+            s.mul_(scale[:self.widths[first]].reshape(1, -1, 1, 1))
+        self.shift.mul_(scale.reshape(-1, 1, 1)).add_(shift.reshape(-1, 1, 1))
+
+    def extra_repr(self) -> str:
+        return f"widths={self.widths}"
 
 
 class LayerNorm2d(nn.LayerNorm):

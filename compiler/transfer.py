@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from archspec.errors import RunError
+from archspec.files import write_atomic
 
 from .modules import CrossDepthwise
 
@@ -158,16 +158,8 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) 
     walk it in module order."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:  # through a temporary file, so that a failure never leaves half a file under the name
-        save_file(tensors, tmp, metadata={ORDER_KEY: json.dumps(list(tensors))})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={ORDER_KEY: json.dumps(list(tensors))}))
 
 
 # ---- the two sides ---------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
+import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def specs() -> Path:
     return SPECS
+
+
+# ---- one elaboration and one build per model and settings, for the whole run -----------------------------
+
+BUILT_BUDGET = 150_000_000  # parameters the cache of real builds holds (600 MB in float32)
+_NETWORKS: dict = {}
+_BUILT: OrderedDict = OrderedDict()
+
+
+def _key(spec, sets: dict) -> tuple[str, str]:
+    return str(spec), json.dumps(sets, sort_keys=True)
+
+
+def network_of(spec, **sets):
+    """`archspec.network(spec, **sets)`, elaborated once per run. Shared: read it, never change it."""
+    import archspec  # collection stays free of torch: the project is imported when a test first asks
+
+    key = _key(spec, sets)
+    if key not in _NETWORKS:
+        _NETWORKS[key] = archspec.network(spec, **sets)
+    return _NETWORKS[key]
+
+
+def built(spec, **sets):
+    """`archspec.build(spec, **sets)` with torch seeded 0 (the caller's random state untouched), built once
+    and kept while the builds held stay within `BUILT_BUDGET` parameters (the least recently used leave
+    first); returned in eval mode. Shared: a test that changes the module (its mode, dtype, weights or
+    gradients) changes a `copy.deepcopy` of it."""
+    import archspec  # as in network_of: imported when first asked
+    import torch
+
+    key = _key(spec, sets)
+    if key in _BUILT:
+        _BUILT.move_to_end(key)
+        return _BUILT[key].eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        gm = archspec.build(network_of(spec, **sets))
+    _BUILT[key] = gm
+    held = sum(p.numel() for m in _BUILT.values() for p in m.parameters())
+    while held > BUILT_BUDGET and len(_BUILT) > 1:
+        held -= sum(p.numel() for p in _BUILT.popitem(last=False)[1].parameters())
+    return gm.eval()
+
+
+def on_meta(spec, **sets):
+    """`archspec.build(spec, **sets)` on the meta device: every module and parameter shape, with no memory
+    and no weights drawn, for what counting alone shows."""
+    import archspec  # as in network_of: imported when first asked
+    import torch
+
+    with torch.device("meta"):
+        return archspec.build(network_of(spec, **sets))
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,12 @@
 """Every shipped spec with the parameter count (and, where given, the MACs) of the authors' reference
-builds, in one table: the count, build and round-trip tests of `test_specs.py` are parametrised by it.
+builds, in one table: the only place a spec's reference count or MACs is written. The count, build and
+round-trip tests of `tests/zoo/test_specs.py` are parametrised by it; other tests read `BY_NAME`.
 
 Counts are sums of `numel()` over trainable parameters at the class count the spec defaults to;
-variants are other settings the reference counts (100 classes, the ResNet-like 1×1 transitions). MACs
-are exact where the reference gives them exactly and otherwise its rounding, as text (`"0.556G"`).
+variants are other settings the reference counts (100 classes, the ResNet-like 1×1 transitions, the
+larger members of a family the library does not ship). MACs are exact where the reference gives them
+exactly and otherwise its rounding, as text with the reference's own decimals (`"0.556G"`; torchvision's
+table: `"1.81G"`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def c100(params: int, macs: int | str | None = None) -> Variant:
     return Variant({"classes": 100}, params, macs)
 
 
-def imagenet(spec: str, params: int, macs: int | str | None = None) -> Reference:
-    return Reference(spec, params, macs, IMAGENET, 1000, small=SMALL)
+def imagenet(spec: str, params: int, macs: int | str | None = None, variants: tuple[Variant, ...] = ()) -> Reference:
+    return Reference(spec, params, macs, IMAGENET, 1000, variants, small=SMALL)
 
 
 REFERENCE = [
@@ -84,69 +87,77 @@ REFERENCE = [
     imagenet("gunn18", 28_909_736, 7_747_079_552),
     imagenet("sunn18", 28_909_736, "7.747G"),
     imagenet("wide_gunn18", 45_624_936),
-    # A small DelugeNet for the 8×8 digits, counted by hand from the reference's rules (§2.1–2.2):
-    # stem 144; block 1 (no CLDC before layer 3, which has L = 2): 3,168 + 3,456 + 3,584; transition
-    # (CLDC over 3) 18,688; block 2 (CLDC L = 1..3, then 4 for the output): 13,568 + 13,824 + 13,952 + 512;
-    # head BN 128 + linear 650
-    # torchvision's ImageNet classifiers, at torchvision's parameter counts (its documentation gives MACs
-    # to two decimals only: tests/test_zoo_*.py check them at that rounding)
-    imagenet("resnet18", 11_689_512),
-    imagenet("resnet34", 21_797_672),
-    imagenet("resnet50", 25_557_032),
-    imagenet("resnet101", 44_549_160),
-    imagenet("resnet152", 60_192_808),
-    imagenet("resnext50_32x4d", 25_028_904),
-    imagenet("resnext101_32x8d", 88_791_336),
-    imagenet("resnext101_64x4d", 83_455_272),
-    imagenet("wide_resnet50_2", 68_883_240),
-    imagenet("wide_resnet101_2", 126_886_696),
-    imagenet("regnet_x_400mf", 5_495_976),
-    imagenet("regnet_x_800mf", 7_259_656),
-    imagenet("regnet_x_1_6gf", 9_190_136),
-    imagenet("regnet_y_400mf", 4_344_144),
-    imagenet("regnet_y_800mf", 6_432_512),
-    imagenet("regnet_y_1_6gf", 11_202_430),
-    imagenet("alexnet", 61_100_840),
-    imagenet("vgg11", 132_863_336),
-    imagenet("vgg11_bn", 132_868_840),
-    imagenet("vgg13", 133_047_848),
-    imagenet("vgg13_bn", 133_053_736),
-    imagenet("vgg16", 138_357_544),
-    imagenet("vgg16_bn", 138_365_992),
-    imagenet("vgg19", 143_667_240),
-    imagenet("vgg19_bn", 143_678_248),
-    imagenet("densenet121", 7_978_856),
-    imagenet("densenet161", 28_681_000),
-    imagenet("densenet169", 14_149_480),
-    imagenet("densenet201", 20_013_928),
-    imagenet("googlenet", 6_624_904),
+    # torchvision's ImageNet classifiers, at torchvision's parameter counts and its model table's GFLOPS
+    # (which counts multiply-adds), to the table's two decimals, or the three of the weights' `_ops` where
+    # the table rounds that figure a second time (ConvNeXt-B: 15,354,729,472, which the table's 15.36 rounds)
+    imagenet("resnet18", 11_689_512, "1.81G"),
+    imagenet("resnet34", 21_797_672, "3.66G"),
+    imagenet("resnet50", 25_557_032, "4.09G"),
+    imagenet("resnet101", 44_549_160, "7.80G"),
+    imagenet("resnet152", 60_192_808, "11.51G"),
+    imagenet("resnext50_32x4d", 25_028_904, "4.23G"),
+    imagenet("resnext101_32x8d", 88_791_336, "16.41G"),
+    imagenet("resnext101_64x4d", 83_455_272, "15.46G"),
+    imagenet("wide_resnet50_2", 68_883_240, "11.40G"),
+    imagenet("wide_resnet101_2", 126_886_696, "22.75G"),
+    imagenet("regnet_x_400mf", 5_495_976, "0.41G"),
+    imagenet("regnet_x_800mf", 7_259_656, "0.80G"),
+    imagenet("regnet_x_1_6gf", 9_190_136, "1.60G"),
+    imagenet("regnet_y_400mf", 4_344_144, "0.40G"),
+    imagenet("regnet_y_800mf", 6_432_512, "0.83G"),
+    imagenet("regnet_y_1_6gf", 11_202_430, "1.61G"),
+    imagenet("alexnet", 61_100_840, "0.71G"),
+    imagenet("vgg11", 132_863_336, "7.61G"),
+    imagenet("vgg11_bn", 132_868_840, "7.61G"),
+    imagenet("vgg13", 133_047_848, "11.31G"),
+    imagenet("vgg13_bn", 133_053_736, "11.31G"),
+    imagenet("vgg16", 138_357_544, "15.47G"),
+    imagenet("vgg16_bn", 138_365_992, "15.47G"),
+    imagenet("vgg19", 143_667_240, "19.63G"),
+    imagenet("vgg19_bn", 143_678_248, "19.63G"),
+    imagenet("densenet121", 7_978_856, "2.83G"),
+    imagenet("densenet161", 28_681_000, "7.73G"),
+    imagenet("densenet169", 14_149_480, "3.36G"),
+    imagenet("densenet201", 20_013_928, "4.29G"),
+    imagenet("googlenet", 6_624_904, "1.50G"),
     # Inception v3 at its 299×299 (the tests build it at 75×75, the smallest it takes), without AuxLogits:
     # torchvision's 27,161,264 − (conv0 768·128 + 2·128 = 98,560) − (conv1 128·768·25 + 2·768 = 2,459,136)
-    # − (fc 768·1000 + 1000 = 769,000) = 27,161,264 − 3,326,696
-    Reference("inception_v3", 23_834_568, input=(3, 299, 299), classes=1000, small={"size": 75}),
-    imagenet("squeezenet1_0", 1_248_424),
-    imagenet("squeezenet1_1", 1_235_496),
-    imagenet("shufflenet_v2_x0_5", 1_366_792),
-    imagenet("shufflenet_v2_x1_0", 2_278_604),
-    imagenet("shufflenet_v2_x1_5", 3_503_624),
-    imagenet("shufflenet_v2_x2_0", 7_393_996),
-    imagenet("convnext_tiny", 28_589_128),
-    imagenet("convnext_small", 50_223_688),
-    imagenet("convnext_base", 88_591_464),
+    # − (fc 768·1000 + 1000 = 769,000) = 27,161,264 − 3,326,696. Its 5.71 GFLOPS (5,713,216,096 here) is the
+    # eval model's, which runs no AuxLogits: with their 5,683,200 multiply-adds it would read 5.72
+    Reference("inception_v3", 23_834_568, "5.71G", input=(3, 299, 299), classes=1000, small={"size": 75}),
+    imagenet("squeezenet1_0", 1_248_424, "0.82G"),
+    imagenet("squeezenet1_1", 1_235_496, "0.35G"),
+    imagenet("shufflenet_v2_x0_5", 1_366_792, "0.04G"),
+    imagenet("shufflenet_v2_x1_0", 2_278_604, "0.14G"),
+    imagenet("shufflenet_v2_x1_5", 3_503_624, "0.30G"),
+    imagenet("shufflenet_v2_x2_0", 7_393_996, "0.58G"),
+    imagenet("convnext_tiny", 28_589_128, "4.46G"),
+    imagenet("convnext_small", 50_223_688, "8.68G"),
+    imagenet("convnext_base", 88_591_464, "15.355G"),
     imagenet("mobilenet_v2", 3_504_872),
     imagenet("mobilenet_v3_small", 2_542_856),
     imagenet("mobilenet_v3_large", 5_483_032),
-    imagenet("efficientnet_b0", 5_288_548),
+    # B5 to B7: the B0 table under torchvision's width and depth multipliers (B1, B2, B4 are shipped)
+    imagenet("efficientnet_b0", 5_288_548, variants=(
+        Variant({"width": 1.6, "depth": 2.2}, 30_389_784), Variant({"width": 1.8, "depth": 2.6}, 43_040_704),
+        Variant({"width": 2.0, "depth": 3.1}, 66_347_960))),
     imagenet("efficientnet_b1", 7_794_184),
     imagenet("efficientnet_b2", 9_109_994),
     imagenet("efficientnet_b3", 12_233_232),
     imagenet("efficientnet_b4", 19_341_616),
-    imagenet("efficientnet_v2_s", 21_458_488),
+    # V2-L: its seven-row table (V2-M is shipped)
+    imagenet("efficientnet_v2_s", 21_458_488, variants=(Variant({"stem_width": 32, "table": [
+        ["fused", 1, 3, 1, 32, 4], ["fused", 4, 3, 2, 64, 7], ["fused", 4, 3, 2, 96, 7], ["mbconv", 4, 3, 2, 192, 10],
+        ["mbconv", 6, 3, 1, 224, 19], ["mbconv", 6, 3, 2, 384, 25], ["mbconv", 6, 3, 1, 640, 7]]}, 118_515_272),)),
     imagenet("efficientnet_v2_m", 54_139_356),
     imagenet("mnasnet0_5", 2_218_512),
     imagenet("mnasnet0_75", 3_170_208),
     imagenet("mnasnet1_0", 4_383_312),
     imagenet("mnasnet1_3", 6_282_256),
+    # A small DelugeNet for the 8×8 digits, counted by hand from the reference's rules (§2.1–2.2):
+    # stem 144; block 1 (no CLDC before layer 3, which has L = 2): 3,168 + 3,456 + 3,584; transition
+    # (CLDC over 3) 18,688; block 2 (CLDC L = 1..3, then 4 for the output): 13,568 + 13,824 + 13,952 + 512;
+    # head BN 128 + linear 650
     Reference("tiny_delugenet", 71_674, input=(1, 8, 8)),
 ]
 

@@ -13,10 +13,10 @@ from ..language.loader import Spec
 from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
 from .ir import Network
-from .merges import MERGES
-from .ops import OPS, PRIMITIVES, OpArgs
-from .patterns import PATTERNS, BlockContext, Layer
+from .ops import OpArgs
+from .patterns import BlockContext, Layer
 from .streams import Streams
+from .vocabulary import MERGES, OPS, PATTERNS, PRIMITIVES
 from .words import aliases
 
 # Bounds that turn a runaway spec into an error rather than a hang (the builder bounds the graph's size,

@@ -19,68 +19,12 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..modules import CrossDepthwise
+from ..merges.crossdepthwise import merge_form
+from ..modules import CrossDepthwise, ScaleSum
+from .contract import Pass
 from .normalise_once import BatchMoments
 
-
-class ScaleSum(nn.Module):
-    """Σ_i w_i·x_i + b, per channel: the eval form of a cross-layer depthwise merge with every inflow's
-    batch norm folded in (w_i = weight_i·γ_i/σ_i, b = Σ_i of what each inflow shifts) and any batch norm
-    after it. Inflows of different widths are aligned at channel 0, as in `CrossDepthwise`. Consecutive
-    inflows of one width are one run: concatenated, scaled and summed in three ops whatever their
-    number, so that a deep dense block stays a small graph to run, trace and export. Weights are
-    buffers shaped as they are used (k×C×1×1 per run), so running it needs no slicing."""
-
-    def __init__(self, scales: list[torch.Tensor], shift: torch.Tensor):
-        super().__init__()
-        self.widths = [int(s.numel()) for s in scales]
-        if shift.numel() != max(self.widths):
-            raise ValueError(f"a shift of {shift.numel()} channels for inflows of widths {self.widths}")
-        self.runs = _runs(self.widths)
-        for r, (first, last) in enumerate(self.runs):
-            run = torch.stack([s.detach().reshape(-1) for s in scales[first:last]])
-            self.register_buffer(f"scale{r}", run.reshape(last - first, -1, 1, 1).clone())
-        self.register_buffer("shift", shift.detach().reshape(-1, 1, 1).clone())
-
-    def scales(self) -> list[torch.Tensor]:
-        """Each run's scales, k×C×1×1."""
-        return [getattr(self, f"scale{r}") for r in range(len(self.runs))]
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        width = max(self.widths)
-        out = self.shift
-        for (first, last), s in zip(self.runs, self.scales()):
-            c = self.widths[first]
-            if last - first == 1 and c == width:
-                out = torch.addcmul(out, xs[first], s[0])
-                continue
-            if last - first == 1:
-                y = xs[first] * s[0]
-            else:
-                y = (torch.cat(xs[first:last], 1).unflatten(1, (last - first, c)) * s).sum(1)
-            if c < width:  # its channels first, zeros after
-                y = nn.functional.pad(y, (0, 0, 0, 0, 0, width - c))
-            out = y + out
-        return out
-
-    def then(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        """Fold a per-channel affine that reads this module's output into it."""
-        for (first, _), s in zip(self.runs, self.scales()):
-            s.mul_(scale[:self.widths[first]].reshape(1, -1, 1, 1))
-        self.shift.mul_(scale.reshape(-1, 1, 1)).add_(shift.reshape(-1, 1, 1))
-
-    def extra_repr(self) -> str:
-        return f"widths={self.widths}"
-
-
-def _runs(widths: list[int]) -> list[tuple[int, int]]:
-    """(first, last) ranges of consecutive inflows of one width."""
-    runs, first = [], 0
-    for i in range(1, len(widths) + 1):
-        if i == len(widths) or widths[i] != widths[first]:
-            runs.append((first, i))
-            first = i
-    return runs
+__all__ = ["ScaleSum", "bn_affine", "fold", "merge_form"]
 
 
 def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,27 +44,14 @@ def _affine(mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None, 
     return scale, shift
 
 
-def merge_form(m: CrossDepthwise) -> ScaleSum:
-    """A CrossDepthwise merge in eval mode as a ScaleSum: each inflow's batch norm and the merge's
-    weight and bias are one scale per channel, and the shifts of all inflows one sum."""
-    scale, shift = _affine(m.running_mean, m.running_var, m.weight, m.bias, m.eps)
-    width = max(m.widths)
-    total = torch.zeros(width, dtype=shift.dtype, device=shift.device)
-    scales, start = [], 0
-    for c in m.widths:
-        scales.append(scale[start:start + c])
-        total[:c] += shift[start:start + c]
-        start += c
-    return ScaleSum(scales, total)
-
-
-def fold(gm: fx.GraphModule) -> fx.GraphModule:
+def _fold(gm: fx.GraphModule) -> fx.GraphModule:
     """A deep copy of `gm` in eval mode with every cross-layer depthwise merge a `ScaleSum` and each
     BatchNorm2d folded where that is exact: into the Conv2d or ScaleSum that produces its input (when
     nothing else reads that), else into the Conv2d that alone reads it when that convolution pads with
     no zeros, else, when merges read its input too, into a one-inflow ScaleSum of its own. Modules a
     fused op reaches by reference (`get_attr`), modules called more than once, and batch norms without
-    running statistics (they normalise by the batch even in eval) are left as they are; so is `gm`."""
+    running statistics (they normalise by the batch even in eval) are left as they are; so is `gm`.
+    Undoes `normalise_once` (the merges' shared moments go) and `merge_dispatch` (no merge module is left)."""
     out = copy.deepcopy(gm).eval()
     calls = Counter(n.target for n in out.graph.nodes if n.op == "call_module")
     attrs = [n.target for n in out.graph.nodes if n.op == "get_attr"]
@@ -135,7 +66,7 @@ def fold(gm: fx.GraphModule) -> fx.GraphModule:
         m = out.get_submodule(node.target)
         if isinstance(m, CrossDepthwise) and all(isinstance(a, fx.Node) for a in node.args):
             _replace_module(out, node.target, merge_form(m))
-            node.kwargs = {}  # shared batch moments (training only) are not needed any more
+            node.kwargs = {}  # shared batch moments (training only, `normalise_once`): undone here
             changed = True
         elif type(m) is nn.BatchNorm2d and _plain_bn(node, m):
             changed |= _fold_bn(out, node, m, free)
@@ -239,3 +170,7 @@ def _overlap(module: str, attr: str) -> bool:
 def _replace_module(gm: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+# A buffered merge is no module call, so it cannot fold: fold the plain or lean module whose state it shares.
+fold = Pass("fold_bn", _fold, forbids=("merge_buffer",), undoes=("normalise_once", "merge_dispatch"))

@@ -7,8 +7,8 @@ its batch-norm and activation outputs): memory quadratic in depth. `apply` repla
 - each `concat → [dropout2d →] conv…` (SeqConv groups, GUNN units and their projection shortcuts), and
   each `dropout2d → conv…`, by a `ConcatConv`;
 
-fused modules (`fused.py`) that hold only their inputs and per-channel statistics or masks; and it
-normalises each cross-layer depthwise producer once (`normalise_once.py`). Chains are found by the
+fused modules (`fused.py`) that hold only their inputs and per-channel statistics or masks. The lean
+policy (`memory.py`) composes it with `normalise_once` for the cross-layer depthwise merges. Chains are found by the
 graph op each fx node records in `meta["op"]`; the nodes written in their place carry the meta of the
 nodes they replace, so later passes (regional compilation) read the same structure."""
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from archspec.graph.ops import OPS
 
-from . import normalise_once
+from .contract import Pass
 from .fused import ConcatConv, ConcatNormActConv
 
 
@@ -140,7 +140,7 @@ def _leaf(target: str) -> str:
     return target.rpartition(".")[2]
 
 
-def apply(gm: fx.GraphModule) -> fx.GraphModule:
+def _apply(gm: fx.GraphModule) -> fx.GraphModule:
     """`gm` with every fusable chain (see the module docstring) replaced by its fused module, registered
     beside the first convolution; everything else is left alone. Modifies `gm` in place and returns it."""
     modules = dict(gm.named_modules())
@@ -198,4 +198,8 @@ def apply(gm: fx.GraphModule) -> fx.GraphModule:
         drop |= {n for n in (cat, dropout) if n is not None}
     if emit:
         _rebuild(gm, emit, drop)
-    return normalise_once.apply(gm)
+    return gm
+
+
+# Fused training modules have no place in the inference form, whose batch norms are folded.
+apply = Pass("lean", _apply, forbids=("fold_bn",))

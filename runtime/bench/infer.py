@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-import archspec
+from archspec.compiler.codegen import to_module
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
 from archspec.errors import RunError, did_you_mean
 from archspec.runtime.export import BatchRange, compile_tensorrt, load_tensorrt, require_onnx, write_onnx
+from archspec.runtime.train.capture import Captured
 
 from .report import all_cores, check_batches, environment, print_header, write_json
 
@@ -63,7 +64,7 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
     env = environment(dev, network=net.name, repeat=repeat, warmup=WARMUP)
     print_header(env, console)
     torch.manual_seed(0)
-    model = fold(archspec.build(net)).to(dev)
+    model = fold(to_module(net)).to(dev)
     shape = tuple(net.shape(net.input))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="archspec-infer-") as tmp:
@@ -145,35 +146,17 @@ def prepare(name: str, model: nn.Module, net: Network, shape: tuple[int, ...], b
 
 
 def cudagraph(model: nn.Module, dev: torch.device) -> Backend:
-    """The eval forward captured in one CUDA graph per batch size, on static input and output buffers,
-    and replayed: no per-kernel launch cost. The first call at a batch size warms up on a side stream
-    (cuDNN's autotuning and the allocator's pools settle there) and captures; later calls copy the input
-    in and replay. The output is the static buffer, overwritten by the next replay."""
+    """The eval forward captured in one CUDA graph per batch size (`Captured`, warm-up included) and
+    replayed: no per-kernel launch cost. The output is the static buffer, overwritten by the next replay."""
     if dev.type != "cuda":
         raise Skip("CUDA graphs need a CUDA device, not --device cpu")
-    graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-
-    def capture(x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        static_x = torch.empty_like(x, device=dev).copy_(x)
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP):
-                model(static_x)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_y = model(static_x)
-        return graph, static_x, static_y
+    graphs: dict[tuple[int, ...], Captured] = {}
 
     def run(x: torch.Tensor) -> torch.Tensor:
         key = tuple(x.shape)
         if key not in graphs:
-            graphs[key] = capture(x)
-        graph, static_x, static_y = graphs[key]
-        static_x.copy_(x)
-        graph.replay()
-        return static_y
+            graphs[key] = Captured(model, (x,), warmup=WARMUP)
+        return graphs[key](x)
 
     return Backend(run, "one captured graph per batch size, replayed")
 

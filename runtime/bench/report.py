@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from archspec.errors import RunError
+from archspec.files import write_atomic
 
 MAX_BATCH = 65536
 MAX_INPUT_BYTES = 4 * 2**30
@@ -97,5 +98,5 @@ def _show(v: Any) -> str:
 
 def write_json(path: Path, payload: dict[str, Any], out: Console) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
     out.print(escape(f"figures written to {path}"))

@@ -12,26 +12,24 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
 from archspec.compiler.codegen import to_module
-from archspec.compiler.passes import memory as memory_policy
-from archspec.compiler.passes.regional import compile_regions, region_kinds
+from archspec.compiler.passes.regional import region_kinds
 from archspec.graph.ir import Network
 from archspec.errors import RunError
 from archspec.runtime.train.devices import Dist, pick_device
-from archspec.runtime.train.graphed import GraphedStep, graph_optimizer
-from archspec.runtime.train.loop import COMPILE_MODES as TRAIN_MODES, captures_step, compiles_regions
+from archspec.runtime.train.step import (COMPILE_MODES as TRAIN_MODES, Step, StepConfig, amp_of, assemble,
+                                         captures_step, check_compile_mode, compiles_regions, forward_loss, place,
+                                         sgd, wrap)
 
 from .handwritten import handwritten_for
 from .report import Spread, check_batches, environment, print_header, write_json
 
 COMPILE_MODES = (*TRAIN_MODES, "all")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _SUFFIX = {"none": "", "whole": " (torch.compile)", "regional": " (regional torch.compile)",
            "cudagraph": " (CUDA graph step)", "regional+cudagraph": " (regional torch.compile, CUDA graph step)"}
 
@@ -48,17 +46,11 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch
             seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(x.device, dtype):
-        loss = F.cross_entropy(model(x).float(), y)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = forward_loss(model, x, y, dtype)
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(seen.values())
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None or dtype == torch.float32:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass
@@ -77,41 +69,29 @@ class Figures:
 
 
 class Trainee:
-    """A module with its own batch and optimizer, ready to take timed training steps."""
+    """A `Step` of `model` (its batches running through `run`, as `cfg` says) with its own batch and
+    optimizer, ready to take timed training steps."""
 
-    def __init__(self, name: str, model: nn.Module, batch: int, shape: tuple[int, ...], classes: int,
-                 device: torch.device, dtype: torch.dtype, channels_last: bool, graphed: bool = False):
-        self.name, self.device, self.dtype, self.batch = name, device, dtype, batch
-        self.model = model.to(device).train()
-        g = torch.Generator(device=device).manual_seed(0)
-        self.x = torch.randn(batch, *shape, generator=g, device=device)
-        self.y = torch.randint(0, classes, (batch,), generator=g, device=device)
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-            if self.x.dim() == 4:
-                self.x = self.x.contiguous(memory_format=torch.channels_last)
-        hyper = dict(momentum=0.9, nesterov=True, weight_decay=1e-4)
-        if graphed:
-            self.opt = graph_optimizer(self.model.parameters(), device, 0.01, **hyper)
-        else:
-            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, **hyper)
-        self.graphed: GraphedStep | None = None
-        self.graph, self.graph_peak = graphed, 0
+    def __init__(self, name: str, model: nn.Module, run: nn.Module, cfg: StepConfig, batch: int,
+                 shape: tuple[int, ...], classes: int):
+        self.name, self.device, self.batch = name, cfg.device, batch
+        self.dtype = cfg.dtype
+        model.train(), run.train()
+        g = torch.Generator(device=cfg.device).manual_seed(0)
+        self.x = cfg.layout(torch.randn(batch, *shape, generator=g, device=cfg.device))
+        self.y = torch.randint(0, classes, (batch,), generator=g, device=cfg.device)
+        self.opt = sgd(model.parameters(), cfg, 0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        self.model, self.run = model, run
+        self.train_step = Step(model, run, self.opt, cfg, batch)
+        self.graph, self.graph_peak = cfg.captures, 0
         self.first_s = 0.0
 
     def step(self) -> None:
-        if self.graph:
-            if self.graphed is None:  # the capture is the first step's work, as compiling is
-                before = self._peak_start()
-                self.graphed = GraphedStep(self.model, self.opt, self.x, self.y, self.dtype)
-                self.graph_peak = self._peak_end(before)  # the graph's pool is allocated at capture
-            self.graphed(self.x, self.y)
-            return
-        with _autocast(self.device, self.dtype):
-            loss = F.cross_entropy(self.model(self.x).float(), self.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        if self.graph and self.train_step.captured is None:  # the capture is the first step's work, as compiling is
+            before = self._peak_start()
+            self.train_step.capture(self.x, self.y)
+            self.graph_peak = self._peak_end(before)  # the graph's pool is allocated at capture
+        self.train_step(self.x, self.y)
 
     def timed_step(self) -> float:
         """Seconds one step takes: CUDA events on the GPU, the wall clock on the CPU."""
@@ -181,7 +161,7 @@ def measure_together(trainees: list[Trainee], steps: int, warmup: int) -> list[F
     for t, ts in zip(trainees, times):
         s = Spread.of([v * 1e3 for v in ts])
         rows.append(Figures(t.name, t.batch, s.median, (s.p10, s.p90), (s.min, s.max), t.batch / (s.median / 1e3),
-                            saved_bytes(t.model, t.x, t.y, t.dtype), t.cuda_peak(), t.first_s))
+                            saved_bytes(t.run, t.x, t.y, t.dtype), t.cuda_peak(), t.first_s))
     return rows
 
 
@@ -208,28 +188,18 @@ def _modes(compile_: bool | str | None) -> list[str]:
         return ["none"]
     if compile_ is True:
         return ["whole"]
-    modes = [m.strip() for m in compile_.split(",") if m.strip()]
-    for m in modes:
-        if m not in COMPILE_MODES:
-            raise RunError(f"unknown compile mode '{m}'", "compile modes: " + ", ".join(COMPILE_MODES)
-                           + " (several separated by commas)")
+    modes = [m if m == "all" else check_compile_mode(m) for m in (w.strip() for w in compile_.split(",")) if m]
     if "all" in modes:
         return list(TRAIN_MODES)
     return list(dict.fromkeys(modes))
 
 
-def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int, dtype: str,
-           memory: str) -> torch.dtype:
+def _check(batches: list[int], shape: tuple[int, ...], steps: int, warmup: int) -> None:
     check_batches(batches, shape, "64,128,256")
     if steps < 1:
         raise RunError(f"--steps {steps}: at least one timed step is needed")
     if warmup < 0:
         raise RunError(f"--warmup {warmup}: cannot be negative")
-    if memory not in memory_policy.MODES:
-        raise RunError(f"unknown memory mode '{memory}'", "memory modes: " + ", ".join(memory_policy.MODES))
-    if dtype not in DTYPES:
-        raise RunError(f"unknown dtype '{dtype}'", "dtypes: " + ", ".join(DTYPES))
-    return DTYPES[dtype]
 
 
 _BASE_MODE = {"none": "none", "whole": "whole", "regional": "whole", "cudagraph": "cudagraph",
@@ -249,48 +219,41 @@ def run_bench_train(net: Network, batches: int | list[int], device: str, dtype: 
     archspec's is compiled) take interleaved training steps. Prints the environment, one row per
     module and batch size and the ratios of medians; returns the rows, batch by batch."""
     batches = [batches] if isinstance(batches, int) else list(batches)
-    dt = _check(batches, net.shape(net.input), steps, warmup, dtype, memory)
-    modes = _modes(compile_)
+    _check(batches, net.shape(net.input), steps, warmup)
+    amp, modes = amp_of(dtype), _modes(compile_)
     dev = pick_device(device, Dist())
-    graphed = [m for m in modes if captures_step(m)]
-    if graphed and dev.type != "cuda":
-        if compile_ != "all":
-            raise RunError(f"--compile {graphed[0]} needs a CUDA device", "use --device cuda, or another compile mode")
-        modes = [m for m in modes if m not in graphed]  # `all` measures what the device can run
+    if compile_ == "all" and dev.type != "cuda":
+        modes = [m for m in modes if not captures_step(m)]  # `all` measures what the device can run
+    configs = {m: StepConfig(dev, memory, m, amp, channels_last) for m in dict.fromkeys(
+        modes + ["none"] + [_BASE_MODE[m] for m in modes])}  # every mode checked before any work
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes are static: let cuDNN pick its fastest kernels
-    if channels_last is None:
-        channels_last = dev.type == "cuda"
     shape, classes = tuple(net.shape(net.input)), net.shape(net.output)[0]
     base_name, base_make = baseline_for(net, baseline)
-    env = environment(dev, network=net.name, dtype=dtype, channels_last=channels_last, memory=memory,
-                      compile=compile_ or "none", baseline=base_name, steps=steps, warmup=max(warmup, 1))
+    env = environment(dev, network=net.name, dtype=dtype, channels_last=configs["none"].channels_last,
+                      memory=memory, compile=compile_ or "none", baseline=base_name, steps=steps,
+                      warmup=max(warmup, 1))
     print_header(env, out)
     rows: list[Figures] = []
     ratios: list[dict] = []
     notes: list[str] = []
     for batch in batches:
-        free = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else None
-        resolved = memory_policy.resolve(memory, net, batch, free, 2 if dt == torch.bfloat16 else 4)
+        resolved = configs["none"].memory_for(net, batch)
         label = "archspec" + {"fast": "", "lean": " (lean)"}.get(memory, f" ({memory} → {resolved})")
         trainees, pairs = [], []
         base_of: dict[str, Trainee] = {}
         for mode in dict.fromkeys(["none"] + [_BASE_MODE[m] for m in modes]):  # eager always: the goals' yardstick
             torch.manual_seed(0)
-            base = base_make()
-            base_of[mode] = Trainee(base_name + _SUFFIX[mode], torch.compile(base) if mode == "whole" else base,
-                                    batch, shape, classes, dev, dt, channels_last, graphed=captures_step(mode))
+            cfg = configs[mode]
+            base = place(base_make(), cfg)
+            base_of[mode] = Trainee(base_name + _SUFFIX[mode], base, wrap(base, cfg), cfg, batch, shape, classes)
         for mode in modes:
             torch.manual_seed(0)
-            model = memory_policy.training(to_module(net), resolved, mode)
-            if mode == "whole":
-                model = torch.compile(model)
-            elif compiles_regions(mode):
-                model = compile_regions(model)
-                kinds = region_kinds(model)
+            model, run = assemble(net, configs[mode], resolved)
+            if compiles_regions(mode):
+                kinds = region_kinds(run)
                 notes.append(f"regional: {len(kinds)} compiled structures for {sum(map(len, kinds.values()))} regions")
-            a = Trainee(label + _SUFFIX[mode], model, batch, shape, classes, dev, dt, channels_last,
-                        graphed=captures_step(mode))
+            a = Trainee(label + _SUFFIX[mode], model, run, configs[mode], batch, shape, classes)
             trainees.append(a)
             pairs += [(a, b) for b in dict.fromkeys([base_of[_BASE_MODE[mode]], base_of["none"]])]
         trainees += list(base_of.values())

@@ -8,6 +8,8 @@ from .devices import Dist, pick_device
 from .evaluation import evaluate_checkpoint, load_trained, model_from_source, network_of
 from .loop import Trainer, train
 from .specfiles import fit_network, spec_files, spec_from_files
+from .step import Step, StepConfig, assemble
 
 __all__ = ["TrainConfig", "Dist", "pick_device", "Trainer", "train", "evaluate_checkpoint", "load_trained",
-           "model_from_source", "network_of", "spec_files", "spec_from_files", "fit_network"]
+           "model_from_source", "network_of", "spec_files", "spec_from_files", "fit_network", "Step", "StepConfig",
+           "assemble"]

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,8 +30,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from archspec.errors import RunError
+from archspec.files import write_atomic
 
-from .runfiles import file_mode
 
 __all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
            "FORMAT", "VERSION"]
@@ -182,30 +181,9 @@ def save(path: str | Path, ck: Checkpoint) -> None:
     tensors, metadata = _encode_checkpoint(ck)
     tensors = _storable(tensors)
     metadata["digests"] = json.dumps({name: _digest(t) for name, t in tensors.items()}, separators=(",", ":"))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise RunError(f"cannot write {path}: {_reason(e)}") from None
-    try:
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.fsync(fd)
-            _check_written(tmp, metadata, len(tensors))
-            os.chmod(tmp, file_mode(path))  # mkstemp's 0600 would hide it from the group
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        _remove_quietly(tmp)
-        if isinstance(e, Exception):
-            raise RunError(f"cannot write {path}: {_reason(e)}",
-                           "check that the folder is writable and the disk has room") from None
-        raise
-    try:
-        _fsync_dir(path.parent)
-    except OSError as e:
-        raise RunError(f"cannot write {path}: the folder could not be synced to disk ({_reason(e)})") from None
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                 check=lambda tmp: _check_written(tmp, metadata, len(tensors)),
+                 hint="check that the folder is writable and the disk has room")
     _remove_stale_temps(path.parent)
 
 
@@ -271,31 +249,11 @@ def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_written(tmp: str, metadata: Mapping[str, str], count: int) -> None:
+def _check_written(tmp: Path, metadata: Mapping[str, str], count: int) -> None:
     """Reread the header of the new file before it replaces the old one: a short write must not win."""
     with safe_open(tmp, framework="pt") as f:
         if f.metadata() != dict(metadata) or len(f.keys()) != count:
             raise OSError(errno.EIO, "the written file does not read back")
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(tmp: str) -> None:
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
 
 
 def _reason(e: BaseException) -> str:

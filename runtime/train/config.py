@@ -27,7 +27,7 @@ class TrainConfig:
     out: Path = Path("runs/last")
     resume: bool = False
     device: str = "auto"
-    compile: str | bool = "none"  # loop.COMPILE_MODES (True: regional)
+    compile: str | bool = "none"  # step.COMPILE_MODES (True: regional)
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on the CPU
     channels_last: bool | None = None  # None: on for CUDA
     memory: str | None = None  # fast, lean or auto; None: fast, or on --resume the mode the run was trained in

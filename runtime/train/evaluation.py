@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from archspec.graph.builder import DEFAULT_MAX_PARAMS
 from archspec.compiler.codegen import to_module
+from archspec.compiler.passes import memory as memory_policy
 from archspec.compiler.activation_memory import refuse_above
 from archspec.compiler.costs import summarize
 from archspec.graph.elaborate import elaborate
@@ -22,7 +22,7 @@ from archspec.runtime import data as D
 from . import checkpoint as ckpt
 from .devices import Dist, pick_device
 from .feed import Feed
-from .scores import Tally
+from .scores import Tally, tally_batches
 from .specfiles import read_spec, spec_from_files
 
 
@@ -83,6 +83,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str =
     rebuilt from the spec it carries."""
     dev = pick_device(device, Dist())
     net, model, ck = load_trained(path, dev, batch_size, max_memory)
+    model = memory_policy.apply(model, "fast")  # each merge runs the implementation its `choose` names
     meta = ck.meta
     ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
     if tuple(net.shape(net.input)) != ds.shape or tuple(net.shape(net.output)) != (ds.classes,):
@@ -90,12 +91,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str =
                        f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")
     model.eval()
     feed = Feed(ds, batch_size, dev)
-    tally = Tally(dev, ds.classes)
-    with torch.no_grad():
-        for x, y in feed.batches("test")[0]:
-            logits = model(x).float()
-            tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
-    scores = tally.totals()
+    scores = tally_batches(model, feed.batches("test")[0], Tally(dev, ds.classes)).totals()
     report = {"network": net.name, "data": ds.name, "epoch": ck.epoch, "test_loss": scores["loss"],
               "test_acc": scores["acc"]}
     if "top5" in scores:

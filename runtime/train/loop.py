@@ -9,91 +9,36 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import nn
 
 from archspec.compiler.activation_memory import refuse_above
-from archspec.compiler.codegen import to_module
-from archspec.compiler.passes import memory
-from archspec.compiler.passes.regional import compile_regions
-from archspec.graph.ir import Network
-from archspec.errors import RunError, did_you_mean
+from archspec.errors import RunError
 from archspec.runtime import data as D
 
 from . import checkpoint as ckpt
 from .board import Board
 from .config import TrainConfig
-from .graphed import GraphedStep, eager_step, graph_optimizer
 from .devices import Dist, join_process_group, launched_by_torchrun, leave_process_group, pick_device
 from .feed import Feed, Readout
 from .metrics import read_metrics, write_metrics
 from .progress import RunClock, progress_bar
 from .recipes import Recipe, recipe as get_recipe
 from .runconfig import run_config, write_run_config
-from .scores import Tally
+from .scores import Tally, tally_batches
 from .specfiles import fit_network, read_spec, spec_files
 from .split import check_val_split, val_count
+from .step import Step, StepConfig, assemble, sgd
 
 
-COMPILE_MODES = ("none", "regional", "whole", "cudagraph", "regional+cudagraph")
-"""`--compile`: eager; torch.compile once per layer structure (compile time flat in depth); the whole
-network; each training step captured as one CUDA graph (launch-bound steps on a GPU); or both the first
-and the last: compiled layers, their step captured."""
-
-
-def compiles_regions(mode: str) -> bool:
-    return mode in ("regional", "regional+cudagraph")
-
-
-def captures_step(mode: str) -> bool:
-    return mode in ("cudagraph", "regional+cudagraph")
-
-
-def make_optimizer(model: nn.Module, r: Recipe, graphed_on: torch.device | None = None
-                   ) -> tuple[torch.optim.Optimizer, Any]:
-    hyper = dict(momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0, weight_decay=r.weight_decay)
-    if graphed_on is not None:
-        opt = graph_optimizer(model.parameters(), graphed_on, r.lr, **hyper)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=r.lr, **hyper)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, r.milestone_epochs(), gamma=r.gamma)
-    return opt, sched
-
-
-def compile_mode(requested: str | bool, device: torch.device, dist: Dist) -> str:
-    """The `--compile` mode, checked against the device: `True` is regional, `False` none."""
-    mode = {True: "regional", False: "none"}.get(requested, requested) if isinstance(requested, bool) else requested
-    if mode not in COMPILE_MODES:
-        raise RunError(f"unknown compile mode '{mode}'",
-                       did_you_mean(mode, COMPILE_MODES) or f"compile modes: {', '.join(COMPILE_MODES)}")
-    if captures_step(mode) and device.type != "cuda":
-        raise RunError(f"--compile {mode} needs a CUDA device", "use --device cuda, or --compile regional")
-    if captures_step(mode) and dist.joined:
-        raise RunError(f"--compile {mode} runs one process", "use --compile regional with --nproc")
-    return mode
-
-
-def memory_mode(requested: str, net: Network, batch: int, device: torch.device) -> str:
-    """`fast` or `lean` for the requested policy; `auto` weighs the plain step against the memory the
-    training GPU has free (on the CPU it stays fast)."""
-    if requested not in memory.MODES:
-        raise RunError(f"unknown memory mode '{requested}'",
-                       did_you_mean(requested, memory.MODES) or f"memory modes: {', '.join(memory.MODES)}")
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    return memory.resolve(requested, net, batch, free)
-
-
-def training_module(net: Network, mode: str, compile_mode: str = "none") -> torch.fx.GraphModule:
-    """The network's module under a resolved memory mode, as a step of `compile_mode` runs it; every
-    form holds the same parameters and buffers under the same names, so a checkpoint of one loads into
-    the others."""
-    return memory.training(to_module(net), mode, compile_mode)
+def make_optimizer(model: nn.Module, r: Recipe, cfg: StepConfig) -> tuple[torch.optim.Optimizer, Any]:
+    opt = sgd(model.parameters(), cfg, r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
+              weight_decay=r.weight_decay)
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, r.milestone_epochs(), gamma=r.gamma)
 
 
 class Trainer:
@@ -104,8 +49,6 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if cuda:  # batch shapes are static (the last, partial one adds one more search): cuDNN picks its fastest kernels
             torch.backends.cudnn.benchmark = True
-        self.amp = cfg.amp if cfg.amp is not None else cuda
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         self.recipe = get_recipe(cfg.recipe, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                                                 "lr": cfg.lr})
         self.ds = D.load(cfg.data, seed=cfg.seed)
@@ -117,29 +60,21 @@ class Trainer:
         self._prepare_out()
         resumed = self._resumed_checkpoint() if cfg.resume else None
         recorded = resumed.meta.get("memory") if resumed is not None else None
-        self.memory = memory_mode(cfg.memory or recorded or "fast", self.net, self.recipe.batch_size, self.device)
-        self.compile = compile_mode(cfg.compile, self.device, self.dist)
+        self.step_cfg = StepConfig(self.device, cfg.memory or recorded or "fast", cfg.compile, cfg.amp,
+                                   cfg.channels_last, ddp=self.dist.joined)
+        self.amp, self.channels_last, self.compile = self.step_cfg.amp, self.step_cfg.channels_last, self.step_cfg.compile
+        self.memory = self.step_cfg.memory_for(self.net, self.recipe.batch_size)
         refuse_above(self.net, self.recipe.batch_size, training=True, device=str(self.device),
                      limit=cfg.max_memory)  # before any tensor exists
         self.val_split = self._val_split(resumed)
 
         torch.manual_seed(cfg.seed)
-        model = training_module(self.net, self.memory, self.compile).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model  # the module whose state is saved
-        self.opt, self.sched = make_optimizer(model, self.recipe, self.device if captures_step(self.compile) else None)
+        self.model, self.run = assemble(self.net, self.step_cfg, self.memory)  # `model`: the module whose state is saved
+        self.opt, self.sched = make_optimizer(self.model, self.recipe, self.step_cfg)
         torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
         if resumed is not None:
             self._resume(resumed)
-
-        run = compile_regions(model) if compiles_regions(self.compile) else model
-        if self.dist.joined:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            run = DDP(run, device_ids=[self.device.index] if cuda else None)
-        self.run = torch.compile(run) if self.compile == "whole" else run
-        self.graphed: GraphedStep | None = None
+        self.step = Step(self.model, self.run, self.opt, self.step_cfg, self.recipe.batch_size)
         held = val_count(self._train_images(), self.val_split, self.ds.name) if self.val_split else 0
         self.feed = Feed(self.ds, self.recipe.batch_size, self.device, seed=cfg.seed, rank=self.dist.rank,
                          world=self.dist.world, workers=cfg.workers, val=held)
@@ -232,31 +167,6 @@ class Trainer:
     def _batches(self, part: str, epoch: int) -> tuple[Iterator, int]:
         return self.feed.batches(part, epoch)
 
-    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step replayed from a CUDA graph captured on the first full batch; a batch of another size
-        (the last, partial one) runs eagerly on the same state."""
-        dtype = torch.bfloat16 if self.amp else None
-        if len(y) != self.recipe.batch_size:
-            return eager_step(self._runner(len(y)), self.opt, x, y, dtype)
-        if self.graphed is None:
-            self.graphed = GraphedStep(self.run, self.opt, x, y, dtype)
-        return self.graphed(x, y)
-
-    def _runner(self, batch: int) -> nn.Module:
-        """What a batch of `batch` images runs through: the compiled module, or for a batch of another size
-        than the recipe's (an evaluation's last, partial one) the same weights uncompiled, rather than
-        compiling every region again for one batch. Under DDP it stays the wrapped module, which reduces
-        the gradients."""
-        if batch != self.recipe.batch_size and self.compile != "none" and not self.dist.joined:
-            return self.model
-        return self.run
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
     def _reduce(self, *vals: torch.Tensor) -> list[float]:
         """Sums over the ranks, read once at the end of an epoch. `vals` are on the training device:
         NCCL reduces only CUDA tensors, and stacking mixes no devices."""
@@ -269,47 +179,32 @@ class Trainer:
     def train_epoch(self, epoch: int, bar, on_step: Callable[[float], None] | None = None) -> dict[str, float]:
         """One epoch of SGD; its mean loss, top-1 (and top-5) accuracy and image count over all ranks.
         `on_step` hears the share of the epoch's steps done, now and then."""
-        self.run.train()
-        self.model.train()  # the module a partial batch runs (`_runner`)
+        self.step.train()
         it, n = self._batches("train", epoch)
         tally = Tally(self.device, self.ds.classes)
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
         every = max(1, n // 20)
         readout = Readout(self.device)
         t0 = time.perf_counter()
-        for step, (x, y) in enumerate(it):
-            if captures_step(self.compile):
-                logits, loss = self._graphed_step(self._prep(x), y)
-            else:
-                with self._autocast():
-                    logits = self._runner(len(y))(self._prep(x))
-                    loss = F.cross_entropy(logits.float(), y)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-            tally.add(logits, y, loss.detach() * len(y))
-            if (step + 1) % every == 0 or step + 1 == n:
+        for i, (x, y) in enumerate(it):
+            logits, loss = self.step(x, y)
+            tally.add(logits, y, loss * len(y))
+            if (i + 1) % every == 0 or i + 1 == n:
                 rate = tally.seen * self.dist.world / (time.perf_counter() - t0)
                 shown = readout.read(tally.loss, tally.top1, tally.seen)  # never waits for the device
                 stats = f"loss {shown[0]:.3f}  acc {shown[1]:.3f}  " if shown else ""
-                bar.update(task, completed=step + 1, stats=f"{stats}{rate:,.0f} img/s")
+                bar.update(task, completed=i + 1, stats=f"{stats}{rate:,.0f} img/s")
                 if on_step is not None:
-                    on_step((step + 1) / n)
+                    on_step((i + 1) / n)
         bar.remove_task(task)
         return tally.totals(self._reduce)
 
     @torch.no_grad()
     def evaluate(self, part: str = "test") -> dict[str, float]:
         """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode."""
-        self.run.eval()
-        self.model.eval()
+        self.step.train(False)
         it, _ = self._batches(part, 0)
-        tally = Tally(self.device, self.ds.classes)
-        for x, y in it:
-            with self._autocast():
-                logits = self._runner(len(y))(self._prep(x)).float()
-            tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
-        return tally.totals(self._reduce)
+        return tally_batches(self.step.predict, it, Tally(self.device, self.ds.classes)).totals(self._reduce)
 
     def fit(self) -> list[dict]:
         r = self.recipe

@@ -9,7 +9,7 @@ import io
 import json
 from pathlib import Path
 
-from .runfiles import write_atomic
+from archspec.files import write_atomic
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 import archspec
-
-from .runfiles import write_atomic
+from archspec.files import write_atomic
 
 
 def versions() -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """An epoch's running scores (summed loss, top-1 and top-5 hits, images seen), kept on the device that
 computes them so that no step waits for a copy to the host; read once, summed over the ranks, at the
-end of the epoch. Top-5 is counted only where there are more than 5 classes (it is 1 otherwise)."""
+end of the epoch. Top-5 is counted only where there are more than 5 classes (it is 1 otherwise).
+`tally_batches` is the one evaluation loop: the trainer's and a checkpoint's."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 TOP = 5
 
@@ -42,3 +44,13 @@ class Tally:
             out["top5"] = sums[3] / n
         out["images"] = int(sums[2])
         return out
+
+
+@torch.no_grad()
+def tally_batches(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, tally: Tally) -> Tally:
+    """`tally` with every (x, y) of `batches` added: `forward(x)`'s logits (read in float32) and their
+    summed cross-entropy; no gradients are kept. The caller sets the module's mode."""
+    for x, y in batches:
+        logits = forward(x).float()
+        tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
+    return tally

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archspec.graph.ir import Network
 from archspec.errors import RunError
+from archspec.files import write_atomic
+from archspec.graph.ir import Network
 
 from .colours import COLOURS, OP_COLOURS
 from .dot import to_dot
@@ -26,25 +27,23 @@ def draw(net: Network, path: Path, level: str = "layer") -> Path:
     if suffix not in SUFFIXES:
         raise RunError(f"cannot draw to '{path}': unknown file type '{path.suffix or '(none)'}'",
                        "give the output a .svg, .png or .dot name")
-    if path.is_dir():
-        raise RunError(f"cannot write {path}: it is a directory")
     v = view(net, level)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".dot":
-            path.write_text(to_dot(v), encoding="utf-8")
-        else:
-            save_figure(render(v), path)
-    except OSError as e:
-        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    if suffix == ".dot":
+        write_atomic(path, to_dot(v))
+    else:
+        save_figure(render(v), path)
     return path
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Write a Figure by the path's suffix. A PNG is cut to 256 colours (the tints of translucent arcs
-    by median cut, plus the legend's own colours, which are too rare to win a place), a third of the
-    size; an SVG or PDF carries no date, so a redrawn picture is the same file."""
-    suffix = path.suffix.lower()
+    """Write a Figure by the path's suffix, atomically (`write_atomic`). A PNG is cut to 256 colours (the
+    tints of translucent arcs by median cut, plus the legend's own colours, which are too rare to win a
+    place), a third of the size; an SVG or PDF carries no date, so a redrawn picture is the same file."""
+    suffix = Path(path).suffix.lower()
+    write_atomic(path, lambda tmp: _write_figure(fig, tmp, suffix, dpi))
+
+
+def _write_figure(fig, path: Path, suffix: str, dpi: int) -> None:
     if suffix != ".png":
         from matplotlib import rc_context
 
@@ -75,4 +74,4 @@ def save_figure(fig, path: Path, dpi: int = 110) -> None:
         if sum((a - b) ** 2 for a, b in zip(near, entry)) <= 48:
             pal[3 * j:3 * j + 3] = near
     out.putpalette(pal)
-    out.save(path, optimize=True)
+    out.save(path, format="PNG", optimize=True)

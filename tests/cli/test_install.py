@@ -1,11 +1,13 @@
 """A non-editable install (`pip install .`) ships the spec library: models are found by name from any
-folder, with no checkout in sight. Built offline from a copy of the sources into a fresh environment
-that sees this one's packages (torch and the rest) but has its own archspec."""
+folder, with no checkout in sight. A wheel is built offline from a copy of the sources by this interpreter
+and installed into a fresh environment that has its own archspec and sees this interpreter's packages
+(torch and the rest), whether this interpreter is a system Python or itself a virtual environment."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,26 +35,55 @@ def _can_build_offline() -> str | None:
     return None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_can_build_offline() is not None, reason=str(_can_build_offline()))
-def test_non_editable_install_finds_models_by_name(tmp_path):
-    src = tmp_path / "src"  # a copy: the build writes its build/ and egg-info beside the sources
+def _wheel(tmp_path: Path) -> Path:
+    """archspec's wheel, built by this interpreter (its setuptools, no build isolation, no index) from a copy
+    of the sources: the build writes its build/ and egg-info beside them."""
+    src = tmp_path / "src"
     src.mkdir()
     for name in SOURCES:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", dist, src], check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("archspec-*.whl")
+    return wheel
+
+
+def _site_packages() -> list[str]:
+    """The folders this interpreter imports installed packages from: a venv's own, and the system's where it
+    sees them (`site.getsitepackages` misses a user site, `sys.path` has it)."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+
+
+def _environment(path: Path, wheel: Path) -> Path:
+    """A fresh virtual environment with `wheel` installed, then this interpreter's packages appended to its
+    path by a `.pth` file (after the install, so that pip sees no other archspec there): its own archspec
+    comes first, and the checkout's editable finder, a `.pth` of those folders, is never run."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True, timeout=120)
+    python = path / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
+                    wheel], check=True, capture_output=True, timeout=300)
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "outer_packages.pth").write_text("".join(f"{p}\n" for p in _site_packages()))
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_can_build_offline() is not None, reason=str(_can_build_offline()))
+def test_non_editable_install_finds_models_by_name(tmp_path):
     env = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", env], check=True)
-    python = env / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--no-index", src], check=True, capture_output=True, timeout=300)
+    python = _environment(env, _wheel(tmp_path))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no checkout in sight that way either
+
     def run(*args) -> subprocess.CompletedProcess:
-        return subprocess.run([*args], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+        return subprocess.run([*args], cwd=elsewhere, env=bare, capture_output=True, text=True, timeout=300)
 
     where = run(python, "-c", "import archspec, archspec.specs; print(archspec.__file__)")
     assert Path(where.stdout.strip()).is_relative_to(env), where.stdout + where.stderr  # not the checkout

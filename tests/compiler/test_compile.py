@@ -3,6 +3,7 @@ training: compiled and eager agree on outputs, gradients and batch-norm statisti
 compiles one graph per layer structure, however deep the network."""
 
 import copy
+import functools
 import shutil
 
 import pytest
@@ -15,7 +16,7 @@ import archspec
 from archspec.compiler.codegen import to_module
 from archspec.compiler.passes import memory as memory_policy
 from archspec.compiler.passes.regional import compile_regions, region_kinds
-from conftest import SPECS
+from conftest import SPECS, assert_same_steps
 
 # small members of the three families the lean pass treats differently: cross-layer depthwise merges,
 # concatenation → BN → ReLU → conv, and gradual updates reading concatenations through 1×1 convolutions
@@ -27,15 +28,22 @@ TINY = {
 HAS_CXX = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+@functools.cache
+def _built(family: str, dtype, memory: str, more: tuple):
+    spec, overrides = TINY[family]
+    net = archspec.network(SPECS / f"{spec}.arch", **{**overrides, **dict(more)})
+    torch.manual_seed(0)
+    return net, memory_policy.apply(to_module(net), memory).train().to(dtype)
+
+
 def tiny(family: str, dtype=torch.float64, memory: str = "lean", **more):
     """A tiny member of `family` under the `memory` policy (lean unless told: its fused ops are the case
     a compiler could get wrong), in float64 unless told: these networks are small and their batch-norm
     statistics come from few values, so float32 rounding alone moves some gradients by 1e-3 (channels
-    last, being summed in another order, is then not comparable); in float64 any difference is a bug."""
-    spec, overrides = TINY[family]
-    net = archspec.network(SPECS / f"{spec}.arch", **{**overrides, **more})
-    torch.manual_seed(0)
-    return net, memory_policy.apply(to_module(net), memory).train().to(dtype)
+    last, being summed in another order, is then not comparable); in float64 any difference is a bug.
+    Each is built once for the module; a test gets its own copy."""
+    net, gm = _built(family, dtype, memory, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in more.items()))
+    return net, copy.deepcopy(gm)
 
 
 def batch(net, n: int = 4, dtype=torch.float64):
@@ -53,16 +61,6 @@ def step(model, x, bf16: bool = False):
 
 def grads(gm):
     return {n: p.grad for n, p in gm.named_parameters()}
-
-
-def assert_same_step(got, want, gm, ref, rtol=1e-7, atol=1e-9):
-    torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
-    g, w = grads(gm), grads(ref)
-    assert g.keys() == w.keys() and all(v is not None for v in g.values())
-    for name in w:
-        torch.testing.assert_close(g[name], w[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
-    for (name, a), (_, b) in zip(gm.named_buffers(), ref.named_buffers()):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
 def rel(a, b) -> float:
@@ -89,9 +87,23 @@ def test_whole_model_compiles_without_graph_breaks(family):
 def test_whole_model_compile_trains_like_eager(family):
     net, gm = tiny(family)
     ref = copy.deepcopy(gm)
-    x = batch(net)
-    got = step(torch.compile(gm, backend="aot_eager", fullgraph=True), x)
-    assert_same_step(got, step(ref, x), gm, ref)
+    gm.compile(backend="aot_eager", fullgraph=True)  # in place: the same parameter names as `ref`
+    assert_same_steps(ref, gm, batch(net), 1, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_whole_compile_traces_the_merges_the_fast_policy_dispatches():
+    """Under whole-model compile the fast policy buffers no merge; each runs the implementation its
+    `choose` names, traced in one graph."""
+    spec, overrides = TINY["delugenet"]
+    net = archspec.network(SPECS / f"{spec}.arch", **overrides)
+    torch.manual_seed(0)
+    gm = memory_policy.training(to_module(net), "fast", "whole").train().double()
+    ref = copy.deepcopy(gm)
+    explained = torch._dynamo.explain(copy.deepcopy(gm))(batch(net))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    gm.compile(backend="aot_eager", fullgraph=True)
+    assert_same_steps(ref, gm, batch(net), 2, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.slow
@@ -105,7 +117,7 @@ def test_regional_compile_trains_like_eager_and_keeps_the_state_dict(family, mem
     ours = gm.state_dict()
     assert all(t.data_ptr() == ours[k].data_ptr() for k, t in rm.state_dict().items())  # shared, not copied
     x = batch(net)
-    assert_same_step(step(rm, x), step(ref, x), gm, ref)
+    assert_same_steps(ref, rm, x, 1, rtol=1e-7, atol=1e-9)
     rm.eval(), ref.eval()
     with torch.no_grad():
         torch.testing.assert_close(rm(x), ref(x), rtol=1e-7, atol=1e-9)
@@ -154,11 +166,10 @@ def test_channels_last_matches_contiguous(family, mode):
     net, gm = tiny(family)
     ref = copy.deepcopy(gm)
     gm = gm.to(memory_format=torch.channels_last)
-    model = {"eager": lambda: gm, "whole": lambda: torch.compile(gm, backend="aot_eager"),
-             "regional": lambda: compile_regions(gm, backend="aot_eager")}[mode]()
-    x = batch(net)
-    got = step(model, x.contiguous(memory_format=torch.channels_last))
-    assert_same_step(got, step(ref, x), gm, ref)
+    if mode == "whole":
+        gm.compile(backend="aot_eager")  # in place: the same parameter names as `ref`
+    model = compile_regions(gm, backend="aot_eager") if mode == "regional" else gm
+    assert_same_steps(ref, model, batch(net).contiguous(memory_format=torch.channels_last), 1, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.slow
@@ -184,8 +195,7 @@ def test_regional_inductor_trains_like_eager():
     net, gm = tiny("delugenet", torch.float32, n=1)
     ref = copy.deepcopy(gm)
     rm = compile_regions(gm)
-    x = batch(net, dtype=torch.float32)
-    assert_same_step(step(rm, x), step(ref, x), gm, ref, rtol=1e-3, atol=1e-3)
+    assert_same_steps(ref, rm, batch(net, dtype=torch.float32), 1, rtol=1e-3, atol=1e-3)
 
 
 def test_bench_compile_modes():

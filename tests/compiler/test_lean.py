@@ -1,7 +1,13 @@
 """The lean pass: DenseNets fused to `ConcatNormActConv` (with any recomputable activation: relu, silu),
 SeqConv groups and GUNN units to `ConcatConv`, compute exactly what the plain graph computes — outputs,
 every gradient, batch-norm running statistics, dropout masks — while holding memory linear in depth;
-eval mode and export see plain ops; weights and state_dict keys do not change."""
+eval mode and export see plain ops; weights and state_dict keys do not change. Whole networks run at
+8×8 (`_small`): what is checked (equality with the plain graph, memory growth in depth) does not depend on
+the resolution."""
+
+import copy
+import functools
+import re
 
 import pytest
 import torch
@@ -12,10 +18,24 @@ from torch import nn
 import archspec
 from archspec.compiler.codegen import to_module
 from archspec.compiler.passes import fused as fused_ops
-from archspec.compiler.passes import lean, normalise_once
+from archspec.compiler.passes import lean, memory, normalise_once
 from archspec.compiler.passes.fused import ConcatConv, ConcatNormActConv
 from archspec.runtime.bench.train import saved_bytes
-from conftest import SPECS
+from conftest import SPECS, assert_same_steps
+
+SIZE = 8  # the input resolution of every whole network here
+
+
+def _small(spec, size: int = SIZE) -> str:
+    """The text of `spec` (a file that uses one library, or text) with its CIFAR input made size×size."""
+    if not isinstance(spec, str):
+        lines = spec.read_text().splitlines()
+        lib = [ln for ln in lines if ln.startswith("use ")]
+        spec = "\n".join([(spec.parent / re.fullmatch(r'use "(.*)"', ln)[1]).read_text() for ln in lib]
+                         + [ln for ln in lines if not ln.startswith("use ")])
+    small = spec.replace("input(3, 32, 32)", f"input(3, {size}, {size})")
+    assert small != spec, "no 32×32 input to shrink"
+    return small
 
 # DenseNet-BC with silu in place of relu: the lean pass fuses any activation the registry marks recomputable
 SILU_BC = """
@@ -24,7 +44,7 @@ layer bottleneck(k: int) {
   bn silu conv(k, 3, padding=1)
 }
 network densenet_bc_silu(classes: int = 10, depth: int = 100, k: int = 12) {
-  input(3, 32, 32)
+  input(3, 8, 8)
   let n = (depth - 4) // 6
   stem { conv(2 * k, 3, padding=1) }
   for i in range(3) {
@@ -38,23 +58,29 @@ network densenet_bc_silu(classes: int = 10, depth: int = 100, k: int = 12) {
 """
 
 SMALL = {
-    "bc": (SPECS / "densenet_bc100_k12.arch", {"depth": 16, "k": 4}),  # 2 bottleneck layers per block, 1×1
+    "bc": (_small(SPECS / "densenet_bc100_k12.arch"), {"depth": 16, "k": 4}),  # 2 bottleneck layers per block, 1×1
     "bc_silu": (SILU_BC, {"depth": 16, "k": 4}),
-    "basic": (SPECS / "densenet40_k12.arch", {"depth": 10, "k": 4}),  # 2 basic layers per block, 3×3
+    "basic": (_small(SPECS / "densenet40_k12.arch"), {"depth": 10, "k": 4}),  # 2 basic layers per block, 3×3
     # GUNN units with their projection shortcut: two convolutions read each join
-    "gunn": (SPECS / "gunn15.arch", {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
-    "gunn_nores": (SPECS / "gunn15_nores.arch", {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
+    "gunn": (_small(SPECS / "gunn15.arch"), {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
+    "gunn_nores": (_small(SPECS / "gunn15_nores.arch"), {"widths": [8, 12, 16], "segments": [2, 3, 4]}),
     # windowed SeqConv with dropout on every group input
-    "seqconv": (SPECS / "seqresnet_k8r4.arch", {"r": 1, "k": 4, "drop": 0.3}),
-    "seqconv_dense": (SPECS / "seqconv_s2.arch", {"r": 1, "k": 4, "drop": 0.3}),
+    "seqconv": (_small(SPECS / "seqresnet_k8r4.arch"), {"r": 1, "k": 4, "drop": 0.3}),
+    "seqconv_dense": (_small(SPECS / "seqconv_s2.arch"), {"r": 1, "k": 4, "drop": 0.3}),
 }
 
 
 def _lean(net, init: bool = False) -> fx.GraphModule:
-    return lean.apply(to_module(net, init=init))
+    """`net` as the lean policy builds it: the lean pass, then the merges' moments shared."""
+    return memory.apply(to_module(net, init=init), "lean")
 
 
-def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
+def _x(n: int, dtype=torch.float32, size: int = SIZE) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, dtype=dtype)
+
+
+@functools.cache
+def _built(kind: str, dtype) -> tuple[nn.Module, nn.Module]:
     spec, overrides = SMALL[kind]
     net = archspec.network(spec, **overrides)
     torch.manual_seed(0)
@@ -65,6 +91,12 @@ def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
     fused = _lean(net).to(dtype)
     fused.load_state_dict(plain.state_dict())
     return plain, fused
+
+
+def _pair(kind: str, dtype=torch.float64) -> tuple[nn.Module, nn.Module]:
+    """The plain module of `kind` and its lean form with the same weights, each built once for the module;
+    a test gets its own copies."""
+    return tuple(copy.deepcopy(m) for m in _built(kind, dtype))
 
 
 PASS_MADE = (ConcatNormActConv, ConcatConv, normalise_once.BatchMoments)
@@ -80,27 +112,20 @@ def _plain_paths(gm: nn.Module) -> list[str]:
 
 
 def _assert_same_training_step(plain: nn.Module, fused: nn.Module, x: torch.Tensor, rtol: float = 1e-10) -> None:
-    """One training step of each from the same state: outputs, the input's and every parameter's
-    gradient (all nonzero), and every buffer afterwards agree."""
+    """One training step of each from the same state (`conftest.assert_same_steps`), with the same dropout
+    masks: outputs, the input's and every parameter's gradient (all nonzero), and every buffer agree."""
     plain.train(), fused.train()
-    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
     seed = int(torch.randint(0, 2**31, ()))
-    outs = []
-    for m, xi in zip((plain, fused), xs):
-        torch.manual_seed(seed)  # the same dropout masks
-        outs.append(m(xi))
-    w = torch.randn_like(outs[0])
-    for out in outs:
-        (out * w).sum().backward()
-    torch.testing.assert_close(outs[1], outs[0], rtol=rtol, atol=rtol)
-    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=rtol, atol=rtol)
-    assert xs[1].grad.abs().sum() > 0
-    for (name, p), (name_f, q) in zip(plain.named_parameters(), fused.named_parameters()):
-        assert name == name_f
-        assert q.grad is not None and q.grad.abs().sum() > 0, name
-        torch.testing.assert_close(q.grad, p.grad, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
-    for (name, a), (_, b) in zip(plain.named_buffers(), fused.named_buffers()):
-        torch.testing.assert_close(b, a, rtol=rtol, atol=rtol, msg=lambda m: f"{name}: {m}")
+
+    def same_masks(module, args) -> None:
+        torch.manual_seed(seed)
+
+    hooks = [m.register_forward_pre_hook(same_masks) for m in (plain, fused)]
+    try:
+        assert_same_steps(plain, fused, x, 1, rtol=rtol, atol=rtol)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 @pytest.mark.parametrize("kind", ["bc", "basic", "bc_silu"])
@@ -113,7 +138,7 @@ def test_fused_training_step_equals_plain_in_float64(kind):
     assert len(convs) == 5 and len(in_blocks) == 3
     assert all(c.kernel_size == ((3, 3) if kind == "basic" else (1, 1)) for c in in_blocks)
     torch.manual_seed(1)
-    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    x = _x(3, torch.float64)
     _assert_same_training_step(plain, fused, x)
     _assert_same_training_step(plain, fused, x)  # running averages after two steps too
     assert int(fused.block1.layer2.bn1.num_batches_tracked) == 2
@@ -131,7 +156,7 @@ def test_a_wrong_backward_is_caught(monkeypatch, kind):
     monkeypatch.setattr(fused_ops, "concat_norm_act_conv_backward", lossy)
     plain, fused = _pair(kind)
     with pytest.raises(AssertionError):
-        _assert_same_training_step(plain, fused, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+        _assert_same_training_step(plain, fused, _x(2, torch.float64))
 
 
 def _unit(momentum, bias: bool, stride: int, cl: bool):
@@ -175,7 +200,7 @@ def test_channels_last_gives_the_same_numbers():
     fused_cl = _lean(archspec.network(SMALL["bc"][0], **SMALL["bc"][1]))
     fused_cl.load_state_dict(fused.state_dict())
     fused_cl = fused_cl.to(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 32, 32)
+    x = _x(2)
     y, y_cl = fused(x), fused_cl(x.to(memory_format=torch.channels_last))
     y.square().sum().backward(), y_cl.square().sum().backward()
     torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)
@@ -185,7 +210,7 @@ def test_channels_last_gives_the_same_numbers():
 
 def test_bf16_autocast_trains_like_plain():
     plain, fused = _pair("bc", torch.float32)
-    x, t = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    x, t = _x(4), torch.randint(0, 10, (4,))
     for m in (plain, fused):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = F.cross_entropy(m(x).float(), t)
@@ -195,14 +220,14 @@ def test_bf16_autocast_trains_like_plain():
         assert (q.grad - p.grad).norm() <= 2e-2 * p.grad.norm() + 1e-6, name
 
 
-@pytest.mark.parametrize("spec", [SPECS / "densenet_bc100_k12.arch", SILU_BC], ids=["relu", "silu"])
+@pytest.mark.parametrize("spec", [_small(SPECS / "densenet_bc100_k12.arch"), SILU_BC], ids=["relu", "silu"])
 def test_memory_held_for_backward_grows_linearly(spec):
     """DenseNet-BC with 4, 8 and 16 layers per block: every further layer costs the lean module the same,
     the plain one more and more (it holds a fresh copy of every concatenation). The growth rate scales
     both alike, so a small one keeps this quick."""
     held = {}
     torch.manual_seed(0)
-    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    x, y = _x(2), torch.randint(0, 10, (2,))
     for depth in (28, 52, 100):
         net = archspec.network(spec, depth=depth, k=4)
         held[depth] = [saved_bytes(m, x, y) for m in (to_module(net, init=False), _lean(net))]
@@ -219,7 +244,7 @@ def test_memory_held_for_backward_grows_linearly(spec):
 
 def test_eval_no_grad_and_export_see_plain_ops():
     plain, fused = _pair("bc", torch.float32)
-    x = torch.randn(4, 3, 32, 32)
+    x = _x(4)
     with torch.no_grad():  # training mode without grad: batch statistics, running averages updated
         torch.testing.assert_close(fused(x), plain(x))
     for a, b in zip(plain.buffers(), fused.buffers()):
@@ -246,7 +271,7 @@ def test_weights_and_state_dict_match_the_plain_module():
     assert len(_fused(fused)) == 5  # 1 layer per block past the first, 2 transitions
     assert _plain_paths(fused) == [n for n, _ in plain.named_modules()]
     other.eval(), fused.eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = _x(2)
     torch.testing.assert_close(other(x), fused(x))  # a plain module with the same weights is the same net
 
 
@@ -268,12 +293,14 @@ def test_fused_nodes_carry_the_meta_of_the_nodes_they_replace():
 
 
 def test_other_patterns_are_left_alone():
-    net = archspec.network(SPECS / "preresnet164.arch")
+    net = archspec.network(_small(SPECS / "preresnet164.arch"))
     assert _lean(net).code == to_module(net, init=False).code
-    net = archspec.network(SPECS / "delugenet146.arch", n=2)  # only its merges' moments are shared
+    net = archspec.network(_small(SPECS / "delugenet146.arch"), n=2)  # only its merges' moments are shared
     fused = _lean(net)
     assert "moments" in fused.code and "torch.cat" not in fused.code and not _fused(fused)
     assert _plain_paths(fused) == [n for n, _ in to_module(net, init=False).named_modules()]
+    # the lean pass alone shares nothing: the policy composes it with normalise_once
+    assert lean.apply(to_module(net, init=False)).code == to_module(net, init=False).code
 
 
 @pytest.mark.parametrize("kind", ["gunn", "gunn_nores", "seqconv", "seqconv_dense"])
@@ -289,7 +316,7 @@ def test_concat_conv_training_step_equals_plain_in_float64(kind):
     else:
         assert any(m.names[1] is not None for m in found)  # dropout fused too
     torch.manual_seed(1)
-    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    x = _x(3, torch.float64)
     _assert_same_training_step(plain, fused, x)
     _assert_same_training_step(plain, fused, x)
     plain.eval(), fused.eval()
@@ -306,7 +333,7 @@ def test_a_wrong_concat_conv_backward_is_caught(monkeypatch):
     monkeypatch.setattr(fused_ops, "concat_conv_backward", lossy)
     plain, fused = _pair("gunn")
     with pytest.raises(AssertionError):
-        _assert_same_training_step(plain, fused, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+        _assert_same_training_step(plain, fused, _x(2, torch.float64))
 
 
 @pytest.mark.parametrize("p,bias,stride,groups,cl", [(0.0, False, 1, 1, False), (0.4, True, 2, 2, False),
@@ -345,11 +372,11 @@ def test_concat_conv_unit_matches_plain_ops(p, bias, stride, groups, cl):
 def test_gunn_holds_no_more_than_sunn():
     """GUNN's Algorithm 1 goal: updating segments one after another costs no memory beyond the
     simultaneous update of the same weights; plain autograd keeps every unit's fresh input (about 2.4×)."""
-    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    x, y = _x(2), torch.randint(0, 10, (2,))
     small = {"widths": [24, 36, 48], "segments": [12, 18, 24]}
     held = {}
     for spec in ("gunn15", "sunn15"):
-        net = archspec.network(SPECS / f"{spec}.arch", **small)
+        net = archspec.network(_small(SPECS / f"{spec}.arch"), **small)
         held[spec] = [saved_bytes(m, x, y) for m in (to_module(net, init=False), _lean(net))]
     assert held["gunn15"][1] <= 1.05 * held["sunn15"][1], held
     assert held["gunn15"][0] > 1.5 * held["sunn15"][0], held
@@ -358,8 +385,9 @@ def test_gunn_holds_no_more_than_sunn():
 @pytest.mark.slow
 def test_seqconv_memory_grows_linearly_with_groups():
     """A dense SeqConv layer of g groups: the plain graph holds every group's fresh concatenation
-    (quadratic in g), the lean one only the groups' outputs."""
-    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    (quadratic in g), the lean one only the groups' outputs. At 32×32: at 8×8 per-channel terms blur the
+    lean module's linear growth."""
+    x, y = _x(2, size=32), torch.randint(0, 10, (2,))
     held = {}
     for r in (1, 2, 4):  # 4r groups of 4 channels in every layer
         net = archspec.network(SPECS / "seqconv_s2.arch", r=r, k=4, blocks=[1, 1, 1])
@@ -372,7 +400,7 @@ def test_seqconv_memory_grows_linearly_with_groups():
 @pytest.mark.parametrize("kind", ["gunn", "seqconv"])
 def test_concat_conv_state_dict_and_export(kind):
     plain, fused = _pair(kind, torch.float32)
-    x = torch.randn(2, 3, 32, 32)
+    x = _x(2)
     plain.eval(), fused.eval()
     ep = torch.export.export(fused, (x,))
     torch.testing.assert_close(ep.module()(x), plain(x))

@@ -1,7 +1,7 @@
 """The memory policy: `fast` and `lean` are taken as asked, `auto` goes lean exactly when the plain step's
-held bytes exceed the free memory's headroom; `build(memory=...)` gives modules with the same weights,
-state_dict keys and numbers in float64 either way, and plain ops unless asked; a bad mode is refused
-with a clear error."""
+estimate (the one behind the refusal, `activation_memory.estimate`) exceeds the free memory's headroom;
+`build(memory=...)` gives modules with the same weights, state_dict keys and numbers in float64 either way,
+and plain ops unless asked; a bad mode is refused with a clear error."""
 
 import math
 
@@ -10,8 +10,11 @@ import torch
 from torch import nn
 
 import archspec
+from archspec.compiler.activation_memory import estimate, refuse_above
+from archspec.compiler.codegen import to_module
 from archspec.compiler.modules import CrossDepthwise
 from archspec.compiler.passes import memory, normalise_once
+from archspec.runtime.bench.train import saved_bytes
 from archspec.compiler.passes.fused import ConcatConv, ConcatNormActConv
 from archspec.errors import RunError, SpecError
 from conftest import SPECS
@@ -20,7 +23,7 @@ SMALL = {
     "densenet_bc": (SPECS / "densenet_bc100_k12.arch", {"depth": 16, "k": 4}),
     "delugenet": (SPECS / "tiny_delugenet.arch", {"n": 2, "w": 4}),
 }
-PASS_MADE = (ConcatNormActConv, ConcatConv, normalise_once.BatchMoments, normalise_once.CrossDepthwiseFromMoments)
+PASS_MADE = (ConcatNormActConv, ConcatConv, normalise_once.BatchMoments)
 
 
 def _net(kind: str):
@@ -34,30 +37,42 @@ def test_fast_and_lean_are_taken_as_asked(mode, free):
     assert memory.resolve(mode, _net("densenet_bc"), 64, free) == mode
 
 
-def test_auto_goes_lean_exactly_when_the_held_bytes_exceed_the_headroom():
+def test_auto_goes_lean_exactly_when_the_estimate_exceeds_the_headroom():
     net = _net("densenet_bc")
-    for batch in (8, 64):
-        held = memory.held_bytes(net, batch)
-        assert held > 0
-        edge = held / memory.HEADROOM  # the free memory at which the step just fits
-        assert memory.resolve("auto", net, batch, math.ceil(edge) + 1) == "fast"
-        assert memory.resolve("auto", net, batch, math.floor(edge) - 1) == "lean"
+    for batch, bpe in ((8, 4), (64, 4), (64, 2)):
+        need = estimate(net, batch, training=True, bytes_per_element=bpe).total
+        assert memory.step_bytes(net, batch, bpe) == need > 0
+        edge = need / memory.HEADROOM  # the free memory at which the step just fits
+        assert memory.resolve("auto", net, batch, math.ceil(edge) + 1, bpe) == "fast"
+        assert memory.resolve("auto", net, batch, math.floor(edge) - 1, bpe) == "lean"
     assert memory.resolve("auto", net, 64, None) == "fast"  # no free-memory figure: nothing to fit into
-    assert memory.held_bytes(net, 64) == 8 * memory.held_bytes(net, 8)
-    assert memory.held_bytes(net, 8, bytes_per_element=2) * 2 == memory.held_bytes(net, 8)
+    assert memory.step_bytes(net, 64) > memory.step_bytes(net, 8)
+    assert memory.step_bytes(net, 8, bytes_per_element=2) < memory.step_bytes(net, 8)
+
+
+def test_auto_and_the_refusal_read_one_estimate():
+    """A step the refusal lets through at a limit L is one `auto` keeps fast with L / HEADROOM free, and
+    one it refuses is one `auto` sends lean: the two never disagree about a network."""
+    net = _net("delugenet")
+    need = refuse_above(net, 16, training=True, limit=10**15).total
+    assert need == memory.step_bytes(net, 16)
+    refuse_above(net, 16, training=True, limit=need)
+    assert memory.resolve("auto", net, 16, math.ceil(need / memory.HEADROOM)) == "fast"
+    with pytest.raises(SpecError):
+        refuse_above(net, 16, training=True, limit=need - 1)
+    assert memory.resolve("auto", net, 16, math.floor((need - 1) / memory.HEADROOM)) == "lean"
 
 
 def test_the_estimate_grows_with_depth_and_bounds_the_plain_step():
-    """held_bytes is an estimate from the graph: it must not fall below what a plain step really holds,
-    or `auto` would stay fast where the step does not fit."""
-    from archspec.compiler.codegen import to_module
-    from archspec.runtime.bench.train import saved_bytes
-
+    """The estimate comes from the graph: what it counts for tensors (the input, the saved activations and
+    the working space, where the loss's few values fall) must not fall below what a plain step really
+    holds, or `auto` would stay fast where the step does not fit."""
     x, y = torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
     shallow, deep = (archspec.network(SMALL["densenet_bc"][0], depth=d, k=4) for d in (16, 40))
-    assert memory.held_bytes(deep, 2) > memory.held_bytes(shallow, 2)
+    assert memory.step_bytes(deep, 2) > memory.step_bytes(shallow, 2)
     for net in (shallow, deep):
-        assert memory.held_bytes(net, 2) >= saved_bytes(to_module(net, init=False), x, y)
+        e = estimate(net, 2, training=True)
+        assert e.input + e.activations + e.workspace >= saved_bytes(to_module(net, init=False), x, y)
 
 
 @pytest.mark.parametrize("mode", ["bogus", "Lean", "", None])

@@ -1,4 +1,5 @@
-"""The normalise-once pass: a DelugeNet whose cross-layer depthwise merges share one set of batch moments
+"""The normalise-once pass (with the lean policy's dispatch, which runs the merges from the shared
+moments): a DelugeNet whose cross-layer depthwise merges share one set of batch moments
 per producer computes what the plain per-pair graph computes — outputs, every gradient, running
 statistics, eval outputs — while holding no more for backward; state_dict keys do not change and the
 moments nodes say, in their meta, which producer they serve."""
@@ -12,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import archspec
-from archspec.compiler.passes import normalise_once
+from archspec.compiler.passes import merge_dispatch, normalise_once
 from archspec.compiler.codegen import to_module
-from archspec.compiler.modules import CrossDepthwise
+from archspec.compiler.merges import crossdepthwise
+from archspec.compiler.modules import CrossDepthwise, width_runs
 from archspec.runtime.bench.train import saved_bytes
 from conftest import SPECS, assert_same_steps
 
@@ -28,7 +30,12 @@ def _pair(n: int = 3, dtype=torch.float64) -> tuple[fx.GraphModule, fx.GraphModu
     net = archspec.network(SPECS / "tiny_delugenet.arch", n=n)
     torch.manual_seed(0)
     plain = to_module(net).to(dtype)
-    return plain, normalise_once.apply(copy.deepcopy(plain))
+    return plain, _normalised(copy.deepcopy(plain))
+
+
+def _normalised(gm: fx.GraphModule) -> fx.GraphModule:
+    """`gm` as the lean policy leaves its merges: moments once per producer, merges dispatching under lean."""
+    return merge_dispatch.apply(normalise_once.apply(gm), policy="lean")
 
 
 def _input(dtype=torch.float64, batch: int = 4) -> torch.Tensor:
@@ -70,9 +77,11 @@ def test_the_pass_rewrites_every_merge_and_computes_each_producers_moments_once(
     assert len(moments) == len(producers) and {m.args[0] for m in moments} == producers
     assert len({m.target for m in moments}) == len(moments)
     for n in merges:
-        assert type(new.get_submodule(n.target)) is normalise_once.CrossDepthwiseFromMoments
+        m = new.get_submodule(n.target)
+        assert type(m) is CrossDepthwise and m.dispatch.keywords["policy"] == "lean"
         assert [m.args[0] for m in n.kwargs["moments"]] == list(n.args)
     assert not list(new.block1.layer1.conv3_moments.state_dict())
+    assert crossdepthwise.choose(training=True, policy="lean", moments=True).name == "from_moments"
 
     calls = {"moments": 0, "batch_norm": 0, "merge_norm": 0}
     var_mean, batch_norm, native = torch.var_mean, F.batch_norm, torch.native_batch_norm
@@ -97,11 +106,16 @@ def test_the_pass_rewrites_every_merge_and_computes_each_producers_moments_once(
     # merges run no batch norm of their own
     assert calls == {"moments": len(producers), "batch_norm": bns, "merge_norm": 0}
     calls.update(moments=0, batch_norm=0)
-    plain(_input())
-    # plain merges: one batch norm over each run of equal-width inflows, never one per inflow
-    runs = sum(len(plain.get_submodule(n.target)._runs()) for n in merges)
-    assert calls == {"moments": 0, "batch_norm": bns, "merge_norm": runs}
+    merge_dispatch.apply(plain, policy="fast")(_input())
+    # small merges without shared moments (`concatenated`): moments over each run of equal-width inflows,
+    # never one per inflow
+    runs = sum(len(width_runs(plain.get_submodule(n.target).widths)) for n in merges)
+    assert calls == {"moments": runs, "batch_norm": bns, "merge_norm": 0}
     assert runs < sum(len(n.args) for n in merges)
+    calls.update(moments=0, batch_norm=0)
+    to_module(archspec.network(SPECS / "tiny_delugenet.arch", n=3)).double()(_input())
+    # a merge module without a dispatch runs the reference: one batch norm per inflow
+    assert calls == {"moments": 0, "batch_norm": bns + sum(len(n.args) for n in merges), "merge_norm": 0}
 
 
 def test_a_dropped_gradient_is_caught(monkeypatch):
@@ -112,9 +126,9 @@ def test_a_dropped_gradient_is_caught(monkeypatch):
         var = invstd.pow(-2) - eps
         return torch.ops.aten.native_batch_norm_backward(g, x, weight, mean, var, None, None, False, eps, mask)
 
-    monkeypatch.setattr(normalise_once, "_pair_backward", lossy)
+    monkeypatch.setattr(crossdepthwise, "_bn_backward", lossy)
     for plain, x in ((_uneven(), _uneven_input()), (_pair(n=2)[0], _input())):
-        new = normalise_once.apply(copy.deepcopy(plain))
+        new = _normalised(copy.deepcopy(plain))
         with pytest.raises(AssertionError):
             _training_steps(plain, new, x, steps=1)
 
@@ -174,7 +188,7 @@ def _uneven_input() -> torch.Tensor:
 
 def test_inputs_of_different_widths_and_channels_last():
     plain = _uneven()
-    new = normalise_once.apply(copy.deepcopy(plain))
+    new = _normalised(copy.deepcopy(plain))
     assert len(_moments_nodes(new)) == 4
     x = _uneven_input()
     _training_steps(plain, new, x)
@@ -184,7 +198,7 @@ def test_inputs_of_different_widths_and_channels_last():
 
 def test_momentum_none_is_a_cumulative_average():
     """As BatchNorm's momentum=None (the plain CrossDepthwise passes None on to F.batch_norm, which rejects it)."""
-    gm = normalise_once.apply(_uneven(momentum=None))
+    gm = _normalised(_uneven(momentum=None))
     x = [torch.randn(3, 3, 5, 5, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (4, 5)]
     for xi in x:
         gm(xi)

@@ -20,6 +20,7 @@ from archspec.cli import app
 from archspec.compiler.transfer import (TransferError, load_state_dict, save_state_dict, transfer_weights)
 from archspec.runtime.bench.handwritten import handwritten_for
 from conftest import SPECS
+from reference_counts import BY_NAME
 
 SMALL = {  # small members of each hand-written family (as tests/runtime/test_handwritten.py)
     "delugenet146": dict(n=2, w=0.25),
@@ -402,13 +403,12 @@ network densenet121(classes: int = 1000, size: int = 64) {
 }
 """
 
-TORCHVISION = {"resnet18": (RESNET18, 11_689_512), "densenet121": (DENSENET121, 7_978_856)}
+TORCHVISION = {"resnet18": RESNET18, "densenet121": DENSENET121}
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION))
 def test_torchvision_specs_have_torchvisions_parameter_count(name):
-    spec, params = TORCHVISION[name]
-    assert archspec.summary(spec).params == params
+    assert archspec.summary(TORCHVISION[name]).params == BY_NAME[name].params
 
 
 def _torchvision():
@@ -424,7 +424,7 @@ def test_from_torchvision(name, one_thread):
     models = _torchvision()
     torch.manual_seed(0)
     tv = _randomise(getattr(models, name)(weights=None).double(), 11)
-    gm = _build(TORCHVISION[name][0], 12)
+    gm = _build(TORCHVISION[name], 12)
     report = transfer_weights(tv, gm)
     assert report.tensors == len(tv.state_dict())
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

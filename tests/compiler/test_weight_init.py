@@ -2,12 +2,16 @@
 its formula gives, from torch's fans; biases start at 0 or at torch's own; `std` belongs to the normal
 schemes alone; and the torchvision zoo's specs start every weight as torchvision's constructors do."""
 
+import copy
 import math
 
 import pytest
 import torch
 
 import archspec
+from archspec.compiler.transfer import transfer_weights
+from conftest import built
+from reference_counts import BY_NAME
 
 # input 64 channels, a 3×3 convolution to 128 in 2 groups: fan_in = 32·9, fan_out = 128·9 (torch's count)
 FAN_IN, FAN_OUT = 32 * 9, 128 * 9
@@ -194,28 +198,31 @@ def _torch_bias(m):
     assert m.bias.abs().max() <= bound and m.bias.std() > 0.3 * bound
 
 
-# spec → (small inputs, 1000 classes as torchvision's), the check of what torchvision's constructor does
+# spec → (settings: the quick ones of `tests/reference_counts.py`, shared with the other tests' builds of
+# the model, or a narrower member of the family for the 60M+ ones), the check of what torchvision's
+# constructor does; 1000 classes, torchvision's
 ZOO = {
-    "convnext_tiny": (dict(size=32), _convnext),
-    "densenet121": (dict(size=32), _densenet),
-    "googlenet": (dict(size=64), _googlenet),
-    "inception_v3": (dict(size=75), _inception),
-    "shufflenet_v2_x1_0": (dict(size=32), _shufflenet),
-    "squeezenet1_0": (dict(size=64), _squeezenet),
-    "regnet_y_400mf": (dict(size=32), _regnet),
-    "resnet18": (dict(size=32), _resnet),
+    "convnext_tiny": ({}, _convnext),
+    "densenet121": ({}, _densenet),
+    "googlenet": ({}, _googlenet),
+    "inception_v3": ({}, _inception),
+    "shufflenet_v2_x1_0": ({}, _shufflenet),
+    "squeezenet1_0": ({}, _squeezenet),
+    "regnet_y_400mf": ({}, _regnet),
+    "resnet18": ({}, _resnet),
     "vgg11_bn": (dict(size=32, widths=[16, 32, 64, 64, 64], hidden=256), _vgg),
     "vgg11": (dict(size=32, widths=[16, 32, 64, 64, 64], hidden=256), _vgg),
     "alexnet": (dict(size=64, hidden=512), _alexnet),
 }
 
 
-@pytest.mark.slow
+def _sets(name: str) -> dict:
+    return ZOO[name][0] or BY_NAME[name].small
+
+
 @pytest.mark.parametrize("name", list(ZOO))
 def test_the_zoo_starts_as_torchvisions_constructors_do(name):
-    overrides, check = ZOO[name]
-    torch.manual_seed(0)
-    check(archspec.build(name, classes=1000, **overrides))
+    ZOO[name][1](built(name, **_sets(name)))
 
 
 def _torchvision():
@@ -227,16 +234,15 @@ def _torchvision():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in ZOO if not n.startswith(("vgg", "alexnet"))])  # 60M+ parameters
+@pytest.mark.parametrize("name", [n for n in ZOO if not ZOO[n][0]])  # the 60M+ ones are narrowed above
 def test_each_weight_starts_with_the_spread_of_its_torchvision_twin(name):
-    """Where torchvision imports: every tensor paired by weight transfer starts with the same spread."""
-    from archspec.compiler.transfer import transfer_weights
-
+    """Where torchvision imports: every tensor paired by weight transfer starts with the same spread. The
+    spec is built at its quick input: the weights do not depend on it (global pooling)."""
     models = _torchvision()
     torch.manual_seed(0)
     options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     tv = getattr(models, name)(weights=None, **options)
-    gm = archspec.build(name, classes=1000, size=299 if name == "inception_v3" else 224)
+    gm = copy.deepcopy(built(name, **_sets(name)))  # the transfer writes into it
     ours = {k: v.detach().clone() for k, v in gm.state_dict().items()}
     theirs = tv.state_dict()
     report = transfer_weights(tv, gm)

@@ -1,5 +1,6 @@
-"""The crossdepthwise merge: exactly one batch norm per inflow summed, in a number of kernels that does
-not grow with the number of inflows."""
+"""The crossdepthwise merge: exactly one batch norm per inflow summed (DelugeNet's Eq. 1 written out, against
+the module's reference and the implementations its run-time choice picks), in a number of kernels that does
+not grow with the number of inflows. Every implementation against the reference: test_merge_conformance.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from archspec.compiler.merges import crossdepthwise
 from archspec.compiler.modules import CrossDepthwise
+
+
+def _dispatched(m: CrossDepthwise, policy: str | None) -> CrossDepthwise:
+    """`m` running its reference (policy None) or what `choose` names under `policy`."""
+    m.dispatch = None if policy is None else lambda m, *xs, moments=None: crossdepthwise.run(m, *xs, policy=policy)
+    return m
 
 
 def reference(m: CrossDepthwise, xs: list[torch.Tensor], rm: torch.Tensor, rv: torch.Tensor,
@@ -34,10 +42,11 @@ def _inputs(widths: list[int], channels_last: bool, seed: int = 0) -> list[torch
 
 @pytest.mark.parametrize("widths", [[8, 8, 8, 8], [8], [16, 8, 8, 8], [8, 8, 4, 4, 8]])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("concat_below", [2**24, 0], ids=["concatenated", "per-inflow"])
-def test_matches_one_batch_norm_per_inflow(widths, channels_last, concat_below, monkeypatch):
-    monkeypatch.setattr(CrossDepthwise, "concat_below", concat_below)
-    m = CrossDepthwise(widths).double().train()
+@pytest.mark.parametrize("concat_below,policy", [(2**24, "fast"), (0, "fast"), (2**24, None)],
+                         ids=["concatenated", "per-inflow", "reference"])
+def test_matches_one_batch_norm_per_inflow(widths, channels_last, concat_below, policy, monkeypatch):
+    monkeypatch.setattr(crossdepthwise, "CONCAT_BELOW", concat_below)
+    m = _dispatched(CrossDepthwise(widths).double().train(), policy)
     with torch.no_grad():
         m.weight.uniform_(-1, 1), m.bias.uniform_(-1, 1)
     rm, rv = m.running_mean.clone(), m.running_var.clone()
@@ -72,7 +81,8 @@ class _Count(TorchDispatchMode):
 
 
 def _ops_per_step(k: int) -> int:
-    m = CrossDepthwise([8] * k).train()
+    m = _dispatched(CrossDepthwise([8] * k).train(), "fast")
+    assert crossdepthwise.choose(training=True, numel=2 * 8 * 4 * 4).name == "concatenated"
     xs = [torch.randn(2, 8, 4, 4, requires_grad=True) for _ in range(k)]
     g = torch.randn(2, 8, 4, 4)
     with _Count() as c:
@@ -86,9 +96,10 @@ def test_kernel_count_does_not_grow_with_inflows():
     assert _ops_per_step(24) == _ops_per_step(2)
 
 
-def test_bf16_autocast_close_to_fp32():
+@pytest.mark.parametrize("policy", ["fast", None], ids=["concatenated", "reference"])
+def test_bf16_autocast_close_to_fp32(policy):
     torch.manual_seed(0)
-    m = CrossDepthwise([8] * 6).train()
+    m = _dispatched(CrossDepthwise([8] * 6).train(), policy)
     xs = [torch.randn(4, 8, 5, 5) for _ in range(6)]
     want = m(*xs)
     m.running_mean.zero_(), m.running_var.fill_(1)

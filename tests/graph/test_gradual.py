@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import archspec
 from archspec.errors import SpecError
-from conftest import SPECS, assert_same_function
+from conftest import SPECS, assert_same_function, network_of, on_meta
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,8 +21,8 @@ PAIRS = [("gunn15", "sunn15"), ("gunn15", "gunn15_nores"), ("gunn24", "sunn24"),
 def test_sunn_depth_is_the_name_and_gunn_is_deeper(name, depth):
     """The models are named after SUNN's depth (weighted layers on the longest path); the conversion
     to GUNN only makes them deeper."""
-    assert archspec.summary(SPECS / f"{name}.arch").depth == depth
-    assert archspec.summary(SPECS / f"{name.replace('sunn', 'gunn')}.arch").depth > depth
+    assert archspec.summary(network_of(name)).depth == depth
+    assert archspec.summary(network_of(name.replace("sunn", "gunn"))).depth > depth
 
 
 def test_stage_structure():
@@ -38,9 +38,8 @@ def test_stage_structure():
 
 @pytest.mark.parametrize("a,b", PAIRS)
 def test_gunn_and_sunn_have_identical_parameter_shapes(a, b):
-    with torch.device("meta"):  # shapes only: no memory for the weights
-        sa = {k: v.shape for k, v in archspec.build(SPECS / f"{a}.arch").state_dict().items()}
-        sb = {k: v.shape for k, v in archspec.build(SPECS / f"{b}.arch").state_dict().items()}
+    sa = {k: v.shape for k, v in on_meta(a).state_dict().items()}  # shapes only: no memory for the weights
+    sb = {k: v.shape for k, v in on_meta(b).state_dict().items()}
     assert sa == sb
     assert any(k.endswith("layer1.conv1.weight") for k in sa)
 

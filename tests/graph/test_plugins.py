@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 import archspec
 from archspec.cli import app
-from archspec.graph.ops import OPS, PRIMITIVES
-from archspec.graph.plugins import reset_plugins
+from archspec.graph.vocabulary import OPS, PRIMITIVES, reset_plugins
 from archspec.errors import SpecError
 from archspec.plugins import GROUP, Op, OpArgs, PluginError, loaded_plugins, register_op, unregister_op
 from archspec.runtime.export import ExportOptions, export_model
@@ -56,6 +55,10 @@ class SwishBeta(Op):
         from .modules import SwishBeta as Module
 
         return Module(ins[0][0], args.beta)
+
+    @classmethod
+    def source(cls, m):
+        return f"SwishBeta({m.beta.numel()}, 1.0)"
 
     @classmethod
     def initialise(cls, m, a):
@@ -221,6 +224,78 @@ def test_cli_compiles_with_a_plugin(plugged):
     assert "plugged" in done.output
 
 
+def test_standalone_file_of_a_plugin_op_builds(plugged, tmp_path):
+    """`compile -o` writes a file that imports the plugin's own module class (it carried only archspec's,
+    and building the file raised NameError); the file builds, loads the weights and computes the same."""
+    import os
+    import subprocess
+
+    spec = plugged / "plugged.arch"
+    spec.write_text(SPEC)
+    out = tmp_path / "model.py"
+    done = CliRunner().invoke(app, ["compile", str(spec), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    text = out.read_text()
+    assert f"from {PKG}.modules import SwishBeta" in text and f"Needs torch and {PKG}." in text
+    torch.manual_seed(0)
+    gm = archspec.build(SPEC).eval()
+    x = torch.randn(2, 3, 8, 8)
+    torch.save({"state": gm.state_dict(), "x": x, "y": gm(x)}, tmp_path / "io.pt")
+    script = f"""
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("model", r"{out}")
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+net = mod.{type(gm).__name__}().eval()
+io = torch.load(r"{tmp_path / 'io.pt'}", weights_only=True)
+net.load_state_dict(io["state"])
+torch.testing.assert_close(net(io["x"]), io["y"])
+print(sorted(m for m in sys.modules if m.startswith("archspec")))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugged), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[-2] == f"['{PKG}', '{PKG}.modules']"  # the plugin's module, not archspec
+
+
+def test_a_plugin_lowers_by_dotted_path(plugged):
+    """The documented form: `lower` names the module class (`Build`) or function (`Call`) by path, and the
+    op's own module never imports torch."""
+    from archspec.plugins import Build, Call
+
+    class Swish2(Op):
+        kind = "swish_by_path"
+
+        @classmethod
+        def params(cls, ins, a):
+            return ins[0][0]
+
+        @classmethod
+        def lower(cls, args, ins):
+            return Build(f"{PKG}.modules.SwishBeta", (ins[0][0], 2.0))
+
+    class Halve(Op):
+        kind = "halve_by_path"
+
+        @classmethod
+        def lower(cls, args, ins):
+            return Call("torch.mul", (0.5,))
+
+    register_op(Swish2)
+    register_op(Halve)
+    text = ("network n() { input(3, 4, 4) stem { conv(4, 3, padding=1) swish_by_path halve_by_path } "
+            "head { gap linear(2) } }")
+    gm = archspec.build(text)
+    assert type(gm.get_submodule("stem.swish_by_path1")).__name__ == "SwishBeta"
+    halve = next(n for n in gm.graph.nodes if n.meta.get("op") == "halve_by_path")
+    assert halve.target is torch.mul and halve.args[1:] == (0.5,)
+    x = torch.randn(2, 3, 4, 4)
+    conv = gm.get_submodule("stem.conv1")
+    y = conv(x)
+    torch.testing.assert_close(gm.get_submodule("stem.swish_by_path1")(y) * 0.5,
+                               0.5 * y * torch.sigmoid(2.0 * y))
+    assert archspec.summary(text).params == sum(p.numel() for p in gm.parameters())
+
+
 @pytest.mark.parametrize("entry, files, words", [
     ("broken = archspec_testops.missing", {}, ["broken = archspec_testops.missing", "ModuleNotFoundError"]),
     ("boom = archspec_testops.boom", {"boom.py": "raise RuntimeError('no GPU here')"},
@@ -331,7 +406,7 @@ def test_register_op_is_public_and_torch_free():
     import subprocess
     code = "import sys; from archspec import register_op; print(register_op.__module__, 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.split() == ["archspec.graph.plugins", "False"], done.stderr
+    assert done.stdout.split() == ["archspec.graph.vocabulary", "False"], done.stderr
     import archspec
     from archspec.compiler.transfer import transfer_weights
     assert archspec.transfer_weights is transfer_weights

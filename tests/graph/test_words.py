@@ -10,10 +10,13 @@ import pytest
 import torch
 
 import archspec
+from archspec.compiler.codegen import lowered
+from archspec.graph.ops.base import named
 from archspec.compiler.modules import CrossDepthwise
 from archspec.graph import ops as ops_pkg
 from archspec.graph.merges import BY_OP, MERGES
-from archspec.graph.ops import OPS, PRIMITIVES, Op, register
+from archspec.graph.ops import Op, register
+from archspec.graph.vocabulary import OPS, PRIMITIVES
 
 EVERY_MODULE = """
 network n() {
@@ -73,6 +76,26 @@ def test_constructor_text_builds_the_same_module():
     assert seen == {"conv", "bn", "dropout", "dropout2d", "maxpool", "avgpool", "linear", "crossdepthwise"}
 
 
+def test_every_lowering_names_its_torch_code_by_path():
+    """archspec's own ops lower to a `Build` or `Call` (or identity): the graph layer names torch code, the
+    compiler imports it. Every path of the zoo's networks resolves."""
+    from archspec.graph.ops import Build, Call
+
+    gm = archspec.build(EVERY_MODULE)
+    net = archspec.network(EVERY_MODULE)
+    for node in net.nodes():
+        if node.role == "input":
+            continue
+        ins = [net.shape(s) for s in net.inputs(node.name)]
+        low = OPS[node.op].lower(node.args, ins)
+        assert low is None or isinstance(low, (Build, Call)), (node.op, low)
+        if isinstance(low, Build):
+            assert type(gm.get_submodule(node.name)).__name__ == low.path.rpartition(".")[2]
+    assert isinstance(OPS["crossdepthwise"].lower(OPS["crossdepthwise"].Args(), [(4, 2, 2)] * 2), Build)
+    with pytest.raises(ImportError, match="'torch.nn.NoSuchLayer'"):
+        named("torch.nn.NoSuchLayer")
+
+
 def test_initialisation_follows_each_ops_scheme():
     torch.manual_seed(0)
     gm = archspec.build("""
@@ -99,7 +122,7 @@ def test_initialisation_follows_each_ops_scheme():
 @pytest.mark.parametrize("kind", [k for k, op in OPS.items() if op.recomputable])
 def test_recomputable_activation_gradient_matches_autograd(kind):
     forward, backward = OPS[kind].activation()
-    fn, extra, kwargs = OPS[kind].lower(None, [(3, 5, 5)])
+    fn, extra, kwargs = lowered(OPS[kind], None, [(3, 5, 5)])
     torch.manual_seed(0)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 3, 5, 5, dtype=torch.float64)

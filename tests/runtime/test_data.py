@@ -422,7 +422,10 @@ def test_synthetic_size_is_bounded_before_allocating(monkeypatch):
     with pytest.raises(RunError, match="more than this machine's 1.0 GiB") as err:
         load("synthetic-cifar10:1000000")
     assert "at most 67,216 images" in err.value.hint
-    assert len(load("synthetic-cifar10:60000").train_x) == 60000  # within the machine's memory
+    monkeypatch.setattr(synthetic, "_memory", lambda: 2**24)  # the same bound, at a size quick to draw
+    with pytest.raises(RunError, match="at most 1,050 images"):
+        load("synthetic-cifar10:1051")
+    assert len(load("synthetic-cifar10:1050").train_x) == 1050  # within the machine's memory
 
 
 def test_a_batch_larger_than_a_share_is_refused():

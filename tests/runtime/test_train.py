@@ -139,13 +139,25 @@ def test_two_processes_under_torchrun_stay_identical(tmp_path):
     assert len(rows) == 1
 
 
-def test_every_recipe_field_can_be_overridden(tmp_path):
+def test_every_recipe_field_can_be_overridden(tmp_path, monkeypatch):
+    """The flags reach the recipe a run records and the schedule it steps, without a training run: the
+    trainer is built as `archspec train` builds it, and its fit is replaced."""
+    from archspec.runtime.train import Trainer
+
+    built = []
+    monkeypatch.setattr(Trainer, "fit", lambda self: built.append(self) or [])
     r = CliRunner().invoke(app, ["train", TINY, "--set", "n=1", "--set", "w=4", "--epochs", "2", "--lr", "0.05",
                                  "--momentum", "0.8", "--no-nesterov", "--weight-decay", "0.0005",
                                  "--milestones", "0.5", "--gamma", "0.5", "--out", str(tmp_path), "--quiet"])
     assert r.exit_code == 0, r.output
-    recipe = ckpt.load(tmp_path / "last.safetensors").meta["recipe"]
+    [t] = built
+    recipe = t._meta()["recipe"]  # what every checkpoint of the run records
     assert (recipe["lr"], recipe["momentum"], recipe["nesterov"], recipe["weight_decay"], recipe["gamma"]) == \
         (0.05, 0.8, False, 0.0005, 0.5)
-    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in rows] == [0.05, 0.025]
+    group = t.opt.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.8, False, 0.0005)
+    lrs = []
+    for _ in range(t.recipe.epochs):  # the rate each epoch trains at, as the loop reads and steps it
+        lrs.append(float(group["lr"]))
+        t.sched.step()
+    assert lrs == [0.05, 0.025]

@@ -1,10 +1,12 @@
-"""Every shipped spec, by name: the reference's parameter counts and MACs from the graph alone, a built
-module that holds exactly those parameters and runs, and a standalone file (`archspec compile -o`) with
-the same weights as `archspec.build`."""
+"""Every shipped spec, by name: the reference's parameter counts and MACs from the graph alone; a built
+module that holds exactly those parameters, runs, and costs the MACs torch's flop counter counts; and a
+standalone file (`archspec compile -o`) with the same weights as `archspec.build`, for one spec of each
+library file, which together use every op of the shipped specs."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -15,23 +17,38 @@ import archspec
 import archspec.compiler.modules
 from archspec import library
 from archspec.cli import app
-from conftest import SPECS
+from conftest import SPECS, built, network_of, on_meta
 from reference_counts import BY_NAME, REFERENCE, Reference, Variant
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Real builds above this many parameters spend seconds drawing weights: their count, MACs and output shape
+# are checked on the meta device, which needs no memory (their families' functions are checked on narrow
+# members in test_zoo_*.py, their weights' spreads in compiler/test_weight_init.py).
+ON_META_ABOVE = 60_000_000
+# Real builds between this and ON_META_ABOVE parameters are left to the full run (`slow`): the quick loop
+# keeps the smaller members of the families, and the round trip of every library file (below).
+QUICK_UP_TO = 10_000_000
 
-# round trips of 3 s or more of CPU (over 5 s on a busy 2-core machine), and of every model over 60M parameters:
-# left out by `-m "not slow"`
-SLOW_ROUND_TRIP = {"delugenet143", "delugenet152", "densenet_bc190_k40", "gunn18", "gunn24", "sunn18", "sunn24",
-                   "wide_gunn18", "seqresnetb42", "seqresnetb_k32r12n3", "seqresnext24", "resnet101", "wide_resnet50_2",
-                   "vgg11_bn", "vgg16_bn", "densenet121", "densenet161", "densenet169", "densenet201", "convnext_small",
-                   "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "alexnet", "vgg11", "vgg13",
-                   "vgg13_bn", "vgg16", "vgg19", "vgg19_bn", "convnext_base", "efficientnet_v2_m"}
+# One spec of each library file, the cheapest to build, and mobilenet_v2 (the only relu6): at the overrides
+# given here (narrower members of the same family) or else the spec's quick ones (`Reference.small`).
+ROUND_TRIP = {
+    "alexnet": dict(widths=[8, 16, 16, 16, 16], hidden=32, size=64),
+    "convnext_tiny": dict(depths=[1, 1, 2, 1], widths=[16, 32, 64, 128], size=64),
+    "densenet121": dict(size=64), "densenet40_k12": {}, "efficientnet_b0": dict(size=64),
+    "googlenet": dict(size=64), "gunn15": dict(widths=[8, 8, 8], segments=[2, 2, 2]),
+    "inception_v3": dict(size=75), "mnasnet0_5": dict(size=64), "mobilenet_v2": dict(size=64),
+    "mobilenet_v3_small": dict(size=64), "regnet_y_400mf": dict(size=64), "resnet18": dict(size=64),
+    "resnetlike146": {}, "seqresnetb_k16r7": {}, "shufflenet_v2_x1_0": dict(size=64),
+    "squeezenet1_1": dict(size=64), "tiny_delugenet": {},
+    "vgg11": dict(widths=[8, 8, 16, 16, 16], hidden=32, size=32),
+}
 
 
 def _macs_match(macs: int, want: int | str) -> bool:
-    """Exact MACs, or the reference's rounding to three decimals of a giga-MAC."""
-    return macs == want if isinstance(want, int) else f"{macs / 1e9:.3f}G" == want
+    """Exact MACs, or the reference's rounding of a giga-MAC to its own decimals."""
+    if isinstance(want, int):
+        return macs == want
+    decimals = len(want.removesuffix("G").partition(".")[2])
+    return f"{macs / 1e9:.{decimals}f}G" == want
 
 
 def test_every_shipped_spec_has_a_reference():
@@ -76,36 +93,27 @@ def test_a_missing_path_is_reported_as_a_path(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("ref", REFERENCE, ids=[r.spec for r in REFERENCE])
 def test_reference_count(ref: Reference):
-    s = archspec.summary(ref.spec)
+    s = archspec.summary(network_of(ref.spec))
     assert s.network == ref.spec
     assert (s.params, s.input_shape, s.output_shape) == (ref.params, ref.input, (ref.classes,))
     if ref.macs is not None:
         assert _macs_match(s.macs, ref.macs), s.macs
 
 
+def _shown(overrides: dict) -> str:
+    return ",".join(f"{k}={f'[{len(v)} rows]' if isinstance(v, list) else v}" for k, v in overrides.items())
+
+
 VARIANTS = [(r.spec, v) for r in REFERENCE for v in r.variants]
 
 
-@pytest.mark.parametrize("spec,variant", VARIANTS, ids=[f"{s}-{v.overrides}" for s, v in VARIANTS])
+@pytest.mark.parametrize("spec,variant", VARIANTS, ids=[f"{s}-{_shown(v.overrides)}" for s, v in VARIANTS])
 def test_reference_count_of_variant(spec: str, variant: Variant):
     s = archspec.summary(spec, **variant.overrides)
     assert s.params == variant.params
     assert s.output_shape == (variant.overrides.get("classes", BY_NAME[spec].classes),)
     if variant.macs is not None:
         assert _macs_match(s.macs, variant.macs), s.macs
-
-
-@pytest.mark.parametrize("ref", REFERENCE, ids=[r.spec for r in REFERENCE])
-def test_built_module_holds_the_count_and_runs(ref: Reference):
-    """ImageNet specs build at 64×64: global pooling keeps every weight, and the MACs follow the input."""
-    net = archspec.network(ref.spec, **ref.small)
-    s = archspec.summary(net)
-    gm = archspec.build(net).eval()
-    assert sum(p.numel() for p in gm.parameters()) == s.params == ref.params
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        y = gm(torch.randn(1, *s.input_shape))
-    assert y.shape == (1, ref.classes) and torch.isfinite(y).all()
-    assert fc.get_total_flops() == 2 * s.macs
 
 
 def _import(path):
@@ -115,24 +123,59 @@ def _import(path):
     return module
 
 
-@pytest.mark.parametrize("ref", [pytest.param(r, id=r.spec, marks=[pytest.mark.slow] * (r.spec in SLOW_ROUND_TRIP))
-                                 for r in REFERENCE])
-def test_standalone_file_round_trip(ref: Reference, tmp_path, monkeypatch):
+def _round_trip_sets(name: str) -> dict:
+    return ROUND_TRIP[name] or BY_NAME[name].small
+
+
+# before the build test below: its builds of these specs are then the ones `built` keeps
+@pytest.mark.parametrize("name", list(ROUND_TRIP))
+def test_standalone_file_round_trip(name: str, tmp_path, monkeypatch):
     """`archspec compile NAME -o model.py` from another folder: the file's module has the parameters and
     buffers of `archspec.build`, by name and shape, and computes the same function with its weights."""
     monkeypatch.chdir(tmp_path)
-    sets = [a for k, v in ref.small.items() for a in ("--set", f"{k}={v}")]
-    r = CliRunner().invoke(app, ["compile", ref.spec, *sets, "-o", "model.py"])
+    overrides = _round_trip_sets(name)
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    r = CliRunner().invoke(app, ["compile", name, *sets, "-o", "model.py"])
     assert r.exit_code == 0, r.output
     module = _import(tmp_path / "model.py")
     classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
                and v.__module__ == module.__name__ and not hasattr(archspec.compiler.modules, v.__name__)]
     assert len(classes) == 1  # the network's own class; the others are compiler.modules' carried along
-    net = archspec.network(ref.spec, **ref.small)
-    standalone, gm = classes[0]().eval(), archspec.build(net).eval()
+    standalone, gm = classes[0]().eval(), built(name, **overrides)
     assert ({k: v.shape for k, v in standalone.state_dict().items()}
             == {k: v.shape for k, v in gm.state_dict().items()})
     standalone.load_state_dict(gm.state_dict())
-    x = torch.randn(1, *archspec.summary(net).input_shape)
+    x = torch.randn(2, *archspec.summary(network_of(name, **overrides)).input_shape)
     with torch.no_grad():
         torch.testing.assert_close(standalone(x), gm(x))
+
+
+def _library_file(name: str) -> str:
+    return re.search(r'use "lib/(\w+)\.arch"', (SPECS / f"{name}.arch").read_text()).group(1)
+
+
+def test_the_round_trips_cover_every_library_file_and_every_op():
+    """What a standalone file holds is each op's module, by the op's `source`, and the wiring: the specs
+    above cover every library file and every op any shipped spec uses."""
+    assert {_library_file(n) for n in ROUND_TRIP} == {_library_file(r.spec) for r in REFERENCE}
+    covered = {n.op for name in ROUND_TRIP for n in network_of(name, **_round_trip_sets(name)).nodes()}
+    used = {n.op for r in REFERENCE for n in network_of(r.spec, **r.small).nodes()}
+    assert used - covered == set()
+
+
+@pytest.mark.parametrize("ref", [pytest.param(r, id=r.spec, marks=[pytest.mark.slow] * (
+    QUICK_UP_TO < r.params <= ON_META_ABOVE)) for r in REFERENCE])
+def test_built_module_holds_the_count_and_runs(ref: Reference):
+    """ImageNet specs build at 64×64: global pooling keeps every weight, and the MACs follow the input. A
+    batch of 2 runs to finite outputs (on the meta device above ON_META_ABOVE: shapes, no values), and torch's
+    flop counter counts twice the summary's MACs for each."""
+    s = archspec.summary(network_of(ref.spec, **ref.small))
+    meta = ref.params > ON_META_ABOVE
+    gm = on_meta(ref.spec, **ref.small).eval() if meta else built(ref.spec, **ref.small)
+    assert sum(p.numel() for p in gm.parameters()) == s.params == ref.params
+    x = torch.empty(2, *s.input_shape, device="meta") if meta else torch.randn(2, *s.input_shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        y = gm(x)
+    assert y.shape == (2, ref.classes)
+    assert meta or torch.isfinite(y).all()
+    assert fc.get_total_flops() == 2 * 2 * s.macs

@@ -1,8 +1,9 @@
 """torchvision's DenseNet-121/161/169/201, GoogLeNet, Inception v3, SqueezeNet 1.0/1.1, ShuffleNet V2
-0.5×/1.0×/1.5×/2.0× and ConvNeXt-T/S/B as library specs: each has torchvision's exact parameter count, its
-multiply-adds and its final feature map, builds at a small input and runs; the units that are new to the
-library (the ShuffleNet V2 unit at both strides, the ConvNeXt block, Inception v3's InceptionE) compute
-torchvision's function in float64."""
+0.5×/1.0×/1.5×/2.0× and ConvNeXt-T/S/B as library specs: each has torchvision's final feature map and
+builds for other class counts; the units that are new to the library (the ShuffleNet V2 unit at both
+strides, the ConvNeXt block, Inception v3's InceptionE) compute torchvision's function in float64.
+torchvision's parameter counts and GMACs are in `tests/reference_counts.py`, checked with every model's
+build by `test_specs.py`."""
 
 from __future__ import annotations
 
@@ -11,36 +12,29 @@ import pytest
 import archspec
 from archspec import library
 from archspec.errors import SpecError
-from conftest import assert_same_function
+from conftest import assert_same_function, network_of, on_meta
+from reference_counts import BY_NAME
 
 SPECS = library.folder()
 
-# name → (torchvision's parameter count, the tensor the head reads at the spec's own input (224×224;
-# Inception v3 299×299), torchvision's GFLOPS
-# figure, which counts multiply-adds: its table's two decimals, or the three of the weights' `_ops` where
-# the table rounds that figure a second time, away from the count's own two decimals)
-ZOO = {
-    "densenet121": (7_978_856, (1024, 7, 7), "2.83"),
-    "densenet161": (28_681_000, (2208, 7, 7), "7.73"),
-    "densenet169": (14_149_480, (1664, 7, 7), "3.36"),
-    "densenet201": (20_013_928, (1920, 7, 7), "4.29"),
-    "googlenet": (6_624_904, (1024, 7, 7), "1.50"),
-    # torchvision's 27,161,264 less AuxLogits' 3,326,696: conv0 768·128 + 2·128 = 98,560, conv1 128·768·25 +
-    # 2·768 = 2,459,136, fc 768·1000 + 1000 = 769,000. Its 5.71 GFLOPS (5,713,216,096 here) is the eval
-    # model's, which runs no AuxLogits: with its 5,683,200 multiply-adds it would read 5.72
-    "inception_v3": (23_834_568, (2048, 8, 8), "5.71"),
-    "squeezenet1_0": (1_248_424, (512, 13, 13), "0.82"),
-    "squeezenet1_1": (1_235_496, (512, 13, 13), "0.35"),
-    "shufflenet_v2_x0_5": (1_366_792, (192, 7, 7), "0.04"),
-    "shufflenet_v2_x1_0": (2_278_604, (464, 7, 7), "0.14"),
-    "shufflenet_v2_x1_5": (3_503_624, (704, 7, 7), "0.30"),
-    "shufflenet_v2_x2_0": (7_393_996, (976, 7, 7), "0.58"),
-    "convnext_tiny": (28_589_128, (768, 7, 7), "4.46"),
-    "convnext_small": (50_223_688, (768, 7, 7), "8.68"),
-    "convnext_base": (88_591_464, (1024, 7, 7), "15.355"),  # 15,354,729,472: the table's 15.36 rounds 15.355
+# name → the tensor the head reads at the spec's own input (224×224; Inception v3 299×299)
+FEATURES = {
+    "densenet121": (1024, 7, 7),
+    "densenet161": (2208, 7, 7),
+    "densenet169": (1664, 7, 7),
+    "densenet201": (1920, 7, 7),
+    "googlenet": (1024, 7, 7),
+    "inception_v3": (2048, 8, 8),
+    "squeezenet1_0": (512, 13, 13),
+    "squeezenet1_1": (512, 13, 13),
+    "shufflenet_v2_x0_5": (192, 7, 7),
+    "shufflenet_v2_x1_0": (464, 7, 7),
+    "shufflenet_v2_x1_5": (704, 7, 7),
+    "shufflenet_v2_x2_0": (976, 7, 7),
+    "convnext_tiny": (768, 7, 7),
+    "convnext_small": (768, 7, 7),
+    "convnext_base": (1024, 7, 7),
 }
-SLOW = {"densenet121", "densenet161", "densenet169", "densenet201", "convnext_small", "convnext_base"}
-SMALL = {"inception_v3": 75}  # the smallest input Inception v3 takes (its last grid 1×1); the others 64
 
 
 def _path(name: str) -> str:
@@ -51,28 +45,24 @@ def _nodes(net, op: str) -> list:
     return [n for n in net.nodes() if n.op == op]
 
 
-@pytest.mark.parametrize("name", list(ZOO))
-def test_torchvisions_parameter_count_macs_and_final_feature_map(name):
-    params, features, gmacs = ZOO[name]
-    s = archspec.summary(_path(name))
-    assert s.params == params
-    decimals = len(gmacs.partition(".")[2])  # the figure's own
-    assert f"{s.macs / 1e9:.{decimals}f}" == gmacs
-    assert s.output_shape == (1000,)
-    net = archspec.network(_path(name))
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_torchvisions_final_feature_map(name):
+    net = network_of(name)
     head = next(n for n in net.nodes() if n.name.startswith("head."))
-    assert [net.shape(i) for i in net.inputs(head.name)] == [features]
+    assert [net.shape(i) for i in net.inputs(head.name)] == [FEATURES[name]]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in ZOO])
-def test_builds_at_a_small_input_and_runs(name):
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_a_build_for_ten_classes_holds_the_summarys_count(name):
+    """On the meta device (a count needs no weights), at the quick input; the forward pass of the real build
+    at 1000 classes is `test_specs.py`'s."""
     torch = pytest.importorskip("torch")
-    size = SMALL.get(name, 64)
-    gm = archspec.build(_path(name), size=size, classes=10).eval()
-    assert sum(p.numel() for p in gm.parameters()) == archspec.summary(_path(name), classes=10).params
+    sets = {**BY_NAME[name].small, "classes": 10}
+    gm = on_meta(name, **sets).eval()
+    assert sum(p.numel() for p in gm.parameters()) == archspec.summary(network_of(name, **sets)).params
     with torch.no_grad():
-        y = gm(torch.randn(2, 3, size, size))
-    assert y.shape == (2, 10) and torch.isfinite(y).all()
+        y = gm(torch.empty(2, *archspec.summary(network_of(name, **sets)).input_shape, device="meta"))
+    assert y.shape == (2, 10)
 
 
 def test_densenet_transitions_halve_the_width():

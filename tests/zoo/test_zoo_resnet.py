@@ -1,8 +1,9 @@
 """torchvision's ResNet, ResNeXt, Wide ResNet, RegNet, VGG (with and without batch norms) and AlexNet as
-specs (`specs/lib/resnet.arch`, `regnet.arch`, `vgg.arch`, `alexnet.arch`): torchvision's exact parameter
-counts and, to its two decimals, its GMACs; every model builds and runs; and small variants of each family
+specs (`specs/lib/resnet.arch`, `regnet.arch`, `vgg.arch`, `alexnet.arch`): small variants of each family
 hold the same tensors in the same order as torchvision's modules (written out below as torchvision defines
-them), so that weights copied one to one give the same function."""
+them), so that weights copied one to one give the same function; the data set the stem and the classifier.
+torchvision's parameter counts and GMACs are in `tests/reference_counts.py`, checked with every model's
+build by `test_specs.py`."""
 
 from __future__ import annotations
 
@@ -15,70 +16,18 @@ from torch import nn
 import archspec
 from archspec import SpecError
 from conftest import SPECS
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-# name: (parameters, GMACs as torchvision's model table gives them)
-TORCHVISION = {
-    "resnet18": (11_689_512, 1.81),
-    "resnet34": (21_797_672, 3.66),
-    "resnet50": (25_557_032, 4.09),
-    "resnet101": (44_549_160, 7.80),
-    "resnet152": (60_192_808, 11.51),
-    "resnext50_32x4d": (25_028_904, 4.23),
-    "resnext101_32x8d": (88_791_336, 16.41),
-    "resnext101_64x4d": (83_455_272, 15.46),
-    "wide_resnet50_2": (68_883_240, 11.40),
-    "wide_resnet101_2": (126_886_696, 22.75),
-    "regnet_x_400mf": (5_495_976, 0.41),
-    "regnet_x_800mf": (7_259_656, 0.80),
-    "regnet_x_1_6gf": (9_190_136, 1.60),
-    "regnet_y_400mf": (4_344_144, 0.40),
-    "regnet_y_800mf": (6_432_512, 0.83),
-    "regnet_y_1_6gf": (11_202_430, 1.61),
-    "vgg11": (132_863_336, 7.61),
-    "vgg11_bn": (132_868_840, 7.61),
-    "vgg13": (133_047_848, 11.31),
-    "vgg13_bn": (133_053_736, 11.31),
-    "vgg16": (138_357_544, 15.47),
-    "vgg16_bn": (138_365_992, 15.47),
-    "vgg19": (143_667_240, 19.63),
-    "vgg19_bn": (143_678_248, 19.63),
-    "alexnet": (61_100_840, 0.71),
-}
-# over 5 s on a busy 2-core machine, and every model over 60M parameters
-SLOW_BUILD = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
-              "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet"}
+from reference_counts import BY_NAME
 
 
 def spec(name: str) -> str:
     return str(SPECS / f"{name}.arch")
 
 
-@pytest.mark.parametrize("name", TORCHVISION)
-def test_torchvisions_parameter_count_and_macs(name: str):
-    params, gmacs = TORCHVISION[name]
-    s = archspec.summary(spec(name))
-    assert s.network == name
-    assert (s.params, s.input_shape, s.output_shape) == (params, (3, 224, 224), (1000,))
-    assert round(s.macs / 1e9, 2) == gmacs, s.macs
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] * (n in SLOW_BUILD))
-                                  for n in TORCHVISION])
-def test_builds_at_64_and_runs_in_eval_mode(name: str):
-    gm = archspec.build(spec(name), size=64).eval()
-    assert sum(p.numel() for p in gm.parameters()) == TORCHVISION[name][0]
-    with torch.no_grad():
-        y = gm(torch.randn(2, 3, 64, 64))
-    assert y.shape == (2, 1000) and torch.isfinite(y).all()
-
-
 def test_channels_and_classes_follow_the_data():
     """One input channel drops two thirds of the stem's 7×7 weights; 10 classes shrink the classifier."""
     s = archspec.summary(spec("resnet18"), channels=1, classes=10)
     assert s.input_shape == (1, 224, 224) and s.output_shape == (10,)
-    assert s.params == 11_689_512 - 2 * 64 * 7 * 7 - 990 * (512 + 1)
+    assert s.params == BY_NAME["resnet18"].params - 2 * 64 * 7 * 7 - 990 * (512 + 1)
 
 
 def test_an_unknown_unit_is_refused_where_the_network_is_chosen():

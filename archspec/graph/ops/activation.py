@@ -3,47 +3,57 @@ the memory trait — a pass may drop its input and recompute it from its backwar
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
-from .base import Op
+from .base import Call, Op, named
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """An activation's backward as aten computes it: grad_in = `torch.ops.aten.<aten>(grad_out, x_in or
+    y_out, *extra, **kwargs)`."""
+
+    aten: str
+    reads: Literal["input", "output"]  # which tensor the formula needs besides grad_out
+    extra: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def function(self) -> Callable:
+        """backward(grad_out, x_in, y_out) → grad_in, the aten op looked up now."""
+        fn = getattr(named("torch.ops").aten, self.aten)
+        extra, kwargs, output = self.extra, dict(self.kwargs), self.reads == "output"
+
+        def backward(g, x, y):
+            return fn(g, y if output else x, *extra, **kwargs)
+
+        return backward
 
 
 class Activation(Op):
     """A subclass sets `kind`, `function` (the dotted name of its torch function) and `backward`
-    (grad_out, x_in, y_out → grad_in, as aten computes it). Both are looked up when called, so that
-    parsing never loads torch."""
+    (a `Gradient`). Both are looked up when called, so that parsing never loads torch."""
 
     function: ClassVar[str]
+    backward: ClassVar[Gradient]
     recomputable = True
     keeps_channels = True
     colour = "#55a868"  # as every activation
 
     @classmethod
     def forward(cls) -> Callable:
-        module, _, name = cls.function.rpartition(".")
-        return getattr(importlib.import_module(module), name)
-
-    @staticmethod
-    def backward(g, x, y):
-        raise NotImplementedError
+        return named(cls.function)
 
     @classmethod
     def lower(cls, args, ins):
-        return cls.forward(), (), {}
+        return Call(cls.function)
 
     @classmethod
     def activation(cls):
-        return cls.forward(), cls.backward
+        return cls.forward(), cls.backward.function()
 
 
-def from_output(aten: str, *extra: float) -> Callable:
-    """An activation's `backward` (grad_out, x_in, y_out → grad_in) for one whose output alone gives the
-    gradient: aten's `aten` of grad_out, y_out and `extra`."""
-
-    def backward(g, x, y):
-        import torch
-
-        return getattr(torch.ops.aten, aten)(g, y, *extra)
-
-    return staticmethod(backward)
+def from_output(aten: str, *extra: float) -> Gradient:
+    """The backward of an activation whose output alone gives the gradient: aten's `aten` of grad_out,
+    y_out and `extra`."""
+    return Gradient(aten, "output", extra)

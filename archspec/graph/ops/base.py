@@ -1,12 +1,14 @@
 """What every op declares, in one class: its arguments and the pure rules for its output shape,
 parameter count and multiply-accumulates (used before any tensor exists), and the torch-side hooks the
 compiler calls (lowering, standalone constructor text, initialisation, the memory trait) plus how a
-drawing shows it."""
+drawing shows it. A lowering names torch code by dotted path (`Build`, `Call`), looked up (`named`) only
+when the compiler builds the module, so that this layer never imports torch or the compiler."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, TypeVar, Union
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, Mapping, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
@@ -18,7 +20,46 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, ...]
 
-# What a lowering gives: a module to call, a (function, extra args, kwargs) triple, or None (identity).
+
+def named(path: str) -> Any:
+    """The class or function at a dotted path (`"torch.nn.Conv2d"`), its module imported when asked."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ImportError(f"a lowering names {path!r}, which cannot be imported: {e}") from e
+
+
+@dataclass(frozen=True)
+class Build:
+    """A lowering to a module: the class at the dotted `path` (`"torch.nn.Conv2d"`,
+    `"archspec.compiler.modules.Scale"`) called with `args` and `kwargs`, when the compiler builds it."""
+
+    path: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A lowering to a function: the function at the dotted `path` (`"torch.cat"`, `"operator.add"`) applied
+    to the node's inputs (gathered as the op's `gather` says), then `extra`, with `kwargs`."""
+
+    path: str
+    extra: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        """It reads as the (function, extra args, kwargs) triple a plugin's lowering may give, the function
+        imported then."""
+        return iter((named(self.path), tuple(self.extra), dict(self.kwargs)))
+
+    def __getitem__(self, i: int) -> Any:
+        return tuple(self)[i]
+
+
+# What a lowering gives: a `Build` or a `Call`, None (identity), or, from an op of a plugin that imports
+# torch itself, an `nn.Module` or a (function, extra args, kwargs) triple.
 Lowered = Any
 
 
@@ -58,8 +99,9 @@ class Saves:
 
 class Op(Word):
     """One kind of graph node. A subclass sets `kind` and `Args` and overrides the rules and hooks it
-    needs. Torch-side hooks (`lower`, `source`, `initialise`, `activation`) import torch when called, so
-    that parsing and elaboration never load it."""
+    needs. The torch-side hooks never import torch: `lower` names torch code by dotted path for the
+    compiler to import, `source` and `initialise` are given a module the compiler built, and `activation`
+    looks its functions up when called, so that parsing and elaboration never load torch."""
 
     kind: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = NoArgs
@@ -74,6 +116,9 @@ class Op(Word):
     recomputable: ClassVar[bool] = False
     saves: ClassVar[Saves] = Saves()  # what backward keeps: the memory estimate reads it
     keeps_channels: ClassVar[bool] = False  # channel i stays channel i (reading connection strengths)
+    # The weight scheme `init="default"` stands for, where Args are `weight_init.InitArgs`: the compiler then
+    # draws the weight and bias by the arguments' `init` and `bias_init`, and `initialise` is not called.
+    default_init: ClassVar[str | None] = None
     colour: ClassVar[str] = "#999999"  # its dots in a drawing
     short: ClassVar[str]  # its label in a drawing; the kind unless set
 
@@ -96,8 +141,9 @@ class Op(Word):
 
     @classmethod
     def lower(cls, args: OpArgs, ins: list[Shape]) -> Lowered:
-        """The torch form of a node with `args` and these input shapes: an `nn.Module`, a `(function, extra_args,
-        kwargs)` triple, or None for identity."""
+        """The torch form of a node with `args` and these input shapes: a `Build` (a module), a `Call` (a
+        function), or None for identity; a plugin may also return an `nn.Module` or a `(function,
+        extra_args, kwargs)` triple."""
         raise NotImplementedError(f"op '{cls.kind}' has no lowering")
 
     @classmethod

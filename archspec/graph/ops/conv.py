@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
-from .base import Margin, Op, Saves, ShapeError, Side, image, pair, register, window
-from .weight_init import InitArgs, initialise
+from .base import Build, Margin, Op, Saves, ShapeError, Side, image, pair, register, window
+from .weight_init import InitArgs
 
 
 class ConvArgs(InitArgs):
@@ -25,6 +25,7 @@ class Conv(Op):
     aliases = ("conv2d", "convolution")
     Args = ConvArgs
     weighted = True
+    default_init = "he_normal"
     colour = "#4c72b0"
 
     @classmethod
@@ -48,16 +49,11 @@ class Conv(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
         a = args
-        return nn.Conv2d(ins[0][0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias)
+        return Build("torch.nn.Conv2d", (ins[0][0], a.out, a.kernel, a.stride, a.padding),
+                     {"groups": a.groups, "bias": a.bias})
 
     @classmethod
     def source(cls, m):
         return (f"torch.nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
                 f"padding={m.padding}, groups={m.groups}, bias={m.bias is not None})")
-
-    @classmethod
-    def initialise(cls, m, a):
-        initialise(m.weight, m.bias, a, "he_normal")

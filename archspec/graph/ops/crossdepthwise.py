@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Op, Saves, register, same_spatial
+from .base import Build, Op, Saves, register, same_spatial
 from .norm import BatchNormArgs
 
 
@@ -31,9 +31,7 @@ class CrossDepthwise(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from archspec.compiler.modules import CrossDepthwise as Module
-
-        return Module([s[0] for s in ins], args.eps, args.momentum)
+        return Build("archspec.compiler.modules.CrossDepthwise", ([s[0] for s in ins], args.eps, args.momentum))
 
     @classmethod
     def source(cls, m):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Op, OpArgs, register
+from .base import Build, Op, OpArgs, register
 
 
 class DropPathArgs(OpArgs):
@@ -23,9 +23,7 @@ class DropPath(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from archspec.compiler.modules import DropPath as Module
-
-        return Module(args.p)
+        return Build("archspec.compiler.modules.DropPath", (args.p,))
 
     @classmethod
     def source(cls, m):

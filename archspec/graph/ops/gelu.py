@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .activation import Activation
-from .base import OpArgs, Saves, register
+from .activation import Activation, Gradient
+from .base import Call, OpArgs, Saves, register
 
 
 class GeluArgs(OpArgs):
@@ -28,10 +28,6 @@ class Gelu(Activation):
     @classmethod
     def lower(cls, args, ins):
         a = args or cls.Args()
-        return cls.forward(), (), ({} if a.approximate == "none" else {"approximate": a.approximate})
+        return Call(cls.function, (), {} if a.approximate == "none" else {"approximate": a.approximate})
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        return torch.ops.aten.gelu_backward(g, x, approximate="none")
+    backward = Gradient("gelu_backward", "input", kwargs={"approximate": "none"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from .channelnorm import ChannelNorm
-from .base import OpArgs, ShapeError, register
+from .base import Build, OpArgs, ShapeError, register
 
 
 class GroupNormArgs(OpArgs):
@@ -31,9 +31,7 @@ class GroupNorm(ChannelNorm):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
-        return nn.GroupNorm(args.groups, ins[0][0], eps=args.eps)
+        return Build("torch.nn.GroupNorm", (args.groups, ins[0][0]), {"eps": args.eps})
 
     @classmethod
     def source(cls, m):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, Gradient
 from .base import Saves, register
 
 
@@ -14,8 +14,4 @@ class Hardsigmoid(Activation):
     aliases = ("hsigmoid",)
     function = "torch.nn.functional.hardsigmoid"
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        return torch.ops.aten.hardsigmoid_backward(g, x)
+    backward = Gradient("hardsigmoid_backward", "input")

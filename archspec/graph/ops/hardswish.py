@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, Gradient
 from .base import Saves, register
 
 
@@ -13,8 +13,4 @@ class Hardswish(Activation):
     aliases = ("hswish",)
     function = "torch.nn.functional.hardswish"
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        return torch.ops.aten.hardswish_backward(g, x)
+    backward = Gradient("hardswish_backward", "input")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .channelnorm import ChannelNorm
-from .base import OpArgs, register
+from .base import Build, OpArgs, register
 
 
 class LayerNormArgs(OpArgs):
@@ -23,15 +23,10 @@ class LayerNorm(ChannelNorm):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
-        from archspec.compiler.modules import LayerNorm2d
-
-        return (LayerNorm2d if len(ins[0]) == 3 else nn.LayerNorm)(ins[0][0], eps=args.eps)
+        path = "archspec.compiler.modules.LayerNorm2d" if len(ins[0]) == 3 else "torch.nn.LayerNorm"
+        return Build(path, (ins[0][0],), {"eps": args.eps})
 
     @classmethod
     def source(cls, m):
-        from archspec.compiler.modules import LayerNorm2d
-
-        ctor = "LayerNorm2d" if type(m) is LayerNorm2d else "torch.nn.LayerNorm"
+        ctor = "LayerNorm2d" if type(m).__name__ == "LayerNorm2d" else "torch.nn.LayerNorm"
         return f"{ctor}({m.normalized_shape[0]}, eps={m.eps})"

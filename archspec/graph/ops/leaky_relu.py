@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .activation import Activation
-from .base import OpArgs, Saves, register
+from .activation import Activation, Gradient
+from .base import Call, OpArgs, Saves, register
 
 DEFAULT_SLOPE = 0.01  # torch's
 
@@ -29,10 +29,6 @@ class LeakyRelu(Activation):
     @classmethod
     def lower(cls, args, ins):
         a = args or cls.Args()
-        return cls.forward(), (), ({} if a.negative_slope == DEFAULT_SLOPE else {"negative_slope": a.negative_slope})
+        return Call(cls.function, (), {} if a.negative_slope == DEFAULT_SLOPE else {"negative_slope": a.negative_slope})
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        return torch.ops.aten.leaky_relu_backward(g, x, DEFAULT_SLOPE, False)
+    backward = Gradient("leaky_relu_backward", "input", (DEFAULT_SLOPE, False))

@@ -6,8 +6,8 @@ from math import prod
 
 from pydantic import PositiveInt
 
-from .base import Op, Saves, register
-from .weight_init import InitArgs, initialise
+from .base import Build, Op, Saves, register
+from .weight_init import InitArgs
 
 
 class LinearArgs(InitArgs):
@@ -25,6 +25,7 @@ class Linear(Op):
     Args = LinearArgs
     weighted = True
     flattens = True
+    default_init = "torch"  # torch's own weights; the bias starts at 0 unless told
     colour = "#4c72b0"
 
     @classmethod
@@ -41,14 +42,8 @@ class Linear(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
-        return nn.Linear(prod(ins[0]), args.out, bias=args.bias)
+        return Build("torch.nn.Linear", (prod(ins[0]), args.out), {"bias": args.bias})
 
     @classmethod
     def source(cls, m):
         return f"torch.nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})"
-
-    @classmethod
-    def initialise(cls, m, a):
-        initialise(m.weight, m.bias, a, "torch")  # torch's own weights; the bias starts at 0 unless told

@@ -3,7 +3,7 @@ position of a C×H×W tensor: squeeze-and-excitation). The `mul` merge adds it; 
 
 from __future__ import annotations
 
-from .base import Op, ShapeError, Shape, fmt_shape, register
+from .base import Call, Op, ShapeError, Shape, fmt_shape, register
 
 
 def broadcast(ins: list[Shape]) -> Shape:
@@ -36,6 +36,4 @@ class Mul(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import operator
-
-        return operator.mul, (), {}
+        return Call("operator.mul")

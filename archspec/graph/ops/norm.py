@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Op, OpArgs, Saves, image, register
+from .base import Build, Op, OpArgs, Saves, image, register
 
 
 class BatchNormArgs(OpArgs):
@@ -35,9 +35,7 @@ class BatchNorm(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
-        return nn.BatchNorm2d(ins[0][0], args.eps, args.momentum, affine=args.affine)
+        return Build("torch.nn.BatchNorm2d", (ins[0][0], args.eps, args.momentum), {"affine": args.affine})
 
     @classmethod
     def source(cls, m):

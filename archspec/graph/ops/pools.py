@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import Margin, Op, OpArgs, Saves, ShapeError, Side, image, pair, register, show, window
+from .base import Call, Margin, Op, OpArgs, Saves, ShapeError, Side, image, pair, register, show, window
 from .torchlayer import TorchLayer
 
 
@@ -123,6 +123,4 @@ class GlobalAvgPool(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import torch
-
-        return torch.mean, (), {"dim": (2, 3)}
+        return Call("torch.mean", (), {"dim": (2, 3)})

@@ -3,7 +3,7 @@ torchvision's `layer_scale`, so that its weights load as they are; each starts a
 
 from __future__ import annotations
 
-from .base import Op, OpArgs, image, register
+from .base import Build, Op, OpArgs, image, register
 
 
 class ScaleArgs(OpArgs):
@@ -28,9 +28,7 @@ class Scale(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from archspec.compiler.modules import Scale as Module
-
-        return Module(ins[0][0], args.init)
+        return Build("archspec.compiler.modules.Scale", (ins[0][0], args.init))
 
     @classmethod
     def source(cls, m):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
-from .base import Op, OpArgs, ShapeError, image, register
+from .base import Call, Op, OpArgs, ShapeError, image, register
 
 
 class ShuffleArgs(OpArgs):
@@ -28,6 +28,4 @@ class Shuffle(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import torch
-
-        return torch.channel_shuffle, (args.groups,), {}
+        return Call("torch.channel_shuffle", (args.groups,))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .activation import Activation
+from .activation import Activation, Gradient
 from .base import Saves, register
 
 
@@ -13,8 +13,4 @@ class Silu(Activation):
     aliases = ("swish",)
     function = "torch.nn.functional.silu"
 
-    @staticmethod
-    def backward(g, x, y):
-        import torch
-
-        return torch.ops.aten.silu_backward(g, x)
+    backward = Gradient("silu_backward", "input")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Op, OpArgs, ShapeError, fmt_shape, register
+from .base import Call, Op, OpArgs, ShapeError, fmt_shape, register
 
 
 class SplitArgs(OpArgs):
@@ -33,7 +33,5 @@ class Split(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import operator
-
         width = ins[0][0] // args.parts
-        return operator.getitem, ((slice(None), slice(args.index * width, (args.index + 1) * width)),), {}
+        return Call("operator.getitem", ((slice(None), slice(args.index * width, (args.index + 1) * width)),))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Op, OpArgs, Saves, ShapeError, fmt_shape, image, register, same_spatial
+from .base import Call, Op, OpArgs, Saves, ShapeError, fmt_shape, image, register, same_spatial
 
 
 class InputArgs(OpArgs):
@@ -60,9 +60,7 @@ class Concat(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import torch
-
-        return torch.cat, (1,), {}
+        return Call("torch.cat", (1,))
 
 
 @register
@@ -83,9 +81,7 @@ class Add(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import operator
-
-        return operator.add, (), {}
+        return Call("operator.add")
 
 
 @register
@@ -107,6 +103,4 @@ class Slice(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        import operator
-
-        return operator.getitem, ((slice(None), slice(args.start, args.stop)),), {}
+        return Call("operator.getitem", ((slice(None), slice(args.start, args.stop)),))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Op, OpArgs
+from .base import Build, Op, OpArgs
 
 
 class TorchLayer(Op):
@@ -23,9 +23,7 @@ class TorchLayer(Op):
 
     @classmethod
     def lower(cls, args, ins):
-        from torch import nn
-
-        return getattr(nn, cls.module)(**dict(zip(cls.init, cls.torch_args(args), strict=True)))
+        return Build(f"torch.nn.{cls.module}", (), dict(zip(cls.init, cls.torch_args(args), strict=True)))
 
     @classmethod
     def source(cls, m):

@@ -1,7 +1,7 @@
 """Initialisations of weights and biases by name, for the ops with weights (conv, linear), so that a spec
 starts a network as its authors' code or torchvision does. Each scheme is a distribution whose spread
 follows the layer's fans, counted as torch counts them: fan_in = inputs per output × kernel area,
-fan_out = outputs × kernel area (not divided by groups). No torch at import: the tensors come in."""
+fan_out = outputs × kernel area (not divided by groups). The rules only: `compiler.init` draws the tensors."""
 
 from __future__ import annotations
 
@@ -59,25 +59,9 @@ def fans(weight) -> tuple[int, int]:
     return weight.shape[1] * area, weight.shape[0] * area
 
 
-def initialise(weight, bias, a: InitArgs, default: str) -> None:
-    """Set `weight` by `a.init` (`default` standing for the op's own scheme) and `bias`, if any, by
-    `a.bias_init`, in place: weight first, so a seed gives the same weights as before biases had a choice."""
-    import torch
-
+def draw(a: InitArgs, default: str, fan_in: int, fan_out: int) -> tuple[str, float]:
+    """How to draw a weight by `a.init` (`default` standing for the op's own scheme): the distribution
+    ("normal", "uniform", "trunc_normal" or "zeros") and its spread (a normal's std, a uniform's bound)."""
     scheme = default if a.init == "default" else a.init
-    fan_in, fan_out = fans(weight)
     kind, spread = _SCHEMES[scheme]
-    s = spread(fan_in, fan_out, a.std if a.std is not None else _STD.get(scheme, 0.0))
-    if kind == "normal":
-        weight.normal_(0.0, s)
-    elif kind == "uniform":
-        weight.uniform_(-s, s)
-    elif kind == "trunc_normal":
-        torch.nn.init.trunc_normal_(weight, 0.0, s)
-    else:
-        weight.zero_()
-    if bias is not None:
-        if a.bias_init == "torch":
-            bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-        else:
-            bias.zero_()
+    return kind, spread(fan_in, fan_out, a.std if a.std is not None else _STD.get(scheme, 0.0))

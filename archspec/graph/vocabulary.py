@@ -1,8 +1,13 @@
-"""Ops from installed packages. A package adds words to the language by declaring entry points in the
-group `archspec.ops`, each naming a module (importing it registers its ops with `register_op`) or one
-Op subclass (registered as it is loaded). They are loaded once, the first time the op catalogue is
-read, so a spec never decides what is imported: only packages the user installed run, and a spec
-that names an op no package provides gets the usual unknown-word error.
+"""The words of the language, in one place: the registries of ops (`OPS`, and `PRIMITIVES`, those a spec
+may call), connection patterns (`PATTERNS`) and merges (`MERGES`), the reserved words (keywords, types,
+functions, `shortcut`, `input`), and how a word is added from outside: `register_op`, after `check_op`,
+and the ops of installed packages.
+
+A package adds words by declaring entry points in the group `archspec.ops`, each naming a module
+(importing it registers its ops with `register_op`) or one Op subclass (registered as it is loaded).
+They are loaded once, the first time the op catalogue is read, so a spec never decides what is
+imported: only packages the user installed run, and a spec that names an op no package provides gets
+the usual unknown-word error.
 
 A plugin that fails to load (its import raises, a kind is taken, the entry point names something else)
 is reported with the entry point and its distribution, and leaves no op of its own registered."""
@@ -12,14 +17,26 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import re
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 from ..errors import RunError
+from ..language.evaluate import FUNCTIONS
+from ..language.grammar import KEYWORDS, TYPES
+from .merges import MERGES
 from .ops import BUILTIN, OPS, Op, OpArgs, register, unregister
+from .patterns import PATTERNS
 
 GROUP = "archspec.ops"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Words an op may not take, and what each already is.
+RESERVED: tuple[tuple[tuple[str, ...] | Mapping[str, Any], str], ...] = (
+    (KEYWORDS + TYPES, "a keyword of the language"), (PATTERNS, "a connection pattern"), (MERGES, "a merge"),
+    (FUNCTIONS, "a function"), (("shortcut", "input"), "a built-in word"))
+
+__all__ = ["BUILTIN", "FUNCTIONS", "GROUP", "MERGES", "OPS", "PATTERNS", "PRIMITIVES", "RESERVED", "PluginError",
+           "check_op", "load_plugins", "loaded_plugins", "register_op", "reset_plugins", "unregister_op"]
 
 
 class PluginError(RunError):
@@ -35,11 +52,6 @@ def check_op(op: Any) -> None:
     """Refuse, with the reason, a class that cannot be a word of the language: not an Op subclass, a
     kind a spec cannot write as a call (not a name, a keyword, or a word that already means something
     else: a pattern, a merge, a function, `shortcut`), or arguments that are not an OpArgs model."""
-    from ..language.evaluate import FUNCTIONS
-    from ..language.grammar import KEYWORDS, TYPES
-    from .merges import MERGES
-    from .patterns import PATTERNS
-
     if not (isinstance(op, type) and issubclass(op, Op)):
         raise PluginError(f"{op!r} is not an op: an op is a subclass of archspec.plugins.Op")
     kind = op.__dict__.get("kind")
@@ -49,8 +61,7 @@ def check_op(op: Any) -> None:
     if not _NAME.fullmatch(kind):
         raise PluginError(f"op kind {kind!r} is not a name a spec can write",
                           "a kind is letters, digits and '_', not starting with a digit")
-    for words, what in ((KEYWORDS + TYPES, "a keyword of the language"), (PATTERNS, "a connection pattern"),
-                        (MERGES, "a merge"), (FUNCTIONS, "a function"), (("shortcut", "input"), "a built-in word")):
+    for words, what in RESERVED:
         if kind in words:
             raise PluginError(f"op kind '{kind}' is {what}; an op needs a word of its own")
     if not (isinstance(op.Args, type) and issubclass(op.Args, OpArgs)):
@@ -162,3 +173,41 @@ def _what(obj: Any) -> str:
     if isinstance(obj, type):
         return f"the class {obj.__module__}.{obj.__qualname__}"
     return f"a {type(obj).__name__}"
+
+
+class Primitives(Mapping[str, type[Op]]):
+    """The ops a spec may call by name: every registered op but `input` and those only patterns and
+    merges add. A live view of `OPS`, so that an op registered later (`archspec.register_op`) is a word at
+    once; the first read loads the installed plugins, so that whether a word exists never depends on
+    what ran before in the process."""
+
+    @staticmethod
+    def _callable(kind: str, op: type[Op] | None) -> bool:
+        return op is not None and op.user and kind != "input"
+
+    def get(self, kind: str, default: type[Op] | None = None) -> type[Op] | None:  # type: ignore[override]
+        load_plugins()
+        op = OPS.get(kind)
+        return op if self._callable(kind, op) else default
+
+    def __getitem__(self, kind: str) -> type[Op]:
+        op = self.get(kind)
+        if op is None:
+            raise KeyError(kind)
+        return op
+
+    def __contains__(self, kind: object) -> bool:
+        return isinstance(kind, str) and self.get(kind) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        load_plugins()
+        return iter([k for k, op in OPS.items() if self._callable(k, op)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"Primitives({', '.join(self)})"
+
+
+PRIMITIVES: Mapping[str, type[Op]] = Primitives()

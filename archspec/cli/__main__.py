@@ -1,0 +1,5 @@
+"""`python -m archspec.cli`, as `python -m archspec`."""
+
+from . import main
+
+main()

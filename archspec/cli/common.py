@@ -1,0 +1,172 @@
+"""What every command shares: the application and its `bench` group, the console, the options several
+commands take (`--set`, `--max-params`, `--allow-path`, `--max-memory`), reading a spec with them, and
+`guarded`, which turns every failure the user can cause into a located message and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import Loc, SpecError, loc_of
+from ..graph.builder import DEFAULT_MAX_PARAMS
+from ..language import tree as T
+from ..language.evaluate import evaluate
+from ..language.syntax import parse_expr
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compile, check and benchmark neural-network architecture specs.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+app.add_typer(bench_app, name="bench")
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"archspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Compile, check and benchmark neural-network architecture specs."""
+
+
+out = Console(highlight=False, soft_wrap=True)
+
+EXIT_SPEC = 2  # a problem in the spec, its values or the command line
+EXIT_INTERNAL = 1  # a bug in archspec itself
+
+
+def count(text: str | int) -> int:
+    """A parameter count: `2000000`, `2_000_000`, `2e9`, `1.5e6`."""
+    if isinstance(text, int):  # the default
+        return text
+    text = text.strip()
+    try:
+        v = float(text.replace("_", "")) if any(c in text.lower() for c in ".e") else int(text.replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number (e.g. 2000000000 or 2e9)") from None
+    if v != v or v < 0 or v == float("inf") or (isinstance(v, float) and not v.is_integer()):
+        raise typer.BadParameter(f"{text!r} is not a whole, non-negative number")
+    return int(v)
+
+
+SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
+                      help="Set a network parameter (repeatable); VALUE is a number, true/false, "
+                           "a \"string\" or a \\[list].")
+MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=count, metavar="N",
+                            help="Refuse networks with more parameters than N (e.g. 2e9), before "
+                                 "allocating any weight.")
+AllowPathOpt = typer.Option(None, "--allow-path", metavar="DIR",
+                            help="Let the spec's `use` lines read files under DIR too (repeatable); by default "
+                                 "only the spec's own folder and the shipped library.")
+MaxMemoryOpt = typer.Option(None, "--max-memory", metavar="SIZE",
+                            help="Refuse a step whose memory, estimated from the graph before anything is "
+                                 "allocated, is above SIZE (8GiB, 500MB). Default: the device's total memory.")
+
+
+def memory_limit(text: str | None) -> int | None:
+    """`--max-memory` in bytes, None where not given."""
+    from ..compiler.activation_memory import parse_size  # the compiler loads torch: not for --help
+
+    return None if text is None else parse_size(text)
+
+
+SpecArg = typer.Argument(..., metavar="SPEC", help="A spec file (.arch), or a shipped model's name (see `archspec "
+                                                  "list`).", show_default=False)
+
+
+def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:
+    """`name=value` pairs; values are spec literals (numbers, true/false, "strings", [lists])."""
+    result: dict[str, Any] = {}
+    for item in items or ():
+        name, eq, text = item.partition("=")
+        where = {"--set": item}
+        if not eq or not name.strip().isidentifier():
+            raise SpecError(f"--set needs NAME=VALUE, got {item!r}", Loc("--set", 1, 1, len(item) + 1),
+                            "for example --set classes=100", where)
+        lead = len(text) - len(text.lstrip())
+        column = len(name) + 2 + lead
+        expr = parse_expr(text.strip(), "--set", item, column)
+        try:
+            value = evaluate(expr, {})
+        except SpecError as e:
+            if isinstance(expr, T.Name) or e.message.startswith("unknown name"):
+                raise SpecError(f"--set {name.strip()}: a value is a literal, not a name", e.loc,
+                                f"write a string in quotes: --set '{name.strip()}=\"{text.strip()}\"'", where) from None
+            raise e.with_sources(where) from None
+        result[name.strip()] = value
+    return result
+
+
+def _sources_for(e: SpecError) -> dict[str, str]:
+    if e.loc and e.loc.file not in e.sources and os.path.isfile(e.loc.file):
+        try:
+            return {e.loc.file: Path(e.loc.file).read_text(encoding="utf-8", errors="replace")}
+        except OSError:
+            return {}
+    return {}
+
+
+def report(e: SpecError) -> None:
+    """Print `e` as `file:line:col: error: ...`, the line and a caret, to stderr."""
+    sys.stderr.write(e.render(_sources_for(e)) + "\n")
+    sys.stderr.flush()
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run `fn`: a spec error is printed located and exits 2; nothing the user does shows a traceback."""
+    try:
+        return fn()
+    except SpecError as e:
+        report(e)
+        raise typer.Exit(EXIT_SPEC)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(130)
+    except MemoryError:
+        sys.stderr.write("error: out of memory (is the network far too large? see --max-params)\n")
+        raise typer.Exit(EXIT_SPEC)
+    except Exception as e:  # a bug in archspec, not in the spec: say so, briefly
+        if os.environ.get("ARCHSPEC_TRACEBACK"):
+            raise
+        sys.stderr.write(f"internal error: {type(e).__name__}: {e}\n"
+                         "  this is a bug in archspec, not in the spec; set ARCHSPEC_TRACEBACK=1 to see where\n")
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+def human(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.3f}{unit}"
+    return str(n)
+
+
+def shape(s) -> str:
+    return "×".join(map(str, s))
+
+
+def analyse(spec: Path, sets: Optional[List[str]], max_params: int | None,
+            allow_paths: Optional[List[Path]] = None):
+    """Parse and elaborate `spec` with `--set` values, summarise it, and refuse it (located at the
+    network's definition) when its analytic parameter count is above `max_params`."""
+    from .. import api  # loads torch: only commands that read a spec pay for it, not --help
+
+    overrides = parse_sets(sets)
+    parsed = api.parse(spec, allow_paths)
+    net = api.network(parsed, **overrides)
+    s = api.summary(net)
+    if max_params is not None and s.params > max_params:
+        d = parsed.networks[parsed.main]
+        raise SpecError(f"network '{net.name}' has {s.params:,} parameters, above the limit of {max_params:,}",
+                        loc_of(d.name, d.loc), "raise the limit with --max-params if this is intended",
+                        parsed.sources)
+    return net, s

@@ -1,0 +1,98 @@
+"""`compile`, `check` and `list`: a spec read, checked, summarised, and written as a standalone file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..files import output_target, write_atomic
+from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, analyse, app, guarded, human,
+                     memory_limit, out, shape)
+
+
+def print_summary(s) -> None:
+    t = Table(title=f"{s.network}  input {shape(s.input_shape)}", title_justify="left")
+    for col, just in (("group", "left"), ("layers", "right"), ("output", "right"), ("params", "right"),
+                      ("MACs", "right")):
+        t.add_column(col, justify=just)
+    for g in s.groups:
+        t.add_row(g.name, str(g.layers or ""), shape(g.output_shape), f"{g.params:,}", human(g.macs))
+    t.add_section()
+    t.add_row("total", "", shape(s.output_shape), f"{s.params:,}", human(s.macs))
+    out.print(t)
+    out.print(f"depth {s.depth} (weighted layers on the longest path)   params {s.params:,}   "
+              f"MACs {s.macs:,}")
+
+
+@app.command()
+def compile(
+    spec: Path = SpecArg,
+    set_: Optional[List[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
+                                          help="Write the module as a standalone .py file."),
+    max_params: int = MaxParamsOpt,
+    max_memory: Optional[str] = MaxMemoryOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
+) -> None:
+    """Compile SPEC into a torch.fx module and print what was built."""
+
+    def run():
+        if output is not None:
+            output_target(output)  # refused before any work, not after it
+        net, s = analyse(spec, set_, max_params, allow_path)
+        if output is not None:
+            from archspec.compiler.activation_memory import refuse_above
+            from archspec.compiler.codegen import to_module
+            from archspec.compiler.standalone import standalone_source
+
+            refuse_above(net, 1, training=False, limit=memory_limit(max_memory))  # the weights it allocates
+            gm = to_module(net)  # plain ops: the standalone file carries no fused training modules
+            write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))
+        if as_json:
+            print(json.dumps(s.to_json()))
+        else:
+            print_summary(s)
+            if output is not None:
+                out.print(f"wrote {output}")
+
+    guarded(run)
+
+
+@app.command()
+def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt,
+          allow_path: Optional[List[Path]] = AllowPathOpt) -> None:
+    """Validate SPEC (syntax, names, types, shapes, size) without building weights."""
+
+    def run():
+        _, s = analyse(spec, set_, max_params, allow_path)
+        out.print(f"ok: {s.network}: {s.params:,} params, {s.macs:,} MACs, output {shape(s.output_shape)}")
+
+    guarded(run)
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table.")) -> None:
+    """The shipped models, usable by name anywhere: family, parameters, MACs and input, from their graphs."""
+
+    def run():
+        from .. import library  # elaborates every model: its graph layer's imports are paid for only here
+
+        rows = library.catalogue()
+        if as_json:
+            print(json.dumps([{"name": r.name, "family": r.family, "params": r.params, "macs": r.macs,
+                               "input_shape": list(r.input_shape)} for r in rows]))
+            return
+        t = Table(title="shipped models (archspec compile NAME)", title_justify="left")
+        for col, just in (("name", "left"), ("family", "left"), ("params", "right"), ("MACs", "right"),
+                          ("input", "right")):
+            t.add_column(col, justify=just)
+        for r in rows:
+            t.add_row(r.name, r.family, f"{r.params:,}", human(r.macs), shape(r.input_shape))
+        out.print(t)
+
+    guarded(run)

@@ -1,0 +1,59 @@
+"""`export`: a spec or a checkpoint as a torch.export program, ONNX or a TensorRT engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ..files import output_target
+from .common import AllowPathOpt, MaxMemoryOpt, SetOpt, app, guarded, memory_limit, out, parse_sets
+
+
+def _load_source(source: Path, sets: dict[str, Any], seed: int, allow_path: Optional[List[Path]] = None,
+                 batch: int = 1, max_memory: Optional[str] = None):
+    """A spec or a shipped model's name (fresh weights from `seed`), or a training checkpoint (its weights,
+    its spec)."""
+    from archspec.library import find
+    from archspec.runtime.train import model_from_source
+
+    if source.suffix != ".safetensors":
+        source = find(str(source))
+    return model_from_source(source, sets, seed, allow_path, batch, memory_limit(max_memory))
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., metavar="SOURCE", help="A spec (.arch) or a checkpoint (.safetensors)."),
+    fmt: str = typer.Option(..., "--format", help="pt2, onnx or tensorrt."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE"),
+    batch: int = typer.Option(1, "--batch-size", "--batch", min=1, help="The batch size of a static export."),
+    dynamic_batch: Optional[str] = typer.Option(None, "--dynamic-batch", metavar="MIN:OPT:MAX",
+                                                help="Export with a dynamic batch dimension."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    verify: bool = typer.Option(False, "--verify", help="Run the artefact and compare it with eager PyTorch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Weights of a spec source start from this seed."),
+    set_: Optional[List[str]] = SetOpt,
+    max_memory: Optional[str] = MaxMemoryOpt,
+    allow_path: Optional[List[Path]] = AllowPathOpt,
+) -> None:
+    """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
+
+    def run():
+        from archspec.runtime.export import ExportOptions, export_model
+
+        if output is not None:
+            output_target(output)  # a device, folder or special file is refused before any work
+        largest = batch
+        if dynamic_batch:
+            try:
+                largest = max(int(v) for v in dynamic_batch.split(":"))
+            except ValueError:
+                largest = batch  # the export options refuse it with their own message
+        net, model = _load_source(source, parse_sets(set_), seed, allow_path, largest, max_memory)
+        opts = ExportOptions(format=fmt, output=output, batch=batch, dynamic_batch=dynamic_batch,
+                             precision=precision, verify=verify)
+        export_model(net, model, opts, out)
+
+    guarded(run)

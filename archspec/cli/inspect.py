@@ -1,0 +1,39 @@
+"""`inspect`: what a trained network learned about its cross-layer connections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RunError
+from .common import app, guarded, out
+
+
+@app.command()
+def inspect(
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT"),
+    connections: bool = typer.Option(True, "--connections/--no-connections",
+                                     help="What the network learned about its cross-layer connections."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png"),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
+) -> None:
+    """Plot the learned strength of each cross-layer connection of a trained network."""
+
+    def run():
+        from archspec.runtime.viz.connections import connection_strengths, plot_connections
+
+        if not connections:
+            raise RunError("nothing to inspect: --connections is what inspect reports")
+        report_ = connection_strengths(checkpoint)
+        if as_json:
+            print(json.dumps(report_))
+        path = output or (None if as_json else checkpoint.with_suffix(".connections.png"))
+        if path is not None:
+            plot_connections(report_, path)
+            if not as_json:
+                out.print(f"wrote {path}")
+
+    guarded(run)
