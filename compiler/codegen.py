@@ -14,9 +14,8 @@ from torch import nn
 
 from archspec.graph.ir import Network, Node
 from archspec.graph.ops import OPS, Build, Call, Op, OpArgs, Shape
-from archspec.graph.ops.base import named
-
 from .init import initialise
+from .resolve import named
 
 
 def lowered(op: type[Op], args: OpArgs, ins: list[Shape]) -> nn.Module | tuple[Callable, tuple, dict] | None:

@@ -28,6 +28,14 @@ def _refuse_above(net, batches: list[int], training: bool, device: str, max_memo
     refuse_above(net, max(batches, default=1), training=training, device=device, limit=memory_limit(max_memory))
 
 
+def _batch_sizes(text: str, example: str) -> list[int]:
+    """`--batch-size N[,N...]` as counts; a RunError with an example otherwise."""
+    try:
+        return [count(b) for b in text.split(",") if b.strip()]
+    except typer.BadParameter as e:
+        raise RunError(f"--batch-size: {e.message}", f"for example --batch-size {example}") from None
+
+
 @bench_app.command("compile")
 def bench_compile(
     spec: Path = SpecArg,
@@ -89,10 +97,7 @@ def bench_train(
         from .. import api
 
         sets = parse_sets(set_)
-        try:
-            batches = [count(b) for b in batch.split(",") if b.strip()]
-        except typer.BadParameter as e:
-            raise RunError(f"--batch-size: {e.message}", "for example --batch-size 64,128,256") from None
+        batches = _batch_sizes(batch, "64,128,256")
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         _refuse_above(net, batches, True, device, max_memory)
         keep_freed_memory()  # both modules run in this process, so the comparison stays fair
@@ -164,10 +169,7 @@ def bench_infer(
     def run():
         from archspec.runtime.bench.infer import run_bench_infer
 
-        try:
-            batches = [count(b) for b in batch.split(",") if b.strip()]
-        except typer.BadParameter as e:
-            raise RunError(f"--batch-size: {e.message}", "for example --batch-size 1,64") from None
+        batches = _batch_sizes(batch, "1,64")
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         _refuse_above(net, batches, False, device, max_memory)
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,

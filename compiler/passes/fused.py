@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from archspec.graph.ops import OPS
 
+from ..resolve import activation
+
 _LIB = __name__.replace(".", "_")  # the op library, named after this module
 
 
@@ -38,7 +40,7 @@ def _needs(need, n: int) -> list[bool]:
 
 
 def _fwd_math(xs, bn_w, bn_b, conv_w, conv_b, act, eps, stride, padding, dilation, groups, dtype):
-    forward, _ = OPS[act].activation()
+    forward, _ = activation(OPS[act])
     with torch.autocast(xs[0].device.type, enabled=False):
         y, mean, invstd = torch.native_batch_norm(torch.cat(xs, 1), bn_w, bn_b, None, None, True, 0.0, eps)
         y = forward(y)
@@ -66,7 +68,7 @@ def _bwd_math(gz, xs, mean, invstd, bn_w, bn_b, conv_w, bias_size, act, eps, str
               dtype, mask):
     need_xs, need_bw, need_bb, need_cw, need_cb = mask
     need_y = need_xs or need_bw or need_bb
-    forward, backward = OPS[act].activation()
+    forward, backward = activation(OPS[act])
     with torch.autocast(gz.device.type, enabled=False):
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         var = invstd.pow(-2) - eps
@@ -152,7 +154,7 @@ class ConcatNormActConv(nn.Module):
 
     def forward(self, bn: nn.BatchNorm2d, conv: nn.Conv2d, *xs: torch.Tensor) -> torch.Tensor:
         if not (bn.training and torch.is_grad_enabled()) or xs[0].numel() <= xs[0].shape[1]:
-            forward, _ = OPS[self.act].activation()  # the last case raises F.batch_norm's own error
+            forward, _ = activation(OPS[self.act])  # the last case raises F.batch_norm's own error
             return conv(forward(bn(torch.cat(xs, 1))))
         z, mean, invstd = concat_norm_act_conv(list(xs), bn.weight, bn.bias, conv.weight, conv.bias, self.act, bn.eps,
                                                list(conv.stride), list(conv.padding), list(conv.dilation),

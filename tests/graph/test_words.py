@@ -11,7 +11,7 @@ import torch
 
 import archspec
 from archspec.compiler.codegen import lowered
-from archspec.graph.ops.base import named
+from archspec.compiler.resolve import activation, named
 from archspec.compiler.modules import CrossDepthwise
 from archspec.graph import ops as ops_pkg
 from archspec.graph.merges import BY_OP, MERGES
@@ -121,7 +121,7 @@ def test_initialisation_follows_each_ops_scheme():
 
 @pytest.mark.parametrize("kind", [k for k, op in OPS.items() if op.recomputable])
 def test_recomputable_activation_gradient_matches_autograd(kind):
-    forward, backward = OPS[kind].activation()
+    forward, backward = activation(OPS[kind])
     fn, extra, kwargs = lowered(OPS[kind], None, [(3, 5, 5)])
     torch.manual_seed(0)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)

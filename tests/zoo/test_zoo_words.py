@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 import archspec
 from archspec.cli import app
 from archspec.compiler import modules as custom
+from archspec.compiler.codegen import lowered
 from archspec.compiler.passes.fused import ConcatNormActConv
+from archspec.compiler.resolve import activation
 from archspec.graph.ops import OPS
 from archspec.errors import SpecError
 from conftest import assert_same_function
@@ -129,15 +131,16 @@ def test_lean_memory_gives_the_plain_numbers(call, fused):
 
 
 def test_recomputable_form_is_the_default_form():
-    """`activation()` stands for the call a memory pass may recompute: the one with no arguments."""
+    """`activation(op)` stands for the call a memory pass may recompute: the one with no arguments."""
     x = 4 * torch.randn(50, dtype=torch.float64)
     for kind in ("gelu", "leaky_relu"):
-        forward, _ = OPS[kind].activation()
-        fn, extra, kwargs = OPS[kind].lower(OPS[kind].Args(), [(50,)])
+        forward, _ = activation(OPS[kind])
+        fn, extra, kwargs = lowered(OPS[kind], OPS[kind].Args(), [(50,)])
         assert not extra and not kwargs
         torch.testing.assert_close(forward(x), fn(x))
-    assert OPS["gelu"].lower(OPS["gelu"].Args(approximate="tanh"), [(50,)])[2] == {"approximate": "tanh"}
-    assert OPS["leaky_relu"].lower(OPS["leaky_relu"].Args(negative_slope=0.2), [(50,)])[2] == {"negative_slope": 0.2}
+    assert lowered(OPS["gelu"], OPS["gelu"].Args(approximate="tanh"), [(50,)])[2] == {"approximate": "tanh"}
+    assert lowered(OPS["leaky_relu"], OPS["leaky_relu"].Args(negative_slope=0.2), [(50,)])[2] == {
+        "negative_slope": 0.2}
 
 
 def test_activation_arguments_are_checked():

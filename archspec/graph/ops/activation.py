@@ -4,9 +4,9 @@ the memory trait — a pass may drop its input and recompute it from its backwar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from .base import Call, Op, named
+from .base import Call, Op
 
 
 @dataclass(frozen=True)
@@ -19,20 +19,11 @@ class Gradient:
     extra: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    def function(self) -> Callable:
-        """backward(grad_out, x_in, y_out) → grad_in, the aten op looked up now."""
-        fn = getattr(named("torch.ops").aten, self.aten)
-        extra, kwargs, output = self.extra, dict(self.kwargs), self.reads == "output"
-
-        def backward(g, x, y):
-            return fn(g, y if output else x, *extra, **kwargs)
-
-        return backward
-
 
 class Activation(Op):
     """A subclass sets `kind`, `function` (the dotted name of its torch function) and `backward`
-    (a `Gradient`). Both are looked up when called, so that parsing never loads torch."""
+    (a `Gradient`): names only, which the compiler looks up (`compiler.resolve.activation`), so that
+    parsing never loads torch."""
 
     function: ClassVar[str]
     backward: ClassVar[Gradient]
@@ -41,17 +32,8 @@ class Activation(Op):
     colour = "#55a868"  # as every activation
 
     @classmethod
-    def forward(cls) -> Callable:
-        return named(cls.function)
-
-    @classmethod
     def lower(cls, args, ins):
         return Call(cls.function)
-
-    @classmethod
-    def activation(cls):
-        return cls.forward(), cls.backward.function()
-
 
 def from_output(aten: str, *extra: float) -> Gradient:
     """The backward of an activation whose output alone gives the gradient: aten's `aten` of grad_out,

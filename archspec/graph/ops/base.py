@@ -1,12 +1,11 @@
 """What every op declares, in one class: its arguments and the pure rules for its output shape,
 parameter count and multiply-accumulates (used before any tensor exists), and the torch-side hooks the
 compiler calls (lowering, standalone constructor text, initialisation, the memory trait) plus how a
-drawing shows it. A lowering names torch code by dotted path (`Build`, `Call`), looked up (`named`) only
-when the compiler builds the module, so that this layer never imports torch or the compiler."""
+drawing shows it. A lowering names torch code by dotted path (`Build`, `Call`), which the compiler
+looks up when it builds the module, so that this layer never imports torch or the compiler."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, Mapping, TypeVar, Union
 
@@ -19,15 +18,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 Shape = tuple[int, ...]
-
-
-def named(path: str) -> Any:
-    """The class or function at a dotted path (`"torch.nn.Conv2d"`), its module imported when asked."""
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(f"a lowering names {path!r}, which cannot be imported: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -48,11 +38,6 @@ class Call:
     path: str
     extra: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def __iter__(self):
-        """It reads as the (function, extra args, kwargs) triple a plugin's lowering may give, the function
-        imported then."""
-        return iter((named(self.path), tuple(self.extra), dict(self.kwargs)))
 
     def __getitem__(self, i: int) -> Any:
         return tuple(self)[i]
@@ -155,11 +140,6 @@ class Op(Word):
     def initialise(cls, module: "nn.Module", a: OpArgs) -> None:
         """Set `module`'s weights as the papers' code does; called under `torch.no_grad()`. Ops without
         weights keep the default, which does nothing."""
-
-    @classmethod
-    def activation(cls) -> tuple[Callable, Callable]:
-        """(forward, backward) of a recomputable activation; backward(grad_out, x_in, y_out) → grad_in."""
-        raise NotImplementedError(f"op '{cls.kind}' is not a recomputable activation")
 
 
 OPS: dict[str, type[Op]] = {}
