@@ -25,7 +25,6 @@ class Implementation:
     mode (training or eval), updating its running statistics where it trains; `modes` says which of
     "train" and "eval" it serves, `devices` where it runs and `accepts(module)` which modules it takes."""
 
-
     name: str
     summary: str
     run: Callable[..., torch.Tensor]

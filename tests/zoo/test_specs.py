@@ -17,15 +17,11 @@ import archspec
 import archspec.compiler.modules
 from archspec import library
 from archspec.cli import app
-from conftest import SPECS, built, network_of, on_meta
+from conftest import SPECS, built, network_of
 from reference_counts import BY_NAME, REFERENCE, Reference, Variant
 
-# Real builds above this many parameters spend seconds drawing weights: their count, MACs and output shape
-# are checked on the meta device, which needs no memory (their families' functions are checked on narrow
-# members in test_zoo_*.py, their weights' spreads in compiler/test_weight_init.py).
-ON_META_ABOVE = 60_000_000
-# Real builds between this and ON_META_ABOVE parameters are left to the full run (`slow`): the quick loop
-# keeps the smaller members of the families, and the round trip of every library file (below).
+# Real builds above this many parameters are left to the full run (`slow`): the quick loop keeps the
+# smaller members of the families, and the round trip of every library file (below).
 QUICK_UP_TO = 10_000_000
 
 # One spec of each library file, the cheapest to build, and mobilenet_v2 (the only relu6): at the overrides
@@ -163,19 +159,17 @@ def test_the_round_trips_cover_every_library_file_and_every_op():
     assert used - covered == set()
 
 
-@pytest.mark.parametrize("ref", [pytest.param(r, id=r.spec, marks=[pytest.mark.slow] * (
-    QUICK_UP_TO < r.params <= ON_META_ABOVE)) for r in REFERENCE])
+@pytest.mark.parametrize("ref", [pytest.param(r, id=r.spec, marks=[pytest.mark.slow] * (r.params > QUICK_UP_TO))
+                                 for r in REFERENCE])
 def test_built_module_holds_the_count_and_runs(ref: Reference):
     """ImageNet specs build at 64×64: global pooling keeps every weight, and the MACs follow the input. A
-    batch of 2 runs to finite outputs (on the meta device above ON_META_ABOVE: shapes, no values), and torch's
-    flop counter counts twice the summary's MACs for each."""
+    batch of 2 runs to finite outputs, and torch's flop counter counts twice the summary's MACs for each.
+    The quick loop builds the members up to QUICK_UP_TO parameters (and every library file by its round
+    trip, below); the full run builds them all."""
     s = archspec.summary(network_of(ref.spec, **ref.small))
-    meta = ref.params > ON_META_ABOVE
-    gm = on_meta(ref.spec, **ref.small).eval() if meta else built(ref.spec, **ref.small)
+    gm = built(ref.spec, **ref.small)
     assert sum(p.numel() for p in gm.parameters()) == s.params == ref.params
-    x = torch.empty(2, *s.input_shape, device="meta") if meta else torch.randn(2, *s.input_shape)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        y = gm(x)
-    assert y.shape == (2, ref.classes)
-    assert meta or torch.isfinite(y).all()
+        y = gm(torch.randn(2, *s.input_shape))
+    assert y.shape == (2, ref.classes) and torch.isfinite(y).all()
     assert fc.get_total_flops() == 2 * 2 * s.macs
