@@ -1,4 +1,12 @@
-"""Files replaced whole: `write_atomic` writes through a temporary file beside the target and renames it
+"""Files read within bounds and files replaced whole.
+
+Reading: `regular_file`, `open_bounded` and `read_bounded` accept only a regular file (a FIFO, a device, a
+directory or a socket is refused before it is opened, and again by `fstat` once open, so a path swapped
+meanwhile is caught), open it non-blocking (opening never waits for a pipe's writer), refuse it when its
+size is above the limit the caller gives for that kind of file before reading, and read at most one byte
+past the limit (a file that grows while read is refused too).
+
+Writing: `write_atomic` writes through a temporary file beside the target and renames it
 over the target, so a crash or a failed write leaves the previous file (or none), never half a file.
 
 One rule for the mode: what is written is a new file, and gets the mode an ordinary new file gets, 0666
@@ -16,7 +24,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import BinaryIO, Callable, Union
 
 from .errors import RunError
 
@@ -26,6 +34,114 @@ Data = Union[str, bytes, Callable[[Path], None]]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
+_CHUNK = 1 << 20
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file of this `st_mode` is, in words ("a FIFO", "a directory"), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def _check_regular(st: os.stat_result, path, limit: int | None, what: str) -> os.stat_result:
+    kind = kind_of(st.st_mode)
+    if kind is not None:
+        raise RunError(f"cannot read {what} {path}: it is {kind}, not a regular file",
+                       f"give the path of a regular file holding the {what}")
+    if limit is not None and st.st_size > limit:
+        raise RunError(f"cannot read {what} {path}: it is {st.st_size:,} bytes, over the {limit:,}-byte limit",
+                       f"give the path of a real {what}")
+    return st
+
+
+def _read_error(err: OSError, path, what: str) -> RunError:
+    if isinstance(err, FileNotFoundError):
+        return RunError(f"cannot read {what} {path}: no such file")
+    return RunError(f"cannot read {what} {path}: {_reason(err)}")
+
+
+def open_nonblocking(path: str | os.PathLike, *, follow: bool = True) -> BinaryIO:
+    """`path` opened for binary reading without waiting (a FIFO with no writer opens at once), or the
+    OSError; with `follow=False` a symbolic link in the last component is refused (ELOOP). The caller
+    checks what it opened (`os.fstat`, `kind_of`) before reading."""
+    flags = _READ_FLAGS | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular_file(path: str | os.PathLike, limit: int | None, what: str) -> os.stat_result:
+    """The `stat` of `path` (through symbolic links) when it is a regular file of at most `limit` bytes
+    (no bound for None); otherwise a RunError naming `what` and the path. Nothing is opened."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as err:
+        raise _read_error(err if isinstance(err, OSError) else OSError(str(err)), path, what) from None
+    return _check_regular(st, path, limit, what)
+
+
+def open_bounded(path: str | os.PathLike, limit: int | None, what: str, *, follow: bool = True) -> BinaryIO:
+    """`path` opened for binary reading once it is known to be a regular file of at most `limit` bytes
+    (checked before opening and again on the open file; opened non-blocking). With `follow=False` a
+    symbolic link in the last component is refused. The caller reads what it needs and closes it."""
+    if follow:
+        regular_file(path, limit, what)
+    else:
+        try:
+            st = os.lstat(path)
+        except (OSError, ValueError) as err:
+            raise _read_error(err if isinstance(err, OSError) else OSError(str(err)), path, what) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise RunError(f"cannot read {what} {path}: it is a symbolic link")
+        _check_regular(st, path, limit, what)
+    try:
+        f = open_nonblocking(path, follow=follow)
+    except (OSError, ValueError) as err:
+        if isinstance(err, OSError) and err.errno == errno.ELOOP and not follow:
+            raise RunError(f"cannot read {what} {path}: it is a symbolic link") from None
+        raise _read_error(err if isinstance(err, OSError) else OSError(str(err)), path, what) from None
+    try:
+        _check_regular(os.fstat(f.fileno()), path, limit, what)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_bounded(path: str | os.PathLike, limit: int, what: str, *, follow: bool = True) -> bytes:
+    """All the bytes of the regular file at `path`, when it holds at most `limit` bytes; otherwise a
+    RunError naming `what` and the path. At most `limit + 1` bytes are read, whatever size the file
+    claims."""
+    with open_bounded(path, limit, what, follow=follow) as f:
+        try:
+            data = read_at_most(f, limit)
+        except OSError as err:
+            raise _read_error(err, path, what) from None
+    if data is None:
+        raise RunError(f"cannot read {what} {path}: it holds more than the {limit:,}-byte limit",
+                       f"give the path of a real {what}")
+    return data
+
+
+def read_at_most(f: BinaryIO, limit: int) -> bytes | None:
+    """The rest of `f` when it is at most `limit` bytes, else None (reading at most `limit + 1`)."""
+    chunks, size = [], 0
+    while True:
+        chunk = f.read(min(_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
 
 
 def new_file_mode() -> int:
@@ -53,8 +169,7 @@ def output_target(path: str | os.PathLike) -> Path:
         raise RunError(f"cannot write {path}: {_reason(err)}") from None
     if stat.S_ISREG(st.st_mode):
         return target
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
-    raise RunError(f"cannot write {path}: it is {kind}", "give the path of a regular file, or a new one")
+    raise RunError(f"cannot write {path}: it is {kind_of(st.st_mode)}", "give the path of a regular file, or a new one")
 
 
 def write_atomic(path: str | os.PathLike, data: Data, *, check: Callable[[Path], None] | None = None,

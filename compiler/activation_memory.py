@@ -163,6 +163,9 @@ def check_memory(est: MemoryEstimate, limit: int, sources: dict[str, str] | None
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([kmgtp]?)(i?)b?\s*", re.IGNORECASE)
 
 
+MAX_SIZE = 2.0**60  # the largest --max-memory taken: one exbibyte
+
+
 def parse_size(text: str) -> int:
     """Bytes from a size a person writes on a command line: `8GiB`, `500MB`, `1.5g`, `123456`.
     Binary units (`GiB`) and bare letters (`8g`) count in 1024s, decimal ones (`GB`) in 1000s."""
@@ -171,7 +174,10 @@ def parse_size(text: str) -> int:
         raise RunError(f"--max-memory needs a size such as 8GiB, 500MB or 1000000, got {text!r}")
     number, prefix, binary = m.groups()
     base = 1024 if binary or not text.strip().lower().endswith("b") else 1000
-    return int(float(number) * base ** "_kmgtp".index(prefix.lower() or "_"))
+    size = float(number) * base ** "_kmgtp".index(prefix.lower() or "_")
+    if not size < MAX_SIZE:
+        raise RunError(f"--max-memory {text[:40]!r} is beyond any machine's memory", "give at most 1 EiB (2**60 bytes)")
+    return int(size)
 
 
 def default_limit(device: str = "cpu") -> int:

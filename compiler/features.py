@@ -9,7 +9,9 @@ each fx node's `meta`, with timm's conventions where timm has one.
 
 `features_only` copies the graph, makes its output the list of chosen maps and drops what they do not
 read (the head); `forward_intermediates` runs a whole model and collects them. `get_classifier` and
-`reset_classifier` reach the last linear, as timm's models of those names do."""
+`reset_classifier` reach the last linear, as timm's models of those names do. `ClassifierNet`, which
+`build` returns, carries them as methods, with the rest of a timm model's interface: `forward_features`
+and `forward_head` (the graph cut at the map the pooling reads), `num_features` and `pretrained_cfg`."""
 
 from __future__ import annotations
 
@@ -304,8 +306,12 @@ def feature_info(gm: fx.GraphModule, out_indices: int | Iterable[int] | None = N
 
 # -- the classifier
 
+def _last_linear(gm: fx.GraphModule) -> fx.Node | None:
+    return next((n for n in reversed(gm.graph.nodes) if n.op == "call_module" and n.meta.get("op") == "linear"), None)
+
+
 def _classifier_node(gm: fx.GraphModule) -> fx.Node:
-    node = next((n for n in reversed(gm.graph.nodes) if n.op == "call_module" and n.meta.get("op") == "linear"), None)
+    node = _last_linear(gm)
     if node is None:
         raise RunError(f"network '{type(gm).__name__}' has no linear classifier",
                        "get_classifier and reset_classifier act on the last `linear` of a spec")
@@ -341,3 +347,129 @@ def reset_classifier(gm: fx.GraphModule, num_classes: int) -> fx.GraphModule:
     setattr(gm.get_submodule(parent), leaf, new)
     node.meta["shape"] = shape
     return gm
+
+
+# -- timm's model interface
+
+_PARTS = "_timm_parts"  # instance attribute (not a submodule): the cached feature and head modules
+
+
+def _pooled_input(gm: fx.GraphModule) -> fx.Node:
+    """The last default feature: the map the global pooling reads (timm's `forward_features` output)."""
+    stages = _stages(gm)
+    if not stages:
+        raise RunError(f"network '{type(gm).__name__}' has no feature maps (C×H×W tensors) for forward_features")
+    return stages[-1]
+
+
+def _sub_module(gm: fx.GraphModule, start: fx.Node | None, end: fx.Node, name: str) -> fx.GraphModule:
+    """A module sharing `gm`'s weights that computes `end`'s value from `start`'s (from the input where
+    `start` is None): a copy of the graph, `start` made its input, cut to what `end` reads."""
+    graph, env = fx.Graph(), {}
+    graph.graph_copy(gm.graph, env)
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if start is not None:
+        with graph.inserting_before(next(iter(graph.nodes))):
+            x = graph.placeholder("features")
+        env[start].replace_all_uses_with(x)
+    graph.output(env[end])
+    _live(graph)
+    if start is not None:
+        for p in inputs:
+            if p.users:
+                raise RunError(f"network '{type(gm).__name__}': its head reads the input, not only the features")
+            graph.erase_node(p)
+    return fx.GraphModule(gm, graph, class_name=f"{type(gm).__name__}{name}")
+
+
+class ClassifierNet(fx.GraphModule):
+    """A whole network (its forward returns the logits) with the interface of a timm model, so code written
+    against timm finds it: `forward_features` (the map the global pooling reads), `forward_head(x,
+    pre_logits=False)` (the rest: pooling, any hidden layers and dropout, the classifier; with
+    `pre_logits` the classifier's input), `get_classifier`, `reset_classifier`, `forward_intermediates`,
+    `num_features` (channels of `forward_features`), `head_hidden_size` (the classifier's input size),
+    `num_classes`, `feature_info` (every feature, as `features_only` would return) and `pretrained_cfg`
+    (kept in the module's `meta`, with the taps; deep copies keep both). The state_dict is the plain
+    module's. The feature and head modules share the weights; they are rebuilt when the classifier or a
+    child module is replaced, not when a module deeper down is (rebuild the model after such surgery)."""
+
+    def _part(self, which: str) -> fx.GraphModule:
+        """The module of `which` part (features, head, pre_logits), built on first use and again once the
+        classifier or a child module has been replaced."""
+        node = _last_linear(self)
+        key = (None if node is None else id(self.get_submodule(node.target)), *map(id, self.children()))
+        cached = self.__dict__.get(_PARTS)
+        if cached is None or cached[0] != key:
+            cached = self.__dict__[_PARTS] = (key, {})
+        parts = cached[1]
+        if which not in parts:
+            cut = _pooled_input(self)
+            if which == "features":
+                parts[which] = _sub_module(self, None, cut, "Features")
+            elif which == "head":
+                parts[which] = _sub_module(self, cut, _output(self), "Head")
+            else:
+                parts[which] = _sub_module(self, cut, _classifier_node(self).args[0], "PreLogits")
+        return parts[which]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._part("features")(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self._part("pre_logits" if pre_logits else "head")(x)
+
+    def get_classifier(self) -> nn.Module:
+        return get_classifier(self)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier of `num_classes` outputs (0: none, the model returns its pooled features).
+        The pooling is the spec's: `global_pool` may only name average pooling."""
+        if global_pool not in (None, "avg"):
+            raise RunError(f"reset_classifier(global_pool={global_pool!r}): the pooling is the spec's",
+                           "leave global_pool out, or change the spec's head")
+        reset_classifier(self, num_classes)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Iterable[int] | None = None, *,
+                              intermediates_only: bool = False) -> Any:
+        return forward_intermediates(self, x, indices, intermediates_only=intermediates_only)
+
+    @property
+    def num_features(self) -> int:
+        return _pooled_input(self).meta["shape"][0]
+
+    @property
+    def head_hidden_size(self) -> int:
+        return math.prod(_classifier_node(self).args[0].meta["shape"])
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs (0 once reset to none); the output's size where no `linear` ends it."""
+        node = _last_linear(self)
+        if node is None:
+            return math.prod(_output(self).meta["shape"])
+        head = self.get_submodule(node.target)
+        return head.out_features if isinstance(head, nn.Linear) else 0
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        return feature_info(self)
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        return self.meta.setdefault("pretrained_cfg", {})
+
+    default_cfg = pretrained_cfg  # timm's older name
+
+
+def _output(gm: fx.GraphModule) -> Any:
+    return next(n for n in gm.graph.nodes if n.op == "output").args[0]
+
+
+def classifier_net(gm: fx.GraphModule, pretrained_cfg: dict[str, Any] | None = None) -> ClassifierNet:
+    """`gm` as a `ClassifierNet`: the same weights, graph and `meta`. The graph moves to the new module:
+    use it in place of `gm` from then on."""
+    net = ClassifierNet(gm, gm.graph, class_name=type(gm).__name__)
+    net.meta.update(gm.meta)
+    if pretrained_cfg is not None:
+        net.meta["pretrained_cfg"] = dict(pretrained_cfg)
+    return net

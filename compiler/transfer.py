@@ -4,16 +4,23 @@ walked module by module in order (a module's tensors are one group: a conv's wei
 weight, bias, running_mean, running_var and num_batches_tracked), and paired group by group, tensor by
 tensor, with shapes that must agree. A `crossdepthwise` merge keeps its inflows' per-channel tensors
 stacked in one module: its group may take as many consecutive source groups (one batch norm per
-inflow), concatenated. Nothing is written unless every tensor found its pair.
+inflow), concatenated.
+
+All or nothing: every source tensor is checked before anything is paired (dense, real, finite, of a
+floating-point type; batch counters whole numbers), every value is converted to its target's type and
+shape before the first is copied, and nothing in the module changes unless every tensor found its pair.
 
 An nn.Module source is walked in registration order and, where that does not line up, in the order its
-forward pass calls its modules. A file is read without unpickling anything."""
+forward pass calls its modules. A file is read without unpickling anything, and within a bound given
+before it is opened (`open_weights`): a regular file of at most that many bytes, a torch file's members
+stored uncompressed, as `torch.save` writes them, with sizes that add up to no more."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
@@ -23,8 +30,9 @@ import torch
 from torch import nn
 
 from archspec.errors import RunError
-from archspec.files import write_atomic
+from archspec.files import open_bounded, write_atomic
 
+from .activation_memory import default_limit, human
 from .modules import CrossDepthwise
 
 COUNTER = "num_batches_tracked"  # a batch norm's step count: kept where one side has none
@@ -102,18 +110,36 @@ class TransferReport:
         return "\n".join([self.summary(), *self.lines()])
 
 
-Source = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike
+@dataclass(frozen=True)
+class WeightsFile:
+    """The tensors of a weights file, read (`open_weights`) before the target module is built."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+
+    @property
+    def bytes(self) -> int:
+        """The memory the tensors take."""
+        return sum(t.numel() * t.element_size() for t in self.state.values())
+
+
+Source = nn.Module | Mapping[str, torch.Tensor] | WeightsFile | str | os.PathLike
 
 
 def transfer_weights(source: Source, gm: nn.Module) -> TransferReport:
     """Copy `source`'s parameters and buffers into `gm` (an archspec-built module), paired by structure,
-    and say what went where. `source` is an nn.Module, a state dict (name → tensor, in module order) or
-    the path of a `.safetensors` or torch file. Raises TransferError, naming the first tensors that do
-    not line up, and writes nothing, when the structures differ."""
+    and say what went where. `source` is an nn.Module, a state dict (name → tensor, in module order), a
+    `WeightsFile`, or the path of a `.safetensors` or torch file (read within the host's memory). Raises
+    TransferError, and changes nothing in `gm`, when a source tensor is not dense, real, finite weights,
+    or when the structures differ (naming the first tensors that do not line up)."""
     target = _groups(list(gm.state_dict(keep_vars=True).items()))
     widths = _stacked_widths(gm)
     best: TransferError | None = None
+    checked = False
     for order, items in _walks(source, gm):  # lazily: the forward pass of an execution walk only if needed
+        if not checked:  # every walk holds the same tensors: checked once, before any is paired
+            check_tensors(items)
+            checked = True
         if order == "names":
             plan = _by_name(items, gm)
             if plan is not None:
@@ -130,27 +156,115 @@ def transfer_weights(source: Source, gm: nn.Module) -> TransferReport:
     raise best
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def open_weights(path: str | os.PathLike, max_bytes: int | None = None) -> WeightsFile:
+    """The tensors of the weights file at `path`, read as `load_state_dict` reads them, within `max_bytes`
+    (by default the host's memory)."""
+    return WeightsFile(Path(path), load_state_dict(path, max_bytes))
+
+
+def load_state_dict(path: str | os.PathLike, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a `.safetensors` file, or of a torch file (`torch.save` of a state dict, or of a dict
     holding one under `state_dict` or `model`) read with `weights_only=True`: no file is unpickled into
-    arbitrary objects. A safetensors file keeps no order; archspec's own record it (`save_state_dict`)."""
+    arbitrary objects. A safetensors file keeps no order; archspec's own record it (`save_state_dict`).
+    Only a regular file of at most `max_bytes` (by default the host's memory) is opened, without waiting
+    (a FIFO is refused); a torch file's members must be stored uncompressed and add up to no more."""
     path = Path(path)
-    if not path.is_file():
-        raise TransferError(f"cannot read weights from {path}: no such file")
     suffix = path.suffix.lower()
+    if suffix != ".safetensors" and suffix not in TORCH_SUFFIXES:
+        raise TransferError(f"cannot read weights from {path}: unknown kind of file '{suffix or path.name}'",
+                            f"weights are read from .safetensors or torch files ({', '.join(TORCH_SUFFIXES)})")
+    limit = default_limit("cpu") if max_bytes is None else max_bytes
+    try:
+        f = open_bounded(path, limit, "weights file")
+    except RunError as e:
+        raise TransferError(e.message.replace("weights file", "weights from", 1),
+                            e.hint if "limit" not in e.message else "raise --max-memory if the file is meant") from None
     try:
         if suffix == ".safetensors":
-            return _read_safetensors(path)
-        if suffix in TORCH_SUFFIXES:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            return _tensor_mapping(obj, path)
+            return _read_safetensors(path, f)
+        obj = torch.load(_bounded_torch_file(f, path, limit), map_location="cpu", weights_only=True)
+        return _tensor_mapping(obj, path)
     except TransferError:
         raise
     except Exception as e:  # a damaged file or one weights_only refuses: say which, never a traceback
-        raise TransferError(f"cannot read weights from {path}: {type(e).__name__}: {e}".splitlines()[0],
+        raise TransferError(f"cannot read weights from {path}: {type(e).__name__}: {e}".splitlines()[0][:400],
                             "a torch file must hold only tensors and plain containers (weights_only=True)") from None
-    raise TransferError(f"cannot read weights from {path}: unknown kind of file '{suffix or path.name}'",
-                        f"weights are read from .safetensors or torch files ({', '.join(TORCH_SUFFIXES)})")
+    finally:
+        f.close()
+
+
+def _bounded_torch_file(f, path: Path, limit: int):
+    """`f` (open, at its start) when it is a torch file whose tensors fit `limit` bytes: a zip archive (as
+    `torch.save` writes) of members stored uncompressed whose sizes add up to at most `limit`, or a file
+    in the legacy format, whose size was bounded when it was opened."""
+    if zipfile.is_zipfile(f):
+        try:
+            members = zipfile.ZipFile(f).infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise TransferError(f"cannot read weights from {path}: a damaged zip archive ({why})") from None
+        packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+        if packed:
+            raise TransferError(f"cannot read weights from {path}: member '{packed[0][:100]}' is compressed",
+                                "torch.save stores its members uncompressed; save the weights with torch.save")
+        total = sum(m.file_size for m in members)
+        if total > limit:
+            raise TransferError(f"cannot read weights from {path}: its members hold {human(total)}, above the "
+                                f"limit of {human(limit)}", "raise --max-memory if the file is meant")
+    f.seek(0)
+    return f
+
+
+def check_tensors(items: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Refuse (a TransferError naming the first) a tensor that is not weights: sparse or otherwise not
+    dense, quantized, complex, of a type that is not floating point (a batch counter: a whole number), or
+    holding a value that is not finite."""
+    for name, t in items:
+        what = _not_weights(name, t)
+        if what is not None:
+            raise TransferError(f"source tensor '{name[:200]}' {what}; nothing was written",
+                                "weights are dense, real, finite floating-point tensors (batch counters whole "
+                                "numbers)")
+
+
+def _not_weights(name: str, t: torch.Tensor) -> str | None:
+    if t.layout != torch.strided:
+        return f"is not dense ({str(t.layout).removeprefix('torch.')})"
+    if t.is_quantized:
+        return f"is quantized ({str(t.dtype).removeprefix('torch.')})"
+    if t.is_meta:
+        return "holds no values (a meta tensor)"
+    if t.is_complex():
+        return f"is complex ({str(t.dtype).removeprefix('torch.')})"
+    counter = name.rsplit(".", 1)[-1] == COUNTER
+    if counter:
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            return f"is a batch counter of type {str(t.dtype).removeprefix('torch.')}, not a whole number"
+        return None
+    if not t.dtype.is_floating_point:
+        return f"is of type {str(t.dtype).removeprefix('torch.')}, not floating point"
+    if t.numel() and not _finite(t.detach()):
+        return "holds values that are not finite (inf or nan)"
+    return None
+
+
+def _finite(t: torch.Tensor) -> bool:
+    try:
+        return bool(torch.isfinite(t).all())
+    except (RuntimeError, NotImplementedError):  # a type isfinite has no kernel for (float8): as float32
+        return bool(torch.isfinite(t.float()).all())
+
+
+def check_memory(weights: WeightsFile, params: int, limit: int | None, bytes_per_value: int = 4) -> None:
+    """Refuse a transfer whose memory, counted before the target is built, is above `limit` bytes (by
+    default the host's memory): the source's tensors, the target's `params` weights, and each converted
+    value staged before the first copy."""
+    limit = default_limit("cpu") if limit is None else limit
+    need = weights.bytes + 2 * params * bytes_per_value
+    if need > limit:
+        raise TransferError(f"transferring {weights.path} needs about {human(need)} (its tensors "
+                            f"{human(weights.bytes)}, the target's {params:,} parameters twice), above the limit "
+                            f"of {human(limit)}", "raise --max-memory if this is meant")
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -198,8 +312,8 @@ def _stacked_widths(gm: nn.Module) -> dict[str, list[int]]:
 
 def _walks(source: Source, gm: nn.Module) -> Iterable[tuple[str, list[tuple[str, torch.Tensor]]]]:
     """The ways to walk `source`, most likely first: (how, [(name, tensor), ...])."""
-    if isinstance(source, (str, os.PathLike)):
-        state = load_state_dict(source)
+    if isinstance(source, (str, os.PathLike, WeightsFile)):
+        state = source.state if isinstance(source, WeightsFile) else load_state_dict(source)
         ordered = getattr(state, "ordered", True)
         yield "names", list(state.items())
         yield ("file", list(state.items())) if ordered else ("name-sorted", _sorted(state))
@@ -377,10 +491,23 @@ def _by_name(items: list[tuple[str, torch.Tensor]], gm: nn.Module) -> _Plan | No
 
 
 def _write(plan: _Plan) -> TransferReport:
-    with torch.no_grad():
-        for target, value in plan.writes:
-            target.copy_(value)
+    """Stage every value in its target's type, device and shape, then copy them all: a value that cannot
+    be staged leaves the module as it was."""
     assert plan.report is not None
+    staged: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for (target, value), pair in zip(plan.writes, plan.report.pairs):
+        if value.dtype.is_floating_point != target.dtype.is_floating_point:
+            raise TransferError(f"source tensor '{pair.source[0]}' ({str(value.dtype).removeprefix('torch.')}) "
+                                f"cannot become target tensor '{pair.target}' "
+                                f"({str(target.dtype).removeprefix('torch.')}); nothing was written")
+        try:
+            staged.append((target, value.detach().to(device=target.device, dtype=target.dtype).reshape(target.shape)))
+        except (RuntimeError, MemoryError) as e:
+            raise TransferError(f"cannot stage source tensor '{pair.source[0]}' for target tensor '{pair.target}': "
+                                f"{type(e).__name__}: {e}".splitlines()[0][:400] + "; nothing was written") from None
+    with torch.no_grad():
+        for target, value in staged:
+            target.copy_(value)
     return plan.report
 
 
@@ -433,13 +560,18 @@ class _Unordered(dict):
     ordered = False
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, opened) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read through `opened` (the file checked and opened by
+    `load_state_dict`, reopened by its descriptor where the system can, so a path swapped since is not
+    read)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
+    proc = f"/proc/self/fd/{opened.fileno()}"
+    name = proc if os.path.exists(proc) else str(path)
+    with safe_open(name, framework="pt") as f:
         meta = f.metadata() or {}
-    tensors = load_file(str(path))
+    tensors = load_file(name)
     tensors = _checkpoint_model(tensors)
     order = meta.get(ORDER_KEY)
     if order is not None:

@@ -11,6 +11,7 @@ from ..errors import RunError, SpecError
 from ..graph.builder import DEFAULT_MAX_PARAMS
 from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, analyse, bench_app, count, guarded,
                      memory_limit, out, parse_sets)
+from .train import ThreadsOpt
 
 
 def _refuse_above(net, batches: list[int], training: bool, device: str, max_memory: str | None) -> None:
@@ -86,16 +87,19 @@ def bench_train(
                                              help="Also write the environment, figures and ratios as JSON."),
     max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Training-step time, images/s and memory held for backward, against a baseline in the same run,
     the modules' steps interleaved."""
 
     def run():
         from archspec.runtime.bench import train as bt
+        from archspec.runtime.threads import use_threads
         from archspec.runtime.train.host_memory import keep_freed_memory
 
         from .. import api
 
+        use_threads(threads)
         sets = parse_sets(set_)
         batches = _batch_sizes(batch, "64,128,256")
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
@@ -129,14 +133,17 @@ def bench_data(
                                 help="auto (torchvision.transforms.v2 where it imports), torchvision or pil."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the figures as JSON."),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Images per second the loader decodes and augments from an image folder: the most training on it
     can reach, whatever the model and device."""
 
     def run():
         from archspec.runtime.bench.report import write_json
-        from archspec.runtime.data import decode_throughput
+        from archspec.runtime.data import decode_throughput, default_workers
+        from archspec.runtime.threads import use_threads
 
+        use_threads(threads, default_workers() if workers is None else workers)
         r = decode_throughput(folder, size, split=split, workers=workers, batch_size=batch, images=images,
                               backend=backend)
         out.print(f"{r['split']} decoding of {folder} at {r['size']}×{r['size']} ({r['backend']}, "
@@ -157,8 +164,7 @@ def bench_infer(
     batch: str = typer.Option("1,64", "--batch-size", "--batch", help="Batch size, or comma-separated sizes (1,64)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     repeat: int = typer.Option(20, "--repeat", min=3, help="Timed runs per backend and batch."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="CPU threads for the run [default: every core available]."),
+    threads: Optional[int] = ThreadsOpt,
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment and figures as JSON."),
     max_memory: Optional[str] = MaxMemoryOpt,
@@ -168,11 +174,12 @@ def bench_infer(
 
     def run():
         from archspec.runtime.bench.infer import run_bench_infer
+        from archspec.runtime.threads import use_threads
 
         batches = _batch_sizes(batch, "1,64")
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         _refuse_above(net, batches, False, device, max_memory)
         run_bench_infer(net, [b.strip() for b in backends.split(",") if b.strip()], batches, device, repeat, out,
-                        threads=threads, json_path=json_path)
+                        threads=use_threads(threads), json_path=json_path)
 
     guarded(run)

@@ -13,10 +13,12 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ..errors import Loc, SpecError, loc_of
+from ..errors import Loc, SpecError, loc_of, printable
+from ..files import read_bounded
 from ..graph.builder import DEFAULT_MAX_PARAMS
 from ..language import tree as T
 from ..language.evaluate import evaluate
+from ..language.loader import MAX_FILE_BYTES
 from ..language.syntax import parse_expr
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -106,10 +108,12 @@ def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:
 
 
 def _sources_for(e: SpecError) -> dict[str, str]:
+    """The text of the spec file `e` points into, to show its line: read as the loader reads a spec
+    (a regular file, bounded); a file the error marks as not to be shown (source None) stays unread."""
     if e.loc and e.loc.file not in e.sources and os.path.isfile(e.loc.file):
         try:
-            return {e.loc.file: Path(e.loc.file).read_text(encoding="utf-8", errors="replace")}
-        except OSError:
+            return {e.loc.file: read_bounded(e.loc.file, MAX_FILE_BYTES, "spec").decode("utf-8", "replace")}
+        except (OSError, SpecError):
             return {}
     return {}
 
@@ -121,14 +125,22 @@ def report(e: SpecError) -> None:
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
-    """Run `fn`: a spec error is printed located and exits 2; nothing the user does shows a traceback."""
+    """Run `fn`: a spec error is printed located and exits 2; nothing the user does shows a traceback.
+    No command of archspec's calls `sys.exit` (they end with `typer.Exit`), so a `SystemExit` or another
+    `BaseException` that is not an `Exception` comes from code archspec ran (a plugin's): it is reported
+    in one line and exits 2, never as success and never as a traceback."""
     try:
         return fn()
     except SpecError as e:
         report(e)
         raise typer.Exit(EXIT_SPEC)
-    except (typer.Exit, typer.Abort, SystemExit):
+    except (typer.Exit, typer.Abort):
         raise
+    except SystemExit as e:
+        code = printable(repr(e.code)[:80])
+        sys.stderr.write(f"error: code run by this command called sys.exit({code}) (a plugin?); the command did not "
+                         "finish\n")
+        raise typer.Exit(EXIT_SPEC)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise typer.Exit(130)
@@ -141,6 +153,13 @@ def guarded(fn: Callable[[], Any]) -> Any:
         sys.stderr.write(f"internal error: {type(e).__name__}: {e}\n"
                          "  this is a bug in archspec, not in the spec; set ARCHSPEC_TRACEBACK=1 to see where\n")
         raise typer.Exit(EXIT_INTERNAL)
+    except BaseException as e:  # not an Exception: raised by code archspec ran, not by archspec
+        if os.environ.get("ARCHSPEC_TRACEBACK"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        sys.stderr.write(printable(f"error: code run by this command raised {type(e).__name__}: {first} "
+                                   "(a plugin?); the command did not finish") + "\n")
+        raise typer.Exit(EXIT_SPEC)
 
 
 def human(n: int) -> str:

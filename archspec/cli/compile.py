@@ -12,6 +12,7 @@ from rich.table import Table
 from ..files import output_target, write_atomic
 from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, analyse, app, guarded, human,
                      memory_limit, out, shape)
+from .train import ThreadsOpt
 
 
 def print_summary(s) -> None:
@@ -38,6 +39,7 @@ def compile(
     max_params: int = MaxParamsOpt,
     max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Compile SPEC into a torch.fx module and print what was built."""
 
@@ -49,7 +51,9 @@ def compile(
             from archspec.compiler.activation_memory import refuse_above
             from archspec.compiler.codegen import to_module
             from archspec.compiler.standalone import standalone_source
+            from archspec.runtime.threads import use_threads
 
+            use_threads(threads)  # the weights are initialised here
             refuse_above(net, 1, training=False, limit=memory_limit(max_memory))  # the weights it allocates
             gm = to_module(net)  # plain ops: the standalone file carries no fused training modules
             write_atomic(output, standalone_source(gm, f"{net.name} from {spec}"))

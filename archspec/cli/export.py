@@ -9,6 +9,7 @@ import typer
 
 from ..files import output_target
 from .common import AllowPathOpt, MaxMemoryOpt, SetOpt, app, guarded, memory_limit, out, parse_sets
+from .train import ThreadsOpt
 
 
 def _load_source(source: Path, sets: dict[str, Any], seed: int, allow_path: Optional[List[Path]] = None,
@@ -37,12 +38,15 @@ def export(
     set_: Optional[List[str]] = SetOpt,
     max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
 
     def run():
         from archspec.runtime.export import ExportOptions, export_model
+        from archspec.runtime.threads import use_threads
 
+        use_threads(threads)
         if output is not None:
             output_target(output)  # a device, folder or special file is refused before any work
         largest = batch

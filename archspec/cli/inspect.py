@@ -10,6 +10,7 @@ import typer
 
 from ..errors import RunError
 from .common import app, guarded, out
+from .train import ThreadsOpt
 
 
 @app.command()
@@ -19,12 +20,15 @@ def inspect(
                                      help="What the network learned about its cross-layer connections."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png"),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Plot the learned strength of each cross-layer connection of a trained network."""
 
     def run():
+        from archspec.runtime.threads import use_threads
         from archspec.runtime.viz.connections import connection_strengths, plot_connections
 
+        use_threads(threads)
         if not connections:
             raise RunError("nothing to inspect: --connections is what inspect reports")
         report_ = connection_strengths(checkpoint)

@@ -13,6 +13,23 @@ import typer
 from ..errors import RunError
 from .common import AllowPathOpt, MaxMemoryOpt, SetOpt, SpecArg, app, guarded, memory_limit, out, parse_sets
 
+ThreadsOpt = typer.Option(None, "--threads", min=1, metavar="N",
+                          help="CPU threads torch computes on. Default: OMP_NUM_THREADS where set, else the cores "
+                               "this process may use less those other processes keep busy; loader processes "
+                               "count against them.")
+
+
+def loader_workers(data: Optional[str], workers: Optional[int]) -> int:
+    """The loader processes a run on `data` starts: `workers` where given; for an image folder
+    (a directory with train/), the loader's default; none for data held in memory."""
+    if workers is not None:
+        return workers
+    if data is not None and not data.startswith("synthetic-") and (Path(data).expanduser() / "train").is_dir():
+        from archspec.runtime.data import default_workers
+
+        return default_workers()
+    return 0
+
 
 @app.command()
 def train(
@@ -59,6 +76,7 @@ def train(
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard",
                                      help="TensorBoard event files in --out (where tensorboard is installed)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Launch this many processes with torchrun (DDP)."),
+    threads: Optional[int] = ThreadsOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
@@ -83,9 +101,12 @@ def train(
         check_out_dir(out_dir)  # every flag and the output folder, before processes start or data loads
         if nproc > 1:
             return _launch(nproc)
+        from archspec.runtime.threads import use_threads
         from archspec.runtime.train.host_memory import keep_freed_memory
         from archspec.runtime.train import TrainConfig, train as run_training
 
+        lead = int(os.environ.get("RANK", "0")) == 0
+        use_threads(threads, loader_workers(data, workers), log=out.print if lead else None)  # each process its share
         keep_freed_memory()
 
         from archspec.library import find
@@ -93,7 +114,7 @@ def train(
         cfg = TrainConfig(spec=str(find(str(spec))), sets=sets, data=data, recipe=recipe, epochs=epochs,
                           batch_size=batch_size, lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume,
                           device=device, compile=compile_, amp=amp, memory=memory, progress=not quiet,
-                          val_split=split, workers=workers, tensorboard=tensorboard,
+                          val_split=split, workers=workers, tensorboard=tensorboard, threads=threads,
                           allow_paths=tuple(str(p) for p in allow_path or ()), max_memory=memory_limit(max_memory))
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:
@@ -129,15 +150,21 @@ def _launch(nproc: int) -> None:
 def eval_(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .safetensors file from archspec train."),
     data: Optional[str] = typer.Option(None, "--data", metavar="SOURCE",
-                                       help="Test data (default: the data set it was trained on, where known)."),
+                                       help="Test data (default: the data set it was trained on, when that is a "
+                                            "built-in one: digits, or synthetic-cifar10/100 at its default size; "
+                                            "otherwise --data is needed)."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
     max_memory: Optional[str] = MaxMemoryOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Test accuracy of a checkpoint, rebuilt from the spec it carries."""
 
     def run():
+        from archspec.runtime.threads import use_threads
         from archspec.runtime.train import evaluate_checkpoint
+
+        use_threads(threads, loader_workers(data, None))
 
         r = evaluate_checkpoint(checkpoint, data, device, max_memory=memory_limit(max_memory))
         if as_json:

@@ -9,21 +9,27 @@ They are loaded once, the first time the op catalogue is read, so a spec never d
 imported: only packages the user installed run, and a spec that names an op no package provides gets
 the usual unknown-word error.
 
-A plugin that fails to load (its import raises, a kind is taken, the entry point names something else)
-is reported with the entry point and its distribution, and leaves no op of its own registered."""
+A plugin that fails to load (its import raises, a kind is taken, the entry point names something else,
+it calls `sys.exit` or raises any other `BaseException` but `KeyboardInterrupt`) is reported as a
+PluginError with the entry point and its distribution, and leaves no op of its own registered. The
+rules and hooks an op registered through `register_op` defines itself (`shape`, `params`, `macs`,
+`lower`, `source`, `initialise`) run inside the same guard: what they raise, other than the errors
+archspec's callers expect of an op (`ShapeError`, `SpecError`, `NotImplementedError`), is a PluginError
+naming the op, its class and the plugin it came from, never an internal error of archspec."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as metadata
 import re
 from types import ModuleType
 from typing import Any, Iterator, Mapping
 
-from ..errors import RunError
+from ..errors import RunError, SpecError
 from ..language.evaluate import FUNCTIONS
 from ..language.grammar import KEYWORDS, TYPES
 from .merges import MERGES
-from .ops import BUILTIN, OPS, Op, OpArgs, register, unregister
+from .ops import BUILTIN, OPS, Op, OpArgs, ShapeError, register, unregister
 from .patterns import PATTERNS
 
 GROUP = "archspec.ops"
@@ -36,7 +42,7 @@ RESERVED: tuple[tuple[tuple[str, ...] | Mapping[str, Any], str], ...] = (
     (FUNCTIONS, "a function"), (("shortcut", "input"), "a built-in word"))
 
 __all__ = ["BUILTIN", "FUNCTIONS", "GROUP", "MERGES", "OPS", "PATTERNS", "PRIMITIVES", "RESERVED", "PluginError",
-           "check_op", "load_plugins", "loaded_plugins", "register_op", "reset_plugins", "unregister_op"]
+           "check_op", "guard_hooks", "load_plugins", "loaded_plugins", "register_op", "reset_plugins", "unregister_op"]
 
 
 class PluginError(RunError):
@@ -46,6 +52,13 @@ class PluginError(RunError):
 _loaded: dict[str, tuple[str, ...]] = {}  # entry point → the kinds it registered
 _done = False
 _loading = False
+_current: tuple[str, str] | None = None  # the entry point being loaded, and how to fix it: ops registered now are its
+
+# An op's own code that runs guarded, and what it may raise for archspec to handle: a shape its inputs
+# cannot take, a located spec error, a hook it does not have. Running out of memory or stack is reported
+# where it is caught, as for archspec's own ops.
+HOOKS = ("shape", "params", "macs", "lower", "source", "initialise")
+_PASSED = (ShapeError, SpecError, NotImplementedError, KeyboardInterrupt, MemoryError, RecursionError)
 
 
 def check_op(op: Any) -> None:
@@ -72,11 +85,66 @@ def check_op(op: Any) -> None:
 
 
 def register_op(op: type[Op]) -> type[Op]:
-    """Make `op` a word of the language under its `kind`, after `check_op`; usable as a decorator."""
+    """Make `op` a word of the language under its `kind`, after `check_op`; usable as a decorator. The
+    hooks the class defines itself run guarded from then on (`guard_hooks`)."""
     check_op(op)
     if op.kind in OPS:
         raise PluginError(f"op '{op.kind}' is registered twice: by {OPS[op.kind].__module__} and by {op.__module__}")
+    origin, fix = _current or (f"module {op.__module__}", "fix or remove the op")
+    guard_hooks(op, origin, fix)
     return register(op)
+
+
+def guard_hooks(op: type[Op], origin: str, fix: str = "fix or remove the op") -> None:
+    """Wrap each of `HOOKS` that `op` (or a base outside archspec) defines, in place, so that an error of
+    its own is a PluginError naming the op and `origin` (the entry point or the module it came from), with
+    `fix` as its hint. Hooks archspec's own classes define are left as they are; a class is wrapped once."""
+    for name in HOOKS:
+        owner = next((c for c in op.__mro__ if name in c.__dict__), None)
+        if owner is None or _is_archspec(owner):
+            continue
+        raw = owner.__dict__[name]
+        if getattr(raw, "__func__", None) is not None and getattr(raw.__func__, "_archspec_guarded", False):
+            continue
+        if isinstance(raw, classmethod):
+            op_method = classmethod(_guarded(raw.__func__, op, name, origin, fix))
+        elif isinstance(raw, staticmethod):
+            op_method = staticmethod(_guarded(raw.__func__, op, name, origin, fix))
+        else:
+            continue  # not a rule archspec calls on the class
+        setattr(op, name, op_method)
+
+
+def _is_archspec(cls: type) -> bool:
+    module = cls.__module__
+    return module == "archspec" or module.startswith("archspec.")
+
+
+def _guarded(fn: Any, op: type[Op], hook: str, origin: str, fix: str) -> Any:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _PASSED:
+            raise
+        except BaseException as e:
+            raise _failure(op, hook, origin, fix, e) from e
+
+    run._archspec_guarded = True  # type: ignore[attr-defined]
+    return run
+
+
+def _failure(op: type[Op], hook: str, origin: str, fix: str, e: BaseException) -> PluginError:
+    where = f"{op.__module__}.{op.__qualname__}.{hook}"
+    return PluginError(f"plugin op '{op.kind}' ({where}, from {origin}) failed: {_why(e)}",
+                       f"the error is in the plugin's code, not in archspec or the spec: {fix}")
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({repr(e.code)[:80]})"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 def unregister_op(kind: str) -> type[Op]:
@@ -136,8 +204,13 @@ def _describe(ep: metadata.EntryPoint) -> str:
 
 
 def _load(ep: metadata.EntryPoint, key: str) -> tuple[str, ...]:
-    """Load one entry point; on any failure, unregister what it registered and raise a PluginError."""
+    """Load one entry point; on any failure (any BaseException but KeyboardInterrupt: `sys.exit` too),
+    unregister what it registered and raise a PluginError naming the entry point."""
+    global _current
     before = set(OPS)
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    fix = f"fix or uninstall {dist} (pip uninstall {dist})" if dist else "fix or uninstall the package"
+    _current = (f"plugin entry point '{key}'", fix)
     try:
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, Op) and OPS.get(obj.__dict__.get("kind")) is not obj:
@@ -152,15 +225,19 @@ def _load(ep: metadata.EntryPoint, key: str) -> tuple[str, ...]:
         if isinstance(obj, type) and issubclass(obj, Op):
             return new or (obj.kind,)
         raise PluginError(f"it names {_what(obj)}, not a module or an Op subclass")
-    except Exception as e:  # whatever the plugin's own code raises: the user must know which plugin
+    except KeyboardInterrupt:
         for kind in set(OPS) - before:
             unregister(kind)
-        why = e.message if isinstance(e, PluginError) else f"{type(e).__name__}: {e}"
+        raise
+    except BaseException as e:  # whatever the plugin's own code raises: the user must know which plugin
+        for kind in set(OPS) - before:
+            unregister(kind)
+        why = e.message if isinstance(e, PluginError) else _why(e)
         hint = e.hint if isinstance(e, PluginError) and e.hint else None
-        dist = getattr(getattr(ep, "dist", None), "name", None)
-        fix = f"fix or uninstall {dist} (pip uninstall {dist})" if dist else "fix or uninstall the package"
         raise PluginError(f"plugin entry point '{key}' in group '{GROUP}' cannot be loaded: {why}",
                           f"{hint}; {fix}" if hint else fix) from e
+    finally:
+        _current = None
 
 
 def _kinds_of(module: ModuleType) -> tuple[str, ...]:

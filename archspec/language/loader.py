@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from . import tree as T
+from .. import files
 from ..errors import Loc, SpecError, loc_of
 from .syntax import parse_text
 
@@ -19,7 +19,6 @@ from .syntax import parse_text
 MAX_FILE_BYTES = 256 * 1024  # one file
 MAX_TOKENS = 50_000  # the spec and every file it uses, together
 MAX_FILES = 256  # files read for one spec
-_CHUNK = 64 * 1024
 _TOKEN = re.compile(r'#[^\n]*|"[^"\n]*"|[A-Za-z0-9_.]+|\S')  # about the parser's tokens (comments count)
 
 
@@ -61,20 +60,6 @@ def _bad_byte(data: bytes, offset: int, shown: str, used_at: Loc | None, message
                      {shown: data.decode("utf-8", errors="replace")})
 
 
-def _read_bounded(fd: int, limit: int) -> bytes | None:
-    """At most `limit` bytes from `fd`, or None when there are more: the size a file claims is not
-    trusted (it is 0 for /proc files, devices and pipes)."""
-    chunks, size = [], 0
-    while True:
-        chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
-
-
 def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, follow: bool = True) -> str:
     """The text of a spec file. Problems are reported at `loc` (the `use` line that named the file).
 
@@ -82,20 +67,15 @@ def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, f
     socket is refused without reading, and opening does not wait for a pipe's writer. With
     `follow=False` a symbolic link in the last component is refused (the caller resolved the path)."""
     shown = str(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    if not follow:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags)
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise SpecError(f"{shown} is a directory, not a spec file", loc)
-            if not stat.S_ISREG(mode):
-                raise SpecError(f"{shown} is not a regular file (a device, a pipe or a socket), so not a spec", loc)
-            data = _read_bounded(fd, limit)
-        finally:
-            os.close(fd)
+        if follow:
+            _refuse_special(os.stat(path).st_mode, shown, loc)  # before opening: a device is not opened
+        with files.open_nonblocking(path, follow=follow) as f:
+            st = os.fstat(f.fileno())
+            _refuse_special(st.st_mode, shown, loc)
+            if st.st_size > limit:
+                raise SpecError(f"{shown} is larger than {limit:,} bytes: too large to be a spec", loc)
+            data = files.read_at_most(f, limit)
     except SpecError:
         raise
     except FileNotFoundError:
@@ -106,6 +86,8 @@ def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, f
         raise SpecError(f"cannot read {shown}: permission denied", loc) from None
     except OSError as err:
         raise SpecError(f"cannot read {shown}: {err.strerror or err}", loc) from None
+    except ValueError:  # a NUL byte in the path
+        raise SpecError(f"cannot read {shown!r}: not a path", loc) from None
     if data is None:
         raise SpecError(f"{shown} is larger than {limit:,} bytes: too large to be a spec", loc)
     if b"\x00" in data:
@@ -119,6 +101,14 @@ def read_text(path: Path, loc: Loc | None = None, limit: int = MAX_FILE_BYTES, f
     return text[1:] if text.startswith("\ufeff") else text
 
 
+def _refuse_special(mode: int, shown: str, loc: Loc | None) -> None:
+    kind = files.kind_of(mode)
+    if kind == "a directory":
+        raise SpecError(f"{shown} is a directory, not a spec file", loc)
+    if kind is not None:
+        raise SpecError(f"{shown} is not a regular file ({kind}), so not a spec", loc)
+
+
 def library_folder() -> Path | None:
     """The shipped spec library's folder (package data `archspec.specs`), which `use` may always read."""
     try:
@@ -127,16 +117,35 @@ def library_folder() -> Path | None:
         return None
 
 
+# Never read through `use`, whatever the roots: the kernel's and devices' files (the environment, memory
+# maps, devices that never end), and names starting with a dot (`.env`, `.git/`, `.ssh/`) below a root.
+NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
 @dataclass
 class _Reading:
-    """What one load may read: the folders `use` is confined to, and the size read so far."""
+    """What one load may read: the folders `use` is confined to, and the size read so far. `from_text`
+    when the spec is text given from Python, whose roots are only the shipped library and `allow_paths`."""
 
     roots: list[Path]
     tokens: int = 0
     files: int = 0
+    from_text: bool = False
 
-    def allows(self, target: Path) -> bool:
-        return any(target == r or target.is_relative_to(r) for r in self.roots)
+    def refusal(self, target: Path) -> str | None:
+        """Why `use` may not read the resolved path `target`, or None when it may; decided on the path
+        alone, so the answer tells nothing of the file."""
+        if any(target == p or target.is_relative_to(p) for p in NEVER_READ):
+            return "archspec never reads files under /proc, /sys or /dev"
+        inside = [r for r in self.roots if target == r or target.is_relative_to(r)]
+        if not inside:
+            if self.from_text:
+                return ("spec text given from Python may use only the shipped library and the folders in "
+                        "allow_paths")
+            return "it lies outside the spec's folder and the shipped library"
+        if all(any(part.startswith(".") for part in target.relative_to(r).parts) for r in inside):
+            return "a file or folder whose name starts with a dot is never read"
+        return None
 
     def count(self, text: str, file: str, loc: Loc | None) -> None:
         """Refuse a spec whose files together hold more than MAX_TOKENS tokens or MAX_FILES files,
@@ -161,13 +170,13 @@ class _Reading:
 def check_size(texts: Mapping[str, str]) -> None:
     """Refuse spec texts given from memory (a checkpoint's) that together exceed what one load may read:
     files, bytes per file, tokens. Before parsing, since parsing costs time per token."""
-    reading = _Reading(roots=[])
+    reading = _Reading(roots=[], from_text=True)
     for file, text in texts.items():
         reading.count(text, file, None)
 
 
-def _roots(base_dir: Path, allow_paths: Iterable[str | os.PathLike] | None) -> list[Path]:
-    roots = [base_dir.resolve()]
+def _roots(base_dir: Path | None, allow_paths: Iterable[str | os.PathLike] | None) -> list[Path]:
+    roots = [base_dir.resolve()] if base_dir is not None else []
     lib = library_folder()
     if lib is not None:
         roots.append(lib)
@@ -183,15 +192,19 @@ def load(text: str, file: str = "<spec>", base_dir: Path | None = None, key: str
     it is a file).
 
     `use` reads only files inside `base_dir`'s tree, the shipped library and the folders in
-    `allow_paths`, after following symbolic links: a spec from elsewhere cannot read the host's files."""
+    `allow_paths`, after following symbolic links: a spec from elsewhere cannot read the host's files.
+    Text with no `base_dir` (spec text from Python) reads only the shipped library and `allow_paths`
+    (relative paths still start at the working folder). Nothing under /proc, /sys or /dev and no
+    dotfile is ever read, and a used file that is refused or does not parse is named with its line and
+    column in errors, never shown."""
+    reading = _Reading(_roots(base_dir, allow_paths), from_text=base_dir is None)
     base_dir = base_dir or Path.cwd()
     spec = Spec(main="", file=file)
     try:
         if not text.strip():
             raise SpecError("the spec is empty: expected `network NAME(...) { ... }`", Loc(file, 1, 1), None,
                             {file: text})
-        _load_into(spec, text, file, base_dir, stack=[], key=key,
-                   reading=_Reading(_roots(base_dir, allow_paths)))
+        _load_into(spec, text, file, base_dir, stack=[], key=key, reading=reading)
         own = spec.files[file].networks
         if not own:
             raise SpecError("the spec defines no network (expected `network NAME(...) { ... }`)",
@@ -217,37 +230,67 @@ def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str
     if file in spec.files or key in spec.keys:
         return
     spec.keys.add(key)
+    if loc is None:  # the spec itself: its own lines are shown in errors
+        spec.sources[file] = text
+    try:
+        reading.count(text, file, loc)
+        parsed = parse_text(text, file)
+    except SpecError as e:
+        raise (_unshown(e, file) if loc is not None else e) from None
     spec.sources[file] = text
-    reading.count(text, file, loc)
-    parsed = parse_text(text, file)
     stack = stack + [key]
     for use in parsed.uses:
         if not use.path.strip():
             raise SpecError("`use` needs a file name", use.loc)
         try:
             target = (base_dir / use.path).resolve()
-        except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
-            raise SpecError(f"cannot follow the path {use.path!r}", use.loc) from None
-        if not reading.allows(target):  # before looking at it: the refusal tells nothing about the file
-            raise SpecError(f"`use` may not read {use.path!r}: it lies outside the spec's folder and the shipped "
-                            "library", use.loc,
-                            f"the spec's folder is {reading.roots[0]}; to allow another folder, pass "
-                            "--allow-path DIR (allow_paths=[...] from Python)")
+        except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte, a name too long
+            raise SpecError(f"cannot follow the path {_short(use.path)!r}", use.loc) from None
+        why = reading.refusal(target)  # before looking at it: the refusal tells nothing about the file
+        if why is not None:
+            if reading.from_text:
+                hint = "pass the folders it may use: allow_paths=[...]"
+            else:
+                hint = (f"the spec's folder is {reading.roots[0]}; to allow another folder, pass "
+                        "--allow-path DIR (allow_paths=[...] from Python)")
+            raise SpecError(f"`use` may not read {_short(use.path)!r}: {why}", use.loc, hint)
         if str(target) in stack:
             chain = " → ".join(Path(s).name for s in stack[stack.index(str(target)):] + [str(target)])
             raise SpecError(f"`use` cycle: {chain}", use.loc,
                             "a file cannot use itself, directly or through other files")
         if str(target) in spec.keys:
             continue
-        if not target.exists():
-            raise SpecError(f"no such spec file: {use.path!r}", use.loc, f"looked for {target}")
-        _load_into(spec, read_text(target, use.loc, follow=False), _label(target), target.parent, stack,
-                   reading, use.loc, key=str(target))
+        try:
+            found = target.exists()
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            raise SpecError(f"no such spec file: {_short(use.path)!r}", use.loc, f"looked for {_short(str(target))}")
+        label = _label(target)
+        try:
+            used = read_text(target, use.loc, follow=False)
+        except SpecError as e:
+            raise _unshown(e, str(target), label) from None
+        _load_into(spec, used, label, target.parent, stack, reading, use.loc, key=str(target))
     spec.files[file] = parsed
     for d in parsed.layers:
         define(spec, spec.layers, d, "layer")
     for d in parsed.networks:
         define(spec, spec.networks, d, "network")
+
+
+def _unshown(e: SpecError, *names: str) -> SpecError:
+    """`e` with the text of the used file it is located in withheld: a used file that is refused or does
+    not parse may be anything (a secret, a device's output), so its lines are never shown, only its
+    path, line and column. (None as its source tells a renderer the text is not to be read again.)"""
+    if e.loc is not None and e.loc.file in names:
+        e.sources[e.loc.file] = None  # type: ignore[assignment]
+    return e
+
+
+def _short(text: str, most: int = 200) -> str:
+    """`text` cut to `most` characters for a message (a path may be thousands long)."""
+    return text if len(text) <= most else text[:most] + "…"
 
 
 def define(spec: Spec, table: dict, d, what: str) -> None:

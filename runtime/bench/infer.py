@@ -24,9 +24,10 @@ from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
 from archspec.errors import RunError, did_you_mean
 from archspec.runtime.export import BatchRange, compile_tensorrt, load_tensorrt, require_onnx, write_onnx
+from archspec.runtime.threads import resolve as resolve_threads
 from archspec.runtime.train.capture import Captured
 
-from .report import all_cores, check_batches, environment, print_header, write_json
+from .report import check_batches, environment, print_header, write_json
 
 BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt", "cudagraph")
 WARMUP = 3
@@ -57,7 +58,7 @@ def run_bench_infer(net: Network, backends: list[str], batches: list[int], devic
     process may use) is the intra-op thread count for the run."""
     _check(backends, batches, net.shape(net.input), repeat, threads)
     dev = _pick_device(device)
-    threads = threads or all_cores()
+    threads = resolve_threads(threads)
     torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # static shapes per batch size: let cuDNN pick its fastest kernels

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import statistics
 import warnings
@@ -19,6 +18,7 @@ from rich.markup import escape
 
 from archspec.errors import RunError
 from archspec.files import write_atomic
+from archspec.runtime.threads import usable_cores
 
 MAX_BATCH = 65536
 MAX_INPUT_BYTES = 4 * 2**30
@@ -59,11 +59,6 @@ class Spread:
         return cls(statistics.median(xs), q[0], q[-1], min(xs), max(xs))
 
 
-def all_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def environment(device: torch.device, **settings: Any) -> dict[str, Any]:
     """The machine and the settings that decide the figures, with `settings` (dtype, layout, …) after."""
     env: dict[str, Any] = {"device": device_name(device), "torch": torch.__version__}
@@ -83,7 +78,7 @@ def environment(device: torch.device, **settings: Any) -> dict[str, Any]:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({all_cores()} cores)"
+    return f"CPU {platform.processor() or platform.machine()} ({usable_cores()} cores)"
 
 
 def print_header(env: dict[str, Any], out: Console) -> None:

@@ -7,10 +7,10 @@ from .augment import augment
 from .batches import batches, check_batch_size, normalize, steps_per_epoch
 from .dataset import Dataset, channel_stats
 from .folders import FolderLoader, ImageFolder, default_workers, folder_loaders
-from .sources import load
+from .sources import built_in_default, load
 from .throughput import decode_throughput
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["Dataset", "load", "batches", "check_batch_size", "normalize", "steps_per_epoch", "augment",
-           "channel_stats", "folder_loaders", "FolderLoader", "ImageFolder", "default_workers",
+__all__ = ["Dataset", "load", "built_in_default", "batches", "check_batch_size", "normalize", "steps_per_epoch",
+           "augment", "channel_stats", "folder_loaders", "FolderLoader", "ImageFolder", "default_workers",
            "decode_throughput", "IMAGENET_MEAN", "IMAGENET_STD"]

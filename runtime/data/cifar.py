@@ -1,10 +1,15 @@
 """CIFAR-10 and CIFAR-100 in their four official layouts (python pickles and binary records), read
-without running anything a file names."""
+without running anything a file names, and within bounds: each batch through the bounded reader (a
+regular file of at most `MAX_BATCH_BYTES`), a pickle's opcodes counted (`MAX_PICKLE_OPS`) before it is
+unpickled, and the object graph it made checked for depth (`MAX_DEPTH`) and for the values it would
+expand to (`MAX_VALUES`, a list reused many times counted each time) before any array is made of it."""
 
 from __future__ import annotations
 
 import importlib
+import io
 import pickle
+import pickletools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +18,16 @@ import numpy as np
 import torch
 
 from archspec.errors import RunError
+from archspec.files import read_bounded
 
 from .dataset import Dataset, in_memory
 
 _PIXELS = 3 * 32 * 32
+# The official files are at most 160 MB (CIFAR-100's train); a batch re-pickled as lists is larger.
+MAX_BATCH_BYTES = 512 * 1024 * 1024
+MAX_PICKLE_OPS = 2_000_000  # an official batch has under 300,000 (a few per label and file name)
+MAX_DEPTH = 6  # dict → 'data' list → image → channel → row → pixel
+MAX_VALUES = 16 * 1024 * 1024  # numbers and strings a batch's lists expand to (an array counts its size)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ def _read_bin(file: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One binary batch: records of a label byte (CIFAR-100: coarse then fine) and 3072 pixels."""
     labels = 1 if classes == 10 else 2
     record = labels + _PIXELS
-    raw = file.read_bytes()
+    raw = read_bounded(file, MAX_BATCH_BYTES, "CIFAR batch")
     if not raw or len(raw) % record:
         raise RunError(f"{file} is {len(raw)} bytes, not a whole number of {record}-byte records "
                        f"({labels} label byte{'s' if labels > 1 else ''} + {_PIXELS} pixels)")
@@ -113,28 +124,76 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _read_pickle(file: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One python batch: a pickled dict with `data` (N×3072 uint8) and `labels` or `fine_labels`."""
     label_key = "labels" if classes == 10 else "fine_labels"
+    raw = read_bounded(file, MAX_BATCH_BYTES, "CIFAR batch")
     try:
-        with file.open("rb") as f:
-            batch = _ArrayUnpickler(f, file).load()
+        _count_ops(file, raw)
+        batch = _ArrayUnpickler(io.BytesIO(raw), file).load()
     except RunError:
         raise
     except Exception as e:  # any malformed pickle: a message that names the file, not a traceback
-        raise RunError(f"{file} is not a readable CIFAR python batch: {type(e).__name__}: {e}",
+        raise RunError(f"{file} is not a readable CIFAR python batch: {type(e).__name__}: {_first_line(e)}",
                        hint="the file may be truncated; extract the archive again") from None
+    _check_graph(file, batch)
     if not isinstance(batch, dict):
         raise RunError(f"{file} holds a {type(batch).__name__}, not the dict of a CIFAR python batch")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     missing = [k for k in ("data", label_key) if k not in batch]
     if missing:
-        keys = ", ".join(sorted(map(str, batch))) or "none"
+        keys = ", ".join(sorted(ascii(k)[:40] for k in batch)[:20]) or "none"
         raise RunError(f"{file} lacks the key{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                        f"(it has: {keys})", hint=f"a CIFAR-{classes} python batch holds 'data' and '{label_key}'")
     x = _pixels(file, batch["data"])
     try:
         y = np.asarray(batch[label_key])
     except Exception as e:
-        raise RunError(f"{file}: '{label_key}' is not a list of numbers ({e})") from None
+        raise RunError(f"{file}: '{label_key}' is not a list of numbers ({_first_line(e)})") from None
     return x, _check_labels(file, y, classes, len(x))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+def _count_ops(file: Path, raw: bytes) -> None:
+    """Refuse a pickle of more than MAX_PICKLE_OPS opcodes before unpickling it: each may make an object."""
+    for n, _ in enumerate(pickletools.genops(io.BytesIO(raw)), 1):
+        if n > MAX_PICKLE_OPS:
+            raise RunError(f"{file} is not a CIFAR python batch: its pickle has more than {MAX_PICKLE_OPS:,} "
+                           "opcodes", hint="the official batches hold one array and short lists")
+
+
+def _check_graph(file: Path, obj: Any) -> None:
+    """Refuse an unpickled batch that nests deeper than MAX_DEPTH or would expand to more than
+    MAX_VALUES values: a list may be reused at many places (a pickle's memo), so a few bytes can
+    stand for billions of numbers. Each distinct container is walked once (its expanded size is kept)."""
+    seen: dict[int, tuple[int, int]] = {}  # id → (values it expands to, levels of containers in it)
+    keep: list[Any] = []  # the containers measured, alive while their ids are keys
+
+    def measure(node: Any, depth: int) -> tuple[int, int]:
+        if isinstance(node, np.ndarray):
+            return int(node.size), 0
+        if not isinstance(node, (list, tuple, dict)):
+            return 1, 0
+        known = seen.get(id(node))
+        if known is None:
+            if depth > MAX_DEPTH:
+                raise RunError(f"{file} is not a CIFAR python batch: it nests deeper than {MAX_DEPTH} levels")
+            total, height = 0, 0
+            for item in (list(node.keys()) + list(node.values()) if isinstance(node, dict) else node):
+                n, h = measure(item, depth + 1)
+                total, height = total + n, max(height, h + 1)
+                if total > MAX_VALUES:
+                    raise RunError(f"{file} is not a CIFAR python batch: its lists hold more than "
+                                   f"{MAX_VALUES:,} values", hint="the official batches hold the pixels as one "
+                                                                  "uint8 array")
+            known = seen[id(node)] = (total, max(height, 1))
+            keep.append(node)
+        if depth - 1 + known[1] > MAX_DEPTH:  # a container reused deeper than where it was first met
+            raise RunError(f"{file} is not a CIFAR python batch: it nests deeper than {MAX_DEPTH} levels")
+        return known
+
+    measure(obj, 1)
 
 
 def _pixels(file: Path, data: Any) -> np.ndarray:
@@ -144,7 +203,7 @@ def _pixels(file: Path, data: Any) -> np.ndarray:
         try:
             data = np.asarray(data)
         except Exception as e:
-            raise RunError(f"{file}: 'data' is not a list of pixel values ({e})") from None
+            raise RunError(f"{file}: 'data' is not a list of pixel values ({_first_line(e)})") from None
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "ui":
         kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
         raise RunError(f"{file}: 'data' holds {kind}, not uint8 pixels")

@@ -11,11 +11,11 @@ from typing import Iterator
 import torch
 
 from archspec.errors import RunError
+from archspec.runtime.threads import usable_cores
 
 from . import transforms as T
 from .dataset import LAYOUTS, Dataset
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def val_dir(path: Path) -> Path | None:
@@ -29,14 +29,29 @@ def _images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
         if d.name not in index:
             raise RunError(f"{d}: class '{d.name}' is not among the classes of the training folders",
                            hint=f"the classes are the folders of {root.parent / 'train'}")
-        samples.extend((f, index[d.name]) for f in sorted(d.iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES)
+        samples.extend((f, index[d.name]) for f in _image_files(d))
     if not samples:
-        raise RunError(f"{root} holds no images", hint="expected <class>/*.jpg|jpeg|png under it")
+        raise RunError(f"{root} holds no images", hint="expected <class>/*.jpg|jpeg|png|webp|bmp under it")
     return samples
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The files of `folder` named as images (`transforms.SUFFIXES`), sorted; one that is not a regular
+    file (a FIFO, a device, a folder, a socket, a broken link) is refused here, before any is opened."""
+    files = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if os.path.splitext(e.name)[1].lower() not in T.SUFFIXES:
+                continue
+            if not e.is_file():  # follows a link; a FIFO would block the worker that opened it
+                raise RunError(f"{folder / e.name} is not a regular file, so not an image",
+                               "remove it: an image folder holds image files")
+            files.append(folder / e.name)
+    return sorted(files)
+
+
 class ImageFolder(torch.utils.data.Dataset):
-    """`root/<class>/*.jpg|jpeg|png` as uint8 3×size×size tensors and labels, by ImageNet's standard
+    """`root/<class>/*.jpg|jpeg|png|webp|bmp` as uint8 3×size×size tensors and labels, by ImageNet's standard
     transforms (`transforms.py`): a random resized crop and a flip for training, drawn from (seed,
     epoch, index) so that the result does not depend on the worker that decodes it; a resize to
     size/0.875 and a centre crop for evaluation. An item is read by index (in `epoch`) or by
@@ -46,7 +61,7 @@ class ImageFolder(torch.utils.data.Dataset):
                  backend: str = "auto"):
         root = Path(root)
         if not root.is_dir():
-            raise RunError(f"no image folder at {root}", hint="expected <class>/*.jpg|jpeg|png under it")
+            raise RunError(f"no image folder at {root}", hint="expected <class>/*.jpg|jpeg|png|webp|bmp under it")
         self.root, self.size, self.train, self.seed, self.epoch = root, size, train, seed, 0
         self.backend = T.pick_backend(backend)
         self.classes = classes if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -162,8 +177,7 @@ class FolderLoader:
 
 def default_workers() -> int:
     """Loader processes when none are asked for: one per usable core, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores))
+    return min(8, usable_cores())
 
 
 def check_workers(workers: int) -> None:

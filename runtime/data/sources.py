@@ -10,7 +10,7 @@ from . import cifar
 from .dataset import LAYOUTS, Dataset
 from .digits import digits
 from .folders import folder_dataset, val_dir
-from .synthetic import synthetic
+from .synthetic import DEFAULT_IMAGES, SETS, synthetic
 
 _SOURCES = ("sources: nothing (scikit-learn's digits), a CIFAR-10/100 directory, an image-folder directory, "
             "or synthetic-cifar10[:N] / synthetic-cifar100[:N]")
@@ -28,6 +28,18 @@ def load(source: str | None, *, seed: int = 0) -> Dataset:
     if not path.is_dir():
         raise RunError(f"{path} is a file: a data set is a directory", hint=LAYOUTS)
     return directory(path)
+
+
+def built_in_default(source: object) -> bool:
+    """Whether `source` names a data set archspec ships at the size it ships it: nothing or "digits",
+    or a synthetic set at its default size ("synthetic-cifar10", "synthetic-cifar10:5000"). Only such a
+    name may come from a file (a checkpoint's metadata): it reads no path and chooses no size."""
+    if source is None or source == "digits":
+        return True
+    if not isinstance(source, str):
+        return False
+    name, _, count = source.partition(":")
+    return name in SETS and count in ("", str(DEFAULT_IMAGES))
 
 
 def directory(path: Path) -> Dataset:

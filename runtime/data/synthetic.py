@@ -13,6 +13,8 @@ from .dataset import Dataset, in_memory
 
 
 MAX_IMAGES = 10_000_000
+DEFAULT_IMAGES = 5000  # training images of `synthetic-cifar10` with no `:N`
+SETS = {"synthetic-cifar10": 10, "synthetic-cifar100": 100}  # name: classes
 _IMAGE_BYTES = 3 * 32 * 32
 # bytes per training image while a split is drawn: the uint8 images and test split kept (1.2), the
 # int16 noise and the int16 sum it is made from (4)
@@ -31,7 +33,7 @@ def image_count(source: str, count: str) -> int:
     """The N of `synthetic-…:N`, refused before anything is allocated when it is not a positive whole
     number, above `MAX_IMAGES`, or more than this machine's memory could hold while drawing it."""
     if not count:
-        return 5000
+        return DEFAULT_IMAGES
     if not (count.isascii() and count.isdigit() and len(count) <= 12 and int(count) > 0):
         raise RunError(f"'{source}': the number of training images after ':' must be a positive integer",
                        hint=f"at most {MAX_IMAGES:,}, for example synthetic-cifar10:5000")
@@ -49,7 +51,7 @@ def image_count(source: str, count: str) -> int:
 
 def synthetic(source: str, seed: int) -> Dataset:
     name, _, count = source.partition(":")
-    classes = {"synthetic-cifar10": 10, "synthetic-cifar100": 100}.get(name)
+    classes = SETS.get(name)
     if classes is None:
         raise RunError(f"unknown synthetic set '{name}'", hint="use synthetic-cifar10[:N] or synthetic-cifar100[:N]")
     n = image_count(source, count)

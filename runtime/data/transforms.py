@@ -4,7 +4,12 @@ size/0.875 and a centre crop (256 → 224 at ImageNet's size). Each is first a p
 image and a flip — drawn from a seeded `random.Random`, so that an image's augmentation depends on
 (seed, epoch, index) alone, never on the loader worker that decodes it. A plan is then carried out by
 torchvision.transforms.v2 where torchvision imports, by PIL otherwise; files are always opened by PIL,
-which refuses decompression bombs and lets a JPEG decode at a reduced scale when the crop allows it."""
+which lets a JPEG decode at a reduced scale when the crop allows it.
+
+What is decoded is bounded: a file is read through the bounded reader (a regular file of at most
+`MAX_IMAGE_BYTES`, opened without waiting), only the `FORMATS` are decoded, recognised by their content
+whatever the file's name, and an image of more than `MAX_IMAGE_PIXELS` pixels is refused from its header,
+before it is decoded."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 
 from archspec.errors import RunError
+from archspec.files import open_bounded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +32,10 @@ CROP_FRACTION = 0.875  # evaluation: the centre crop's share of the resized shor
 SCALE = (0.08, 1.0)  # training: the crop's share of the image's area ...
 RATIO = (3 / 4, 4 / 3)  # ... and its aspect ratio
 BACKENDS = ("auto", "torchvision", "pil")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # PIL's names of the formats decoded, checked by content
+SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # the files of an image folder
+MAX_IMAGE_PIXELS = 64_000_000  # width × height: 8000×8000 (192 MB as RGB); larger is refused undecoded
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,14 +116,18 @@ def pick_backend(name: str = "auto") -> str:
 
 def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str) -> torch.Tensor:
     """`file` decoded and transformed to a uint8 3×size×size tensor; a RunError naming the file when it
-    cannot be read (empty, not an image, truncated, a decompression bomb)."""
-    from PIL import Image
+    cannot be read (not a regular file, too large, empty, not one of `FORMATS`, truncated, above
+    `MAX_IMAGE_PIXELS`)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as img:  # refuses images above PIL's decompression-bomb limit
+        with open_bounded(file, MAX_IMAGE_BYTES, "image") as f, Image.open(f, formats=FORMATS) as img:
             width, height = img.size
             if min(width, height) < 1:
                 raise ValueError(f"it is {width}×{height} pixels")
+            if width * height > MAX_IMAGE_PIXELS:
+                raise RunError(f"cannot read the image {file}: a decompression bomb? {width:,}×{height:,} pixels "
+                               f"is above the limit of {MAX_IMAGE_PIXELS:,}", "scale the image down, or remove it")
             plan = train_plan(width, height, size, rng) if train else eval_plan(width, height, size)
             left, top, right, bottom = plan.box
             # a JPEG may decode at 1/2, 1/4 or 1/8 scale, as long as the box keeps `size` pixels a side
@@ -126,6 +140,9 @@ def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str
             return _with_pil(img, box, plan)
     except RunError:
         raise
+    except UnidentifiedImageError:
+        raise RunError(f"cannot read the image {file}: it is not a PNG, JPEG, WebP or BMP image",
+                       "remove or replace the file: every image of the folders must be readable") from None
     except Exception as e:  # anything a broken, truncated or hostile file makes PIL raise
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunError(f"cannot read the image {file}: {why}",

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from archspec.errors import RunError
-from archspec.files import write_atomic
+from archspec.files import kind_of, open_nonblocking, write_atomic
 
 
 __all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
@@ -273,13 +273,23 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     if path.is_dir():
         inside = path / "last.safetensors"
         raise _unreadable(path, "it is a folder", f"did you mean {inside}?" if inside.is_file() else None)
+    kind = _kind(path)
+    if kind is not None:  # a FIFO would block the reader, a device never ends
+        raise _unreadable(path, f"it is {kind}, not a regular file", None)
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        with open_nonblocking(path) as f:
+            kind = kind_of(os.fstat(f.fileno()).st_mode)
+            head = f.read(9) if kind is None else b""
     except OSError as e:
         raise _unreadable(path, _reason(e), None) from None
-    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04":
+    if kind is not None:
+        raise _unreadable(path, f"it is {kind}, not a regular file", None)
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{"
+    safetensors = len(head) == 9 and head[8:9] == b"{"
+    if not safetensors and (head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+                            or head[:4] == b"PK\x03\x04"):
         raise _unreadable(path, "it is a pickle or zip file (as torch.save writes), not safetensors", _PICKLE_HINT)
+    head = head[:8]
     if len(head) < 8:
         raise _unreadable(path, "the file is empty" if not head else f"the file is only {len(head)} bytes long")
     metadata, tensors = _read(path)
@@ -311,6 +321,15 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
             raise _unreadable(path, f"its {part} state is not a dict")
     return Checkpoint(model=model, optimizer=parts["optimizer"], scheduler=parts["scheduler"], epoch=epoch,
                       rng=rng, meta=meta)
+
+
+def _kind(path: Path) -> str | None:
+    """What `path` is when it is not a regular file ("a FIFO"), else None (and None when it cannot be
+    looked at: opening it then says why)."""
+    try:
+        return kind_of(os.stat(path).st_mode)
+    except OSError:
+        return None
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -39,6 +39,7 @@ class TrainConfig:
     allow_paths: tuple[str, ...] = ()
     max_memory: int | None = None  # bytes a training step may need (estimated first); None: the device's  # folders `use` may read besides the spec's own tree and the library
     tensorboard: bool = True  # event files beside metrics.jsonl, where TensorBoard is installed
+    threads: int | None = None  # the CPU threads asked for (`--threads`); None: as set, or on --resume the run's
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

@@ -49,7 +49,11 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu", batch: in
     """A checkpoint's network, its module (plain ops) with the trained weights, and the checkpoint itself.
     The embedded spec may come from a stranger: a forward pass at `batch` must fit `max_memory` (the
     device's memory by default) before any weight is allocated."""
-    ck = ckpt.load(path, map_location=device)
+    return _trained(ckpt.load(path, map_location=device), path, device, batch, max_memory)
+
+
+def _trained(ck: ckpt.Checkpoint, path: str | Path, device: torch.device | str, batch: int,
+             max_memory: int | None) -> tuple[Network, nn.Module, ckpt.Checkpoint]:
     net = network_of(ck, path)
     refuse_above(net, batch, training=False, device=str(device), limit=max_memory)
     model = to_module(net, init=False).to(device)
@@ -77,15 +81,30 @@ def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0
     return net, model.eval()
 
 
+def eval_source(path: str | Path, data: str | None, meta: Mapping[str, Any]) -> str | None:
+    """The data to test a checkpoint on: `data` where given; otherwise the data set its metadata names,
+    only when that is a built-in set at its built-in size (`data.built_in_default`). The metadata is
+    the file's, not the user's: a path or a size there is never followed, and is not shown."""
+    if data is not None:
+        return data
+    source = meta.get("data_source")
+    if D.built_in_default(source):
+        return source
+    raise RunError(f"{path} was not trained on a built-in data set at its built-in size, so archspec does "
+                   "not choose its test data", "name the test data: --data SOURCE")
+
+
 def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
                         batch_size: int = 256, max_memory: int | None = None) -> dict:
     """Test loss and accuracy (and top-5 accuracy, where there are more than 5 classes) of a checkpoint,
-    rebuilt from the spec it carries."""
+    rebuilt from the spec it carries, on `data` (see `eval_source` for the default)."""
     dev = pick_device(device, Dist())
-    net, model, ck = load_trained(path, dev, batch_size, max_memory)
-    model = memory_policy.apply(model, "fast")  # each merge runs the implementation its `choose` names
+    ck = ckpt.load(path, map_location=dev)
     meta = ck.meta
-    ds = D.load(data if data is not None else meta.get("data_source"), seed=int(meta.get("seed", 0)))
+    source = eval_source(path, data, meta)  # before the network is built or any data is read
+    net, model, ck = _trained(ck, path, dev, batch_size, max_memory)
+    model = memory_policy.apply(model, "fast")  # each merge runs the implementation its `choose` names
+    ds = D.load(source, seed=int(meta.get("seed", 0)))
     if tuple(net.shape(net.input)) != ds.shape or tuple(net.shape(net.output)) != (ds.classes,):
         raise RunError(f"{path} holds network '{net.name}' for {'×'.join(map(str, net.shape(net.input)))} "
                        f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,12 +20,14 @@ from torch import nn
 from archspec.compiler.activation_memory import refuse_above
 from archspec.errors import RunError
 from archspec.runtime import data as D
+from archspec.runtime.threads import usable_cores
 
 from . import checkpoint as ckpt
 from .board import Board
 from .config import TrainConfig
 from .devices import Dist, join_process_group, launched_by_torchrun, leave_process_group, pick_device
 from .feed import Feed, Readout
+from .lock import RunLock
 from .metrics import read_metrics, write_metrics
 from .progress import RunClock, progress_bar
 from .recipes import Recipe, recipe as get_recipe
@@ -59,6 +62,7 @@ class Trainer:
         self.metrics: list[dict] = []
         self._prepare_out()
         resumed = self._resumed_checkpoint() if cfg.resume else None
+        self._keep_threads(resumed)
         recorded = resumed.meta.get("memory") if resumed is not None else None
         self.step_cfg = StepConfig(self.device, cfg.memory or recorded or "fast", cfg.compile, cfg.amp,
                                    cfg.channels_last, ddp=self.dist.joined)
@@ -103,6 +107,17 @@ class Trainer:
                            "resume with the run's split (leave --val-split out), or give another --out")
         return recorded
 
+    def _keep_threads(self, resumed: ckpt.Checkpoint | None) -> None:
+        """On --resume without --threads, the CPU thread count the run was trained with (a count of at most
+        the usable cores): another count sums in another order, and the resumed run would drift from one
+        that never stopped."""
+        recorded = resumed.meta.get("threads") if resumed is not None else None
+        if self.cfg.threads is not None or type(recorded) is not int or not 1 <= recorded <= usable_cores():
+            return
+        if recorded != torch.get_num_threads():
+            torch.set_num_threads(recorded)
+            self.log(f"{recorded} CPU thread{'s' * (recorded > 1)}, as the run was trained with (--threads to change)")
+
     # -- files
     def _prepare_out(self) -> None:
         if not self.dist.main:
@@ -118,7 +133,8 @@ class Trainer:
         return {"network": self.net.name, "params": self.net.params, "files": files, "main": main,
                 "recipe": self.recipe.model_dump(), "data": self.ds.name, "data_source": self.cfg.data,
                 "seed": self.cfg.seed, "memory": self.memory, "val_split": self.val_split,
-                "val_images": self.feed.size("val"), "best_val_acc": self.best, "best_epoch": self.best_epoch}
+                "val_images": self.feed.size("val"), "best_val_acc": self.best, "best_epoch": self.best_epoch,
+                "threads": torch.get_num_threads()}
 
     def _resumed_checkpoint(self) -> ckpt.Checkpoint | None:
         """The run's last checkpoint, on the training device, checked to be of this network."""
@@ -290,12 +306,16 @@ def _epoch_line(row: dict, epochs: int, best: bool) -> str:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict]:
-    """Train as `cfg` says; under torchrun, each rank (even a single one) joins the process group."""
+    """Train as `cfg` says; under torchrun, each rank (even a single one) joins the process group. The
+    writing process holds the lock of `cfg.out` from before the run folder is read until the run ends, so
+    a second run into the same folder is refused (`lock.RunLock`)."""
     if not launched_by_torchrun():
-        return _fit(Trainer(cfg, log=log))
+        with RunLock(cfg.out):
+            return _fit(Trainer(cfg, log=log))
     dist = join_process_group(cfg.device)
     try:
-        return _fit(Trainer(cfg, dist, log))
+        with RunLock(cfg.out) if dist.main else nullcontext():
+            return _fit(Trainer(cfg, dist, log))
     finally:
         leave_process_group()
 

@@ -137,3 +137,11 @@ def test_sizes_read_as_people_write_them():
     assert parse_size("1.5 KiB") == 1536 and parse_size("123456") == 123456
     with pytest.raises(SpecError, match="--max-memory needs a size"):
         parse_size("lots")
+
+
+def test_a_size_beyond_any_machine_is_refused():
+    """400 nines, or an infinite float, is a refused argument (exit 2), not an overflow inside int()."""
+    with pytest.raises(SpecError, match="beyond any machine's memory"):
+        parse_size("9" * 400)
+    with pytest.raises(SpecError, match="beyond any machine's memory"):
+        parse_size("2000000 PiB")

@@ -45,7 +45,7 @@ def test_metrics_and_checkpoints(tmp_path):
 
 def test_resume_is_bit_identical(tmp_path):
     """2 epochs straight, or 1 epoch then `--resume` to 2: the same weights, bit for bit (dropout on, so
-    the random state must be restored too)."""
+    the random state must be restored too), the resume back on the thread count the run was trained with."""
     sets = {**SMALL}
     straight = tmp_path / "straight"
     train(_cfg(straight, sets=sets), log=lambda m: None)
@@ -53,9 +53,12 @@ def test_resume_is_bit_identical(tmp_path):
     train(_cfg(split, sets=sets, epochs=1), log=lambda m: None)
     first = ckpt.load(split / "last.safetensors")
     assert first.epoch == 1
+    assert first.meta["threads"] == torch.get_num_threads() == 1
     with pytest.raises(Exception, match="already holds a run"):
         train(_cfg(split, sets=sets), log=lambda m: None)
+    torch.set_num_threads(2)  # a resume on a machine that now offers more
     rows = train(_cfg(split, sets=sets, resume=True), log=lambda m: None)
+    assert torch.get_num_threads() == 1
     assert [r["epoch"] for r in rows] == [1, 2]
     a, b = ckpt.load(straight / "last.safetensors"), ckpt.load(split / "last.safetensors")
     assert a.model.keys() == b.model.keys()

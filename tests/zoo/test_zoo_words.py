@@ -483,3 +483,9 @@ def test_standalone_file_round_trips(tmp_path, monkeypatch):
         want = gm.train()(x)
         torch.manual_seed(2)
         torch.testing.assert_close(standalone.train()(x), want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_leaky_slope_beyond_float32_is_a_located_error():
+    """A slope the kernels cannot hold in float32 is refused where it is written, not mid-step."""
+    e = _located_error("network n() {\n  input(3, 4, 4)\n  stem { leaky_relu(1e308) }\n}", "leaky_relu")
+    assert "negative_slope" in e.message

@@ -8,10 +8,11 @@ from .activation import Activation, Gradient
 from .base import Call, OpArgs, Saves, register
 
 DEFAULT_SLOPE = 0.01  # torch's
+MAX_SLOPE = 1e30  # within float32's range, which the kernels compute the slope in
 
 
 class LeakyReluArgs(OpArgs):
-    negative_slope: float = Field(DEFAULT_SLOPE, ge=0)
+    negative_slope: float = Field(DEFAULT_SLOPE, ge=0, le=MAX_SLOPE)
 
 
 @register
