@@ -153,21 +153,24 @@ def _finish(gm: torch.fx.GraphModule, net: Network, memory: str, features_only: 
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", memory: str = "fast",
-         features_only: bool = False, out_indices: Iterable[int] | int | None = None):
+         features_only: bool = False, out_indices: Iterable[int] | int | None = None, trust_legacy: bool = False,
+         allow_nonfinite: bool = False):
     """The trained module in a checkpoint of `archspec train` (`run/best.safetensors`), in eval mode, on
     `device`: rebuilt from the spec the file carries, with its weights. The file is read as the trainer
-    reads it: never unpickled, every tensor checked against its digest. `memory`, `features_only` and
-    `out_indices` are `build`'s."""
+    reads it: never unpickled, its header and every tensor checked against their digests (a file without
+    them only with `trust_legacy=True`), non-finite weights refused unless `allow_nonfinite=True`.
+    `memory`, `features_only` and `out_indices` are `build`'s."""
     from .runtime.train.evaluation import load_trained  # the training runtime loads only when asked
 
     _check_options(memory, features_only, out_indices)
-    net, gm, _ = load_trained(path, device)
+    net, gm, _ = load_trained(path, device, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
     return _finish(gm, net, memory, features_only, out_indices).eval()
 
 
-def state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def state_dict(path: str | os.PathLike, *, trust_legacy: bool = False,
+               allow_nonfinite: bool = False) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint of `archspec train` under the plain keys `load_state_dict` takes
     (older files store them under `model/`), read and checked as `load` reads them."""
     from .runtime.train import checkpoint  # the training runtime loads only when asked
 
-    return checkpoint.load(path).model
+    return checkpoint.load(path, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite).model

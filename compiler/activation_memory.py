@@ -5,7 +5,9 @@ instead of being allocated until the process dies.
 The estimate is meant to be an over-estimate, never an under-estimate: weights, their gradients and the
 optimizer's state; the input batch; the tensors autograd saves for backward (training) or the most
 tensors alive at once (inference); and, on top, the most tensors alive at once again as working space
-(fresh outputs and gradients in flight). Imports no torch: `default_limit` loads it only for CUDA."""
+(fresh outputs and gradients in flight). The default limit is the memory available now (`available_memory`:
+the kernel's `MemAvailable`, less where a cgroup's limit leaves less; a CUDA device's free memory).
+Imports no torch: `available_memory` loads it only for CUDA."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import re
 from dataclasses import dataclass
 from math import prod
 
+from pathlib import Path
+
 from archspec.graph.ir import Network, node_params
 from archspec.graph.ops import OPS, Saves
 from archspec.errors import Loc, RunError, SpecError
+from archspec.files import read_bounded
 
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -145,9 +150,11 @@ def _peak(order: list, roots: dict[str, str], size: dict[str, int], last_use: di
     return peak
 
 
-def check_memory(est: MemoryEstimate, limit: int, sources: dict[str, str] | None = None) -> None:
+def check_memory(est: MemoryEstimate, limit: int, sources: dict[str, str] | None = None, *,
+                 limit_is: str | None = None) -> None:
     """Refuse a step whose estimate is above `limit` bytes, before anything is allocated: a SpecError at
-    the node making the largest tensor (or holding the most weights), with the estimate in human units."""
+    the node making the largest tensor (or holding the most weights), with the estimate in human units;
+    `limit_is` says what the limit is ("the memory available now") where it was not given."""
     if est.total <= limit:
         return
     step = "a training step" if est.training else "a forward pass"
@@ -155,7 +162,7 @@ def check_memory(est: MemoryEstimate, limit: int, sources: dict[str, str] | None
     where = f"its largest tensor is the {big.what} of '{big.node}' ({human(big.bytes)})"
     raise SpecError(
         f"{step} of network '{est.network}' at batch {est.batch} needs about {human(est.total)}, above the "
-        f"limit of {human(limit)}", big.loc,
+        f"limit of {human(limit)}{', ' + limit_is if limit_is else ''}", big.loc,
         f"{est.parts()}; {where}. Lower the batch size or the input size, or raise --max-memory if this is meant",
         sources)
 
@@ -180,20 +187,93 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
-def default_limit(device: str = "cpu") -> int:
-    """The memory a step may use by default: the device's total memory (a CUDA device's, or the host's
-    RAM for the CPU)."""
+MEMINFO = "/proc/meminfo"
+CGROUP = "/sys/fs/cgroup"  # the cgroup this process sees: a container's own where cgroups are namespaced
+_READING_BYTES = 1 << 16  # a kernel memory file is a few KiB at most
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as about 2**63
+
+
+def _reading(path: Path) -> str | None:
+    """The text of a kernel memory file, or None where it cannot be read (absent, not a regular file,
+    larger than such a file can be)."""
+    try:
+        return read_bounded(path, _READING_BYTES, "memory reading").decode("ascii", "replace")
+    except (RunError, OSError):
+        return None
+
+
+def _number(path: Path) -> int | None:
+    text = _reading(path)
+    word = text.split()[0] if text and text.split() else ""
+    return int(word) if word.isdigit() else None  # "max" (cgroup v2's no limit) and the unreadable: None
+
+
+def mem_available(meminfo: str | Path | None = None) -> int | None:
+    """The kernel's estimate of the memory a new allocation can have without swapping (`MemAvailable` in
+    `meminfo`, by default `MEMINFO`), in bytes; None where it is not given."""
+    for line in (_reading(Path(meminfo or MEMINFO)) or "").splitlines():
+        name, _, rest = line.partition(":")
+        words = rest.split()
+        if name == "MemAvailable" and words and words[0].isdigit():
+            return int(words[0]) * (1024 if words[1:] == ["kB"] else 1)
+    return None
+
+
+def _stat(path: Path, key: str) -> int:
+    """The value of `key` in a cgroup's `memory.stat` (0 where absent)."""
+    for line in (_reading(path) or "").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == key and words[1].isdigit():
+            return int(words[1])
+    return 0
+
+
+def cgroup_free(root: str | Path | None = None) -> int | None:
+    """What the memory cgroup under `root` (by default `CGROUP`) still lets this process have: its limit
+    less its usage (less the page cache the kernel can reclaim, `inactive_file`), for cgroup v2
+    (`memory.max`, `memory.current`) and v1 (`memory/memory.limit_in_bytes`, `memory/memory.usage_in_bytes`),
+    the smaller where both are set; None where no limit is set."""
+    root = Path(root or CGROUP)
+    free = []
+    for folder, limit_name, usage_name, cache in ((root, "memory.max", "memory.current", "inactive_file"),
+                                                  (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                   "total_inactive_file")):
+        limit = _number(folder / limit_name)
+        if limit is not None and limit < _NO_LIMIT:
+            usage = _number(folder / usage_name) or 0
+            usage -= min(_stat(folder / "memory.stat", cache), usage)
+            free.append(max(limit - usage, 0))
+    return min(free, default=None)
+
+
+def available_memory(device: str = "cpu", *, meminfo: str | Path | None = None,
+                     cgroup: str | Path | None = None) -> int:
+    """The memory a step may use on `device` now: a CUDA device's free memory; for the CPU the smallest of
+    the kernel's `MemAvailable` and what the memory cgroup's limit leaves, or the host's total RAM where
+    neither can be read."""
     if device.startswith("cuda"):
         import torch
 
-        return torch.cuda.get_device_properties(torch.device(device)).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    readings = [v for v in (mem_available(meminfo), cgroup_free(cgroup)) if v is not None]
+    return min(readings) if readings else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_limit(device: str = "cpu") -> int:
+    """The memory a step may use by default: what is available on `device` now (`available_memory`)."""
+    return available_memory(device)
 
 
 def refuse_above(net: Network, batch: int, *, training: bool, device: str = "cpu", limit: int | None = None,
                  bytes_per_element: int = 4) -> MemoryEstimate:
     """Estimate a step of `net` at `batch` and refuse it (a located SpecError) above `limit` bytes, by
-    default the device's total memory; the estimate, when it fits."""
+    default the memory available on the device now; the estimate, when it fits. A batch below 1 is a
+    RunError."""
+    if batch < 1:
+        raise RunError(f"a batch of {batch} samples: the batch size must be at least 1")
     est = estimate(net, batch, training=training, bytes_per_element=bytes_per_element)
-    check_memory(est, default_limit(device) if limit is None else limit, net.sources)
+    if limit is None:
+        check_memory(est, default_limit(device), net.sources, limit_is="the memory available now")
+    else:
+        check_memory(est, limit, net.sources)
     return est

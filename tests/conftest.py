@@ -1,5 +1,6 @@
 import json
 import os
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 # test that measures threading sets its own count.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# Caches (the model list's summaries) go to a folder of the run's own, not the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="archspec-test-cache-")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -8,10 +8,10 @@ from typing import List, Optional
 import typer
 
 from ..errors import RunError, SpecError
+from ..files import output_target
 from ..graph.builder import DEFAULT_MAX_PARAMS
-from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, analyse, bench_app, count, guarded,
-                     memory_limit, out, parse_sets)
-from .train import ThreadsOpt
+from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, ThreadsOpt, analyse, bench_app,
+                     count, guarded, memory_limit, out, parse_sets)
 
 
 def _refuse_above(net, batches: list[int], training: bool, device: str, max_memory: str | None) -> None:
@@ -27,6 +27,12 @@ def _refuse_above(net, batches: list[int], training: bool, device: str, max_memo
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     refuse_above(net, max(batches, default=1), training=training, device=device, limit=memory_limit(max_memory))
+
+
+def _json_target(path: Path | None) -> None:
+    """Refuse a `--json` path that cannot be written (a folder, a device, a FIFO) before any work."""
+    if path is not None:
+        output_target(path)
 
 
 def _batch_sizes(text: str, example: str) -> list[int]:
@@ -99,6 +105,7 @@ def bench_train(
 
         from .. import api
 
+        _json_target(json_path)
         use_threads(threads)
         sets = parse_sets(set_)
         batches = _batch_sizes(batch, "64,128,256")
@@ -143,6 +150,7 @@ def bench_data(
         from archspec.runtime.data import decode_throughput, default_workers
         from archspec.runtime.threads import use_threads
 
+        _json_target(json_path)
         use_threads(threads, default_workers() if workers is None else workers)
         r = decode_throughput(folder, size, split=split, workers=workers, batch_size=batch, images=images,
                               backend=backend)
@@ -176,6 +184,7 @@ def bench_infer(
         from archspec.runtime.bench.infer import run_bench_infer
         from archspec.runtime.threads import use_threads
 
+        _json_target(json_path)
         batches = _batch_sizes(batch, "1,64")
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         _refuse_above(net, batches, False, device, max_memory)

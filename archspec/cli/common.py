@@ -4,7 +4,9 @@ commands take (`--set`, `--max-params`, `--allow-path`, `--max-memory`), reading
 
 from __future__ import annotations
 
+import linecache
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -59,18 +61,28 @@ def count(text: str | int) -> int:
     return int(v)
 
 
+def allow_path(text: str | Path) -> Path:
+    """A folder `--allow-path` names; an empty one is refused (it would read as the working folder)."""
+    if isinstance(text, Path):
+        return text
+    if not text.strip():
+        raise typer.BadParameter("an empty path names no folder: give the folder (write . for the working folder)")
+    return Path(text)
+
+
 SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
                       help="Set a network parameter (repeatable); VALUE is a number, true/false, "
                            "a \"string\" or a \\[list].")
 MaxParamsOpt = typer.Option(DEFAULT_MAX_PARAMS, "--max-params", parser=count, metavar="N",
                             help="Refuse networks with more parameters than N (e.g. 2e9), before "
                                  "allocating any weight.")
-AllowPathOpt = typer.Option(None, "--allow-path", metavar="DIR",
+AllowPathOpt = typer.Option(None, "--allow-path", metavar="DIR", parser=allow_path,
                             help="Let the spec's `use` lines read files under DIR too (repeatable); by default "
                                  "only the spec's own folder and the shipped library.")
 MaxMemoryOpt = typer.Option(None, "--max-memory", metavar="SIZE",
                             help="Refuse a step whose memory, estimated from the graph before anything is "
-                                 "allocated, is above SIZE (8GiB, 500MB). Default: the device's total memory.")
+                                 "allocated, is above SIZE (8GiB, 500MB). Default: the memory available now (the "
+                                 "host's, within its cgroup's limit, or the GPU's free memory).")
 
 
 def memory_limit(text: str | None) -> int | None:
@@ -128,7 +140,8 @@ def guarded(fn: Callable[[], Any]) -> Any:
     """Run `fn`: a spec error is printed located and exits 2; nothing the user does shows a traceback.
     No command of archspec's calls `sys.exit` (they end with `typer.Exit`), so a `SystemExit` or another
     `BaseException` that is not an `Exception` comes from code archspec ran (a plugin's): it is reported
-    in one line and exits 2, never as success and never as a traceback."""
+    in one line and exits 2, never as success and never as a traceback. An allocator's failure (a
+    `MemoryError`, torch's out-of-memory) is one line saying what was asked for and where, and exits 2."""
     try:
         return fn()
     except SpecError as e:
@@ -144,10 +157,10 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise typer.Exit(130)
-    except MemoryError:
-        sys.stderr.write("error: out of memory (is the network far too large? see --max-params)\n")
-        raise typer.Exit(EXIT_SPEC)
     except Exception as e:  # a bug in archspec, not in the spec: say so, briefly
+        if out_of_memory(e):
+            sys.stderr.write(printable(out_of_memory_line(e)) + "\n")
+            raise typer.Exit(EXIT_SPEC)
         if os.environ.get("ARCHSPEC_TRACEBACK"):
             raise
         sys.stderr.write(f"internal error: {type(e).__name__}: {e}\n"
@@ -160,6 +173,59 @@ def guarded(fn: Callable[[], Any]) -> Any:
         sys.stderr.write(printable(f"error: code run by this command raised {type(e).__name__}: {first} "
                                    "(a plugin?); the command did not finish") + "\n")
         raise typer.Exit(EXIT_SPEC)
+
+
+_ALLOCATING = re.compile(r"tried to allocate\s+(\d+(?:\.\d+)?)\s*(bytes|[KMGTPE]i?B)\b", re.IGNORECASE)
+_GENERATED = "<eval_with_key>"  # the file name torch.fx gives a generated module's code
+_ASSIGNED = re.compile(r"\s*([A-Za-z_]\w*)\s*=")
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is an allocator's failure: a `MemoryError`, torch's `OutOfMemoryError` (a CUDA
+    device's), or the RuntimeError torch's CPU allocator raises when the host refuses memory."""
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
+def _generated_op(e: BaseException) -> str | None:
+    """The op of a generated model that was running when `e` was raised: the name its line of generated
+    code assigns, in the innermost such frame; None outside a generated model."""
+    op, tb = None, e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith(_GENERATED):
+            m = _ASSIGNED.match(linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals))
+            op = m.group(1) if m else op
+        tb = tb.tb_next
+    return op
+
+
+def out_of_memory_line(e: BaseException) -> str:
+    """One line for an allocator's failure: how much was asked for and in which op of the model, where
+    the error or the running code says so."""
+    m = _ALLOCATING.search(str(e))
+    size = ""
+    if m:
+        number, unit = m.groups()
+        size = f" {human_bytes(int(float(number)))}" if unit.lower() == "bytes" else f" {number} {unit}"
+    op = _generated_op(e)
+    where = f" in the model's op '{op}'" if op else ""
+    return (f"error: out of memory allocating{size or ' memory'}{where}; lower the batch size or the input size "
+            "(--max-memory and --max-params refuse a step or a network too large before allocating)")
+
+
+def human_bytes(n: int) -> str:
+    """`n` bytes in binary units (`1.5 GiB`)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024:
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} EiB"
 
 
 def human(n: int) -> str:
@@ -189,3 +255,14 @@ def analyse(spec: Path, sets: Optional[List[str]], max_params: int | None,
                         loc_of(d.name, d.loc), "raise the limit with --max-params if this is intended",
                         parsed.sources)
     return net, s
+
+
+ThreadsOpt = typer.Option(None, "--threads", min=1, metavar="N",
+                          help="CPU threads torch computes on. Default: OMP_NUM_THREADS where set, else the cores "
+                               "this process may use less those other processes keep busy; loader processes "
+                               "count against them.")
+TrustLegacyOpt = typer.Option(False, "--trust-legacy",
+                              help="Load a checkpoint without digests (written by an older archspec); only for "
+                                   "files from a source you trust.")
+AllowNonfiniteOpt = typer.Option(False, "--allow-nonfinite",
+                                 help="Load a checkpoint whose weights hold NaN or infinite values.")

@@ -9,10 +9,10 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from ..errors import RunError, printable
 from ..files import output_target, write_atomic
-from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, analyse, app, guarded, human,
-                     memory_limit, out, shape)
-from .train import ThreadsOpt
+from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, ThreadsOpt, analyse, app, guarded,
+                     human, memory_limit, out, shape)
 
 
 def print_summary(s) -> None:
@@ -80,13 +80,19 @@ def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: 
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table.")) -> None:
-    """The shipped models, usable by name anywhere: family, parameters, MACs and input, from their graphs."""
+def list_(pattern: Optional[str] = typer.Argument(None, metavar="PATTERN",
+                                                 help="Only models whose names match this shell wildcard "
+                                                      "(quote it: 'resnet*')."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table.")) -> None:
+    """The shipped models, usable by name anywhere: family, parameters, MACs and input, from their graphs
+    (computed once per spec version, then read from a cache)."""
 
     def run():
-        from .. import library  # elaborates every model: its graph layer's imports are paid for only here
+        from .. import library  # elaborates models on a cache miss: the graph layer's imports are paid for only here
 
-        rows = library.catalogue()
+        rows = library.summaries(pattern)
+        if not rows and pattern is not None:
+            raise RunError(f"no shipped model matches {printable(pattern[:80])!r}", "archspec list shows them all")
         if as_json:
             print(json.dumps([{"name": r.name, "family": r.family, "params": r.params, "macs": r.macs,
                                "input_shape": list(r.input_shape)} for r in rows]))

@@ -8,20 +8,23 @@ from typing import Any, List, Optional
 import typer
 
 from ..files import output_target
-from .common import AllowPathOpt, MaxMemoryOpt, SetOpt, app, guarded, memory_limit, out, parse_sets
-from .train import ThreadsOpt
+from .common import (AllowNonfiniteOpt, AllowPathOpt, MaxMemoryOpt, SetOpt, ThreadsOpt, TrustLegacyOpt, app, guarded,
+                     memory_limit, out, parse_sets)
+
 
 
 def _load_source(source: Path, sets: dict[str, Any], seed: int, allow_path: Optional[List[Path]] = None,
-                 batch: int = 1, max_memory: Optional[str] = None):
+                 batch: int = 1, max_memory: Optional[str] = None, trust_legacy: bool = False,
+                 allow_nonfinite: bool = False):
     """A spec or a shipped model's name (fresh weights from `seed`), or a training checkpoint (its weights,
-    its spec)."""
+    its spec; see `--trust-legacy` and `--allow-nonfinite`)."""
     from archspec.library import find
     from archspec.runtime.train import model_from_source
 
     if source.suffix != ".safetensors":
         source = find(str(source))
-    return model_from_source(source, sets, seed, allow_path, batch, memory_limit(max_memory))
+    return model_from_source(source, sets, seed, allow_path, batch, memory_limit(max_memory),
+                             trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
 
 
 @app.command()
@@ -39,23 +42,21 @@ def export(
     max_memory: Optional[str] = MaxMemoryOpt,
     allow_path: Optional[List[Path]] = AllowPathOpt,
     threads: Optional[int] = ThreadsOpt,
+    trust_legacy: bool = TrustLegacyOpt,
+    allow_nonfinite: bool = AllowNonfiniteOpt,
 ) -> None:
     """Export SOURCE for deployment: a torch.export program, ONNX, or a TensorRT engine."""
 
     def run():
-        from archspec.runtime.export import ExportOptions, export_model
+        from archspec.runtime.export import ExportOptions, export_model, parse_dynamic_batch
         from archspec.runtime.threads import use_threads
 
         use_threads(threads)
         if output is not None:
             output_target(output)  # a device, folder or special file is refused before any work
-        largest = batch
-        if dynamic_batch:
-            try:
-                largest = max(int(v) for v in dynamic_batch.split(":"))
-            except ValueError:
-                largest = batch  # the export options refuse it with their own message
-        net, model = _load_source(source, parse_sets(set_), seed, allow_path, largest, max_memory)
+        largest = parse_dynamic_batch(dynamic_batch).max if dynamic_batch else batch  # checked before any work
+        net, model = _load_source(source, parse_sets(set_), seed, allow_path, largest, max_memory, trust_legacy,
+                                  allow_nonfinite)
         opts = ExportOptions(format=fmt, output=output, batch=batch, dynamic_batch=dynamic_batch,
                              precision=precision, verify=verify)
         export_model(net, model, opts, out)

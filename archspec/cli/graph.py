@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..files import output_target
 from ..graph.builder import DEFAULT_MAX_PARAMS
 from .common import AllowPathOpt, SetOpt, SpecArg, analyse, app, guarded, out
 
@@ -25,6 +26,8 @@ def graph(
     def run():
         from archspec.runtime.viz import draw
 
+        if output is not None:
+            output_target(output)  # a folder, a device or a FIFO is refused before any work
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
         path = draw(net, output or Path(spec.name).with_suffix(".svg"), level)
         out.print(f"wrote {path}")

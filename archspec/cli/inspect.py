@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import RunError
-from .common import app, guarded, out
-from .train import ThreadsOpt
+from .common import AllowNonfiniteOpt, ThreadsOpt, TrustLegacyOpt, app, guarded, out
 
 
 @app.command()
@@ -21,6 +20,8 @@ def inspect(
     output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png"),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
     threads: Optional[int] = ThreadsOpt,
+    trust_legacy: bool = TrustLegacyOpt,
+    allow_nonfinite: bool = AllowNonfiniteOpt,
 ) -> None:
     """Plot the learned strength of each cross-layer connection of a trained network."""
 
@@ -31,7 +32,9 @@ def inspect(
         use_threads(threads)
         if not connections:
             raise RunError("nothing to inspect: --connections is what inspect reports")
-        report_ = connection_strengths(checkpoint)
+        # only the options given are passed, as keywords that `load_trained` takes
+        given = {k: v for k, v in (("trust_legacy", trust_legacy), ("allow_nonfinite", allow_nonfinite)) if v}
+        report_ = connection_strengths(checkpoint, **given)
         if as_json:
             print(json.dumps(report_))
         path = output or (None if as_json else checkpoint.with_suffix(".connections.png"))

@@ -11,12 +11,9 @@ from typing import List, Optional
 import typer
 
 from ..errors import RunError
-from .common import AllowPathOpt, MaxMemoryOpt, SetOpt, SpecArg, app, guarded, memory_limit, out, parse_sets
+from .common import (AllowNonfiniteOpt, AllowPathOpt, MaxMemoryOpt, SetOpt, SpecArg, ThreadsOpt, TrustLegacyOpt, app,
+                     guarded, memory_limit, out, parse_sets)
 
-ThreadsOpt = typer.Option(None, "--threads", min=1, metavar="N",
-                          help="CPU threads torch computes on. Default: OMP_NUM_THREADS where set, else the cores "
-                               "this process may use less those other processes keep busy; loader processes "
-                               "count against them.")
 
 
 def loader_workers(data: Optional[str], workers: Optional[int]) -> int:
@@ -39,7 +36,8 @@ def train(
                                        help="A CIFAR-10/100 folder (python or binary layout), an image folder "
                                             "(train/ and val/), or synthetic-cifar10[:N]; default: the digits "
                                             "bundled with scikit-learn."),
-    recipe: str = typer.Option("quick", "--recipe", help="cifar, imagenet or quick."),
+    recipe: str = typer.Option("quick", "--recipe",
+                               help="cifar, imagenet, imagenet-convnext, imagenet-efficientnet or quick."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0),
@@ -49,6 +47,23 @@ def train(
     milestones: Optional[str] = typer.Option(None, "--milestones", metavar="F,F,...",
                                              help="Fractions of training at which the rate drops (e.g. 0.5,0.75)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="The factor of each drop (0.1)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", metavar="NAME", help="sgd, adamw or rmsprop."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", metavar="NAME",
+                                           help="step (drops at --milestones), cosine or onecycle."),
+    schedule_per: Optional[str] = typer.Option(None, "--schedule-per", metavar="UNIT",
+                                               help="epoch or step: how often the schedule moves."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0.0, metavar="E",
+                                                  help="A linear warmup to --lr over this many epochs first."),
+    min_lr: Optional[float] = typer.Option(None, "--min-lr", min=0.0, help="Where the cosine schedule ends."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0.0, max=1.0, metavar="F",
+                                                    help="Label smoothing of the training loss (0.1)."),
+    clip_grad: Optional[float] = typer.Option(None, "--clip-grad", min=0.0, metavar="NORM",
+                                              help="Clip each step's gradient to this norm."),
+    no_decay_norms: Optional[bool] = typer.Option(None, "--no-decay-norms/--decay-norms",
+                                                  help="No weight decay on norm weights, biases and scales."),
+    recipe_set: Optional[List[str]] = typer.Option(None, "--recipe-set", metavar="FIELD=VALUE",
+                                                   help="Any other recipe field (betas=0.9,0.95, eps=1e-3, alpha, "
+                                                        "warmup_from, pct_start, lr_batch, step_every); repeatable."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     out_dir: Path = typer.Option(Path("runs/last"), "-o", "--out", metavar="DIR",
                                  help="Checkpoints (last/best.safetensors), metrics (metrics.jsonl, metrics.csv, "
@@ -75,6 +90,14 @@ def train(
                                                "at most 8]; 0 decodes in the training process."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard",
                                      help="TensorBoard event files in --out (where tensorboard is installed)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", metavar="N",
+                                             help="Image folders: the side images are cropped to (8 to 4096) "
+                                                  "[default: 224]."),
+    crop: Optional[float] = typer.Option(None, "--crop", metavar="F",
+                                         help="Image folders: the evaluation centre crop's share of the resized "
+                                              "shorter side, in (0, 1] [default: 0.875]."),
+    trust_legacy: bool = TrustLegacyOpt,
+    allow_nonfinite: bool = AllowNonfiniteOpt,
     nproc: int = typer.Option(1, "--nproc", min=1, help="Launch this many processes with torchrun (DDP)."),
     threads: Optional[int] = ThreadsOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -85,10 +108,13 @@ def train(
 
     def run():
         from archspec.runtime.train.config import check_out_dir
-        from archspec.runtime.train.recipes import recipe as check_recipe
+        from archspec.runtime.train.recipes import parse_fields, recipe as check_recipe
 
         sets = parse_sets(set_)
-        tweaks = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov, "gamma": gamma}
+        tweaks = {**parse_fields(recipe_set or ()), "momentum": momentum, "weight_decay": weight_decay,
+                  "nesterov": nesterov, "gamma": gamma, "optimizer": optimizer, "schedule": schedule, "schedule_per": schedule_per,
+                  "warmup_epochs": warmup_epochs, "min_lr": min_lr, "label_smoothing": label_smoothing,
+                  "clip_grad": clip_grad, "no_decay_norms": no_decay_norms}
         if milestones is not None:
             try:
                 tweaks["milestones"] = tuple(float(m) for m in milestones.split(",") if m.strip())
@@ -115,6 +141,7 @@ def train(
                           batch_size=batch_size, lr=lr, tweaks=tweaks, seed=seed, out=out_dir, resume=resume,
                           device=device, compile=compile_, amp=amp, memory=memory, progress=not quiet,
                           val_split=split, workers=workers, tensorboard=tensorboard, threads=threads,
+                          image_size=image_size, crop=crop, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite,
                           allow_paths=tuple(str(p) for p in allow_path or ()), max_memory=memory_limit(max_memory))
         rows = run_training(cfg, log=lambda m: out.print(m))
         if rows and int(os.environ.get("RANK", "0")) == 0:
@@ -157,6 +184,8 @@ def eval_(
     as_json: bool = typer.Option(False, "--json"),
     max_memory: Optional[str] = MaxMemoryOpt,
     threads: Optional[int] = ThreadsOpt,
+    trust_legacy: bool = TrustLegacyOpt,
+    allow_nonfinite: bool = AllowNonfiniteOpt,
 ) -> None:
     """Test accuracy of a checkpoint, rebuilt from the spec it carries."""
 
@@ -166,7 +195,8 @@ def eval_(
 
         use_threads(threads, loader_workers(data, None))
 
-        r = evaluate_checkpoint(checkpoint, data, device, max_memory=memory_limit(max_memory))
+        r = evaluate_checkpoint(checkpoint, data, device, max_memory=memory_limit(max_memory),
+                                trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
         if as_json:
             print(json.dumps(r))
         else:

@@ -18,6 +18,12 @@ from .ops import OPS, OpArgs, Shape, ShapeError, fmt_shape
 MAX_NODES = 50_000  # ops in one network
 MAX_EDGES = 500_000  # tensors read, summed over all ops (dense patterns grow quadratically)
 DEFAULT_MAX_PARAMS = 2_000_000_000  # parameters a network may have unless the caller raises the limit
+# The largest count a spec may give an op (channels, features, an input's height or width, a kernel, a
+# padding): 2**40. A tensor with a dimension of that size holds 2**40 values for one sample, more than any
+# machine's memory; the widest real layers have about 10**5 channels, the largest real inputs a few 10**4
+# pixels a side. (Sizes an op infers, such as a concatenation's channels, are bounded by the op, edge,
+# parameter and memory limits instead.)
+MAX_DIM = 2**40
 
 
 class Scope:
@@ -52,6 +58,16 @@ def _edge(slot: int, pattern: str) -> Edge:
     return Edge(slot=slot, pattern=pattern)
 
 
+def _check_counts(op: str, a: OpArgs, loc: Loc) -> None:
+    """Refuse an op given a count above `MAX_DIM` (a whole number, or one in a tuple such as a shape)."""
+    for name in type(a).model_fields:
+        value = getattr(a, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if type(v) is int and v > MAX_DIM:
+                raise SpecError(f"{op}: {name}={v:,} is above the largest count an op may be given ({MAX_DIM:,})",
+                                loc, "channels, features, sizes, kernels and paddings are each at most 2**40")
+
+
 class Builder:
     """Adds nodes to the graph, validating arguments and inferring shapes as it goes."""
 
@@ -74,6 +90,7 @@ class Builder:
         if len(set(inputs)) != len(inputs):
             raise SpecError(f"{op} reads the same tensor twice", loc)
         a = args if isinstance(args, OpArgs) else make_args(op, spec.Args, (), args, loc)
+        _check_counts(op, a, loc)
         in_shapes = [self.shape(i) for i in inputs]
         try:
             shape = spec.shape(in_shapes, a)

@@ -24,6 +24,7 @@ from .words import aliases
 # statements.
 MAX_TEMPLATE_DEPTH = 64  # layer templates running inside each other
 MAX_STEPS = 200_000  # statements run, loops unrolled
+MAX_ALIAS_DEPTH = 200  # `network b = a(...)` definitions followed to reach a body
 
 
 def _python_value(v: Any) -> Value:
@@ -78,6 +79,9 @@ class Elaborator:
                             or f"networks: {', '.join(self.spec.networks) or 'none'}")
         if name in seen:
             raise SpecError(f"network '{name}' is defined in terms of itself: {' → '.join(seen + (name,))}", loc)
+        if len(seen) >= MAX_ALIAS_DEPTH:
+            raise SpecError(f"network '{seen[0]}' is an alias {MAX_ALIAS_DEPTH:,} networks deep", loc,
+                            "define it with a body, or on a network nearer the one with a body")
         if isinstance(d, T.NetworkDef):
             return d, {str(p.name): (p, (lambda env, p=p: evaluate(p.default, env) if p.default else None),
                                      p.default.loc if p.default else loc_of(p.name, p.loc))

@@ -17,18 +17,21 @@ Value = Any  # int | float | bool | str | list[Value]
 MAX_INT = 2**63 - 1  # the largest integer a spec may compute
 MAX_LIST = 1_000_000  # the longest list a spec may build
 MAX_VALUES = 5_000_000  # list items and copied names a spec may make in all (each list is also capped)
-MAX_SECONDS = 30.0  # the time one elaboration may take
+MAX_SECONDS = 30.0  # the CPU time one elaboration may take (of its own thread: a loaded machine does not count)
 MAX_COMPARE = 1_000_000  # list items one `==` may compare
 
 
 class Budget:
     """What one elaboration may spend in all: values made (list items, names copied into scopes) and
-    time. Per-list caps alone let many lists, or one loop, take gigabytes or minutes."""
+    CPU time of the thread that elaborates (`time.thread_time`), so that other processes and threads
+    competing for the machine never make a spec too slow. Per-list caps alone let many lists, or one
+    loop, take gigabytes or minutes."""
 
     def __init__(self, values: int | None = None, seconds: float | None = None):
         self.left = MAX_VALUES if values is None else values
         self.limit = self.left
-        self.deadline = time.monotonic() + (MAX_SECONDS if seconds is None else seconds)
+        self.seconds = MAX_SECONDS if seconds is None else seconds
+        self.deadline = time.thread_time() + self.seconds
 
     def charge(self, n: int, loc: Loc | None) -> None:
         """Take `n` values from the budget before they are made; an error at `loc` when it is spent."""
@@ -38,8 +41,9 @@ class Budget:
                             loc, "is a range or a loop far too large?")
 
     def clock(self, loc: Loc | None) -> None:
-        if time.monotonic() > self.deadline:
-            raise SpecError(f"the spec takes more than {MAX_SECONDS:g} seconds to elaborate", loc,
+        """An error at `loc` once this thread has spent the budget's CPU seconds since it was made."""
+        if time.thread_time() > self.deadline:
+            raise SpecError(f"the spec takes more than {self.seconds:g} seconds to elaborate (CPU time)", loc,
                             "is a loop or a repeat count far too large?")
 
 

@@ -1,5 +1,6 @@
 """A data set as training sees it: images and labels of a training set and its test split, with the
-per-channel statistics that normalise them."""
+per-channel statistics that normalise them (for image folders: where they lie, and the size and crop
+they are read at)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .transforms import CROP_FRACTION, DEFAULT_SIZE
 
 LAYOUTS = """expected one of:
   CIFAR-10 (python):  data_batch_1 … data_batch_5, test_batch   (or in cifar-10-batches-py/)
@@ -33,7 +36,14 @@ class Dataset:
     augment: str
     pad: int
     folder: Path | None = None
-    size: int = 224
+    size: int = DEFAULT_SIZE  # folder sets: the side images are cropped to
+    crop: float = CROP_FRACTION  # folder sets: the evaluation centre crop's share of the resized shorter side
+    folder_images: int = 0  # folder sets: the images of the training folder
+
+    @property
+    def train_images(self) -> int:
+        """The images of the training set (for folder sets, counted when the folder was read)."""
+        return len(self.train_y) if self.train_y is not None else self.folder_images
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -54,15 +54,17 @@ class ImageFolder(torch.utils.data.Dataset):
     """`root/<class>/*.jpg|jpeg|png|webp|bmp` as uint8 3×size×size tensors and labels, by ImageNet's standard
     transforms (`transforms.py`): a random resized crop and a flip for training, drawn from (seed,
     epoch, index) so that the result does not depend on the worker that decodes it; a resize to
-    size/0.875 and a centre crop for evaluation. An item is read by index (in `epoch`) or by
+    size/crop and a centre crop for evaluation. An item is read by index (in `epoch`) or by
     (epoch, index), as the loader's sampler hands it to workers that outlive an epoch."""
 
     def __init__(self, root: Path, size: int, *, train: bool, classes: list[str] | None = None, seed: int = 0,
-                 backend: str = "auto"):
+                 backend: str = "auto", crop: float = T.CROP_FRACTION):
         root = Path(root)
         if not root.is_dir():
             raise RunError(f"no image folder at {root}", hint="expected <class>/*.jpg|jpeg|png|webp|bmp under it")
-        self.root, self.size, self.train, self.seed, self.epoch = root, size, train, seed, 0
+        self.root, self.train, self.seed, self.epoch = root, train, seed, 0
+        self.size = T.check_image_size(size, "image size")
+        self.crop = T.check_crop(crop, "crop")
         self.backend = T.pick_backend(backend)
         self.classes = classes if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
         self.samples = _images(root, self.classes)
@@ -74,7 +76,7 @@ class ImageFolder(torch.utils.data.Dataset):
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         file, label = self.samples[i]
         rng = random.Random(((self.seed * 100003 + epoch) * 1000003 + i) % 2**63)
-        return T.load(file, self.size, train=self.train, rng=rng, backend=self.backend), label
+        return T.load(file, self.size, train=self.train, rng=rng, backend=self.backend, crop=self.crop), label
 
 
 class _Unreadable:
@@ -188,12 +190,12 @@ def check_workers(workers: int) -> None:
 
 def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int | None = None, rank: int = 0,
                    world: int = 1, *, seed: int = 0, device: torch.device | str | None = None,
-                   backend: str = "auto") -> tuple[FolderLoader, FolderLoader, int]:
+                   backend: str = "auto", crop: float = T.CROP_FRACTION) -> tuple[FolderLoader, FolderLoader, int]:
     """Loaders of uint8 batches (N×3×size×size, labels) for `path/train` and `path/val`, this rank's
-    share of each, by ImageNet's standard transforms. Decoding runs in `workers` processes (default:
-    `default_workers()`) that persist across epochs; batches land in pinned memory when `device` is
-    a CUDA device (without a device: whenever CUDA is available), so that copies to it do not block.
-    Normalise on the device with `normalize`."""
+    share of each, by ImageNet's standard transforms (evaluation: the centre `crop`). Decoding runs in
+    `workers` processes (default: `default_workers()`) that persist across epochs; batches land in
+    pinned memory when `device` is a CUDA device (without a device: whenever CUDA is available), so
+    that copies to it do not block. Normalise on the device with `normalize`."""
     path = Path(path)
     workers = default_workers() if workers is None else workers
     check_workers(workers)
@@ -201,7 +203,7 @@ def folder_loaders(path: Path | str, size: int, batch_size: int, workers: int | 
     if not (path / "train").is_dir() or val is None:
         raise RunError(f"{path} is not an image-folder data set", hint=LAYOUTS)
     train_set = ImageFolder(path / "train", size, train=True, seed=seed, backend=backend)
-    test_set = ImageFolder(val, size, train=False, classes=train_set.classes, backend=backend)
+    test_set = ImageFolder(val, size, train=False, classes=train_set.classes, backend=backend, crop=crop)
     pin = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     train_sampler = _Shard(len(train_set), train=True, seed=seed, rank=rank, world=world)
     test_sampler = _Shard(len(test_set), train=False, seed=seed, rank=rank, world=world)
@@ -220,14 +222,17 @@ def loader(images: ImageFolder, sampler: torch.utils.data.Sampler, batch_size: i
         generator=torch.Generator().manual_seed(seed))  # worker seeds not from the global RNG
 
 
-def folder_dataset(path: Path, probe: int = 64) -> Dataset:
-    """A folder set: its classes, ImageNet's mean and std (the standard for natural images, not an
-    estimate from a few files), and up to `probe` training images spread over the set decoded once
-    here, so that a broken set stops before training starts rather than in its first epoch."""
+def folder_dataset(path: Path, probe: int = 64, *, size: int = T.DEFAULT_SIZE,
+                   crop: float = T.CROP_FRACTION) -> Dataset:
+    """A folder set read at `size` (evaluation: the centre `crop`): its classes, its count of training
+    images, ImageNet's mean and std (the standard for natural images, not an estimate from a few files),
+    and up to `probe` training images spread over the set decoded once here, so that a broken set stops
+    before training starts rather than in its first epoch."""
+    size, crop = T.check_image_size(size), T.check_crop(crop)
     train = ImageFolder(path / "train", 32, train=False)
     ImageFolder(val_dir(path), 32, train=False, classes=train.classes)  # the same classes, and images
     step = max(1, len(train) // probe)
     for i in range(0, len(train), step)[:probe]:
         train[i]
     return Dataset(f"folder:{path}", None, None, None, None, len(train.classes), T.IMAGENET_MEAN, T.IMAGENET_STD,
-                   "none", 0, folder=path)
+                   "none", 0, folder=path, size=size, crop=crop, folder_images=len(train))

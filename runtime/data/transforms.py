@@ -1,10 +1,10 @@
 """ImageNet's standard image transforms, on one decoded file: for training a random resized crop
 (scale 0.08–1, aspect 3/4–4/3) and a horizontal flip; for evaluation a resize of the shorter side to
-size/0.875 and a centre crop (256 → 224 at ImageNet's size). Each is first a plan — a box of the source
-image and a flip — drawn from a seeded `random.Random`, so that an image's augmentation depends on
-(seed, epoch, index) alone, never on the loader worker that decodes it. A plan is then carried out by
-torchvision.transforms.v2 where torchvision imports, by PIL otherwise; files are always opened by PIL,
-which lets a JPEG decode at a reduced scale when the crop allows it.
+size/crop and a centre crop (crop 0.875 by default: 256 → 224 at ImageNet's size). Each is first a plan
+— a box of the source image and a flip — drawn from a seeded `random.Random`, so that an image's
+augmentation depends on (seed, epoch, index) alone, never on the loader worker that decodes it. A plan
+is then carried out by torchvision.transforms.v2 where torchvision imports, by PIL otherwise; files are
+always opened by PIL, which lets a JPEG decode at a reduced scale when the crop allows it.
 
 What is decoded is bounded: a file is read through the bounded reader (a regular file of at most
 `MAX_IMAGE_BYTES`, opened without waiting), only the `FORMATS` are decoded, recognised by their content
@@ -36,6 +36,8 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # PIL's names of the formats decoded, 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # the files of an image folder
 MAX_IMAGE_PIXELS = 64_000_000  # width × height: 8000×8000 (192 MB as RGB); larger is refused undecoded
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_SIZE = 224  # an image folder's side when none is given: ImageNet's
+IMAGE_SIZES = (8, 4096)  # the sides an image folder may be cropped to, inclusive
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,28 @@ class Plan:
     flip: bool
 
 
-def resize_side(size: int) -> int:
-    """The shorter side an evaluation image is resized to before its centre crop of `size`."""
-    return round(size / CROP_FRACTION)
+def check_image_size(size: object, what: str = "--image-size") -> int:
+    """`size` when it is a whole number of pixels within `IMAGE_SIZES`, else a RunError naming `what`."""
+    lo, hi = IMAGE_SIZES
+    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
+        raise RunError(f"{what} {size!r}: the side images are cropped to must be a whole number of pixels "
+                       f"from {lo} to {hi}", f"for example {what} 64")
+    return size
+
+
+def check_crop(crop: object, what: str = "--crop") -> float:
+    """`crop` (the evaluation crop's share of the resized shorter side) when it lies in (0, 1], else a
+    RunError naming `what`."""
+    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
+        raise RunError(f"{what} {crop!r}: the centre crop's share of the resized image must lie in (0, 1]",
+                       f"for example {what} {CROP_FRACTION} (ImageNet's 224 of 256), or 1 for no border")
+    return float(crop)
+
+
+def resize_side(size: int, crop: float = CROP_FRACTION) -> int:
+    """The shorter side an evaluation image is resized to before its centre crop of `size`: `size /
+    crop`, at least `size`."""
+    return max(size, round(size / crop))
 
 
 def train_plan(width: int, height: int, size: int, rng: random.Random) -> Plan:
@@ -76,10 +97,10 @@ def train_plan(width: int, height: int, size: int, rng: random.Random) -> Plan:
     return Plan((left, top, left + w, top + h), size, rng.random() < 0.5)
 
 
-def eval_plan(width: int, height: int, size: int) -> Plan:
-    """Resize the shorter side to `resize_side(size)` (the longer in proportion, rounded down, as
+def eval_plan(width: int, height: int, size: int, crop: float = CROP_FRACTION) -> Plan:
+    """Resize the shorter side to `resize_side(size, crop)` (the longer in proportion, rounded down, as
     torchvision's `Resize`), then crop the centre size×size: as one box of the source image."""
-    side = resize_side(size)
+    side = resize_side(size, crop)
     if width <= height:
         tw, th = side, int(side * height / width)
     else:
@@ -114,8 +135,10 @@ def pick_backend(name: str = "auto") -> str:
     return name
 
 
-def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str) -> torch.Tensor:
-    """`file` decoded and transformed to a uint8 3×size×size tensor; a RunError naming the file when it
+def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str,
+         crop: float = CROP_FRACTION) -> torch.Tensor:
+    """`file` decoded and transformed to a uint8 3×size×size tensor (evaluation: the centre `crop` of the
+    image resized to `resize_side(size, crop)`); a RunError naming the file when it
     cannot be read (not a regular file, too large, empty, not one of `FORMATS`, truncated, above
     `MAX_IMAGE_PIXELS`)."""
     from PIL import Image, UnidentifiedImageError
@@ -128,7 +151,7 @@ def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str
             if width * height > MAX_IMAGE_PIXELS:
                 raise RunError(f"cannot read the image {file}: a decompression bomb? {width:,}×{height:,} pixels "
                                f"is above the limit of {MAX_IMAGE_PIXELS:,}", "scale the image down, or remove it")
-            plan = train_plan(width, height, size, rng) if train else eval_plan(width, height, size)
+            plan = train_plan(width, height, size, rng) if train else eval_plan(width, height, size, crop)
             left, top, right, bottom = plan.box
             # a JPEG may decode at 1/2, 1/4 or 1/8 scale, as long as the box keeps `size` pixels a side
             img.draft("RGB", (math.ceil(width * size / (right - left)), math.ceil(height * size / (bottom - top))))

@@ -17,17 +17,20 @@ from torch import nn
 
 class Snapshot:
     """Copies of what a warm-up step changes — a module's parameters and buffers, an optimizer's learning
-    rates — put back by `restore` into the same tensors, which keep their identity."""
+    rates and state — put back by `restore` into the same tensors, which keep their identity."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer | None = None):
         self.model, self.opt = model, opt
         self.tensors = [t.detach().clone() for t in _state(model)]
         self.lr = [g["lr"].clone() if torch.is_tensor(g["lr"]) else g["lr"] for g in opt.param_groups] if opt else []
+        self.state = {p: {k: v.detach().clone() for k, v in s.items() if torch.is_tensor(v)}
+                      for p, s in opt.state.items()} if opt else {}
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Weights, buffers and learning rates back in place; momentum buffers zeroed, which makes the next
-        update the first step's (buf = 0·momentum + grad = grad, SGD without dampening)."""
+        """Weights, buffers, learning rates and the optimizer state held before (a resumed run's) back in
+        place; state the warm-up created is zeroed, which makes the next update the first step's (SGD:
+        buf = 0·momentum + grad = grad, without dampening)."""
         for t, v in zip(_state(self.model), self.tensors):
             t.copy_(v)
         if self.opt is None:
@@ -37,9 +40,14 @@ class Snapshot:
                 g["lr"].copy_(lr)
             else:
                 g["lr"] = lr
-        for state in self.opt.state.values():
+        for p, state in self.opt.state.items():
+            saved = self.state.get(p, {})
             for k, v in state.items():
-                if torch.is_tensor(v) and k == "momentum_buffer":
+                if not torch.is_tensor(v):
+                    continue
+                if k in saved:
+                    v.copy_(saved[k])
+                else:  # as the optimizer makes it on its first step: zeros (step counts, moments, momenta)
                     v.zero_()
 
 

@@ -5,9 +5,14 @@ A file holds the model's tensors under their plain state_dict names, so that
 `model.load_state_dict(safetensors.torch.load_file(path))` reads a weights-only file directly, and the
 optimizer, scheduler and RNG states (when present) under the prefixes `optimizer/`, `scheduler/` and `rng/`;
 its string metadata holds `format`, `version`, the epoch, a JSON skeleton per part (the nesting around the
-tensors, naming each tensor), `meta` as plain JSON and `digests`, the SHA-256 of every tensor's bytes, so
-that a flipped bit is reported instead of trained on. Files whose model tensors carry a `model/` prefix
-(written before) load the same way, as the skeleton names them; a file without digests is read unchecked."""
+tensors, naming each tensor), `meta` as plain JSON, `digests`, the SHA-256 of every tensor's dtype, shape
+and bytes, and `header_digest`, the SHA-256 of every other metadata entry (the digests included), so that
+a flipped bit, a relabelled dtype, a changed shape or edited metadata is reported instead of trained on.
+Every file `save` writes carries both. A file without them (written by an older archspec, or stripped)
+is refused unless the caller trusts it (`trust_legacy`); its byte digests, where present, are still
+checked. Weights that are NaN or infinite are refused unless the caller allows them (`allow_nonfinite`).
+Files whose model tensors carry a `model/` prefix (written before) load the same way, as the skeleton
+names them."""
 
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from archspec.files import kind_of, open_nonblocking, write_atomic
 
 
 __all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
-           "FORMAT", "VERSION"]
+           "seal", "tensor_digest", "header_digest", "FORMAT", "VERSION"]
 
 FORMAT = "archspec-checkpoint"
 VERSION = "1"
@@ -50,7 +55,13 @@ STALE_TEMP_SECONDS = 60.0
 _TENSOR, _TUPLE, _DICT, _COUNTER, _FLOAT = "$tensor", "$tuple", "$dict", "$counter", "$float"
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
+_DAMAGED_HINT = ("the file is damaged (a disk, copy or edit changed it): use another checkpoint, such as "
+                 "best.safetensors or a backup")
 _CORRUPT_HINT = "it may be cut short or written by another program: resume from another checkpoint or start afresh"
+_LEGACY_HINT = ("load it only if you trust where it came from: --trust-legacy (trust_legacy=True); training "
+                "again, or resuming and saving once, writes a file with digests")
+_NONFINITE_HINT = ("the run that wrote it diverged, or the file was edited; load it anyway with --allow-nonfinite "
+                   "(allow_nonfinite=True)")
 _PICKLE_HINT = ("archspec checkpoints are safetensors files; pickles (torch.save) are never loaded because "
                 "loading one can run arbitrary code")
 
@@ -180,7 +191,7 @@ def save(path: str | Path, ck: Checkpoint) -> None:
     path = Path(path)
     tensors, metadata = _encode_checkpoint(ck)
     tensors = _storable(tensors)
-    metadata["digests"] = json.dumps({name: _digest(t) for name, t in tensors.items()}, separators=(",", ":"))
+    metadata = seal(metadata, tensors)
     write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
                  check=lambda tmp: _check_written(tmp, metadata, len(tensors)),
                  hint="check that the folder is writable and the disk has room")
@@ -188,8 +199,34 @@ def save(path: str | Path, ck: Checkpoint) -> None:
 
 
 def _digest(t: torch.Tensor) -> str:
-    """SHA-256 of a CPU tensor's bytes as safetensors stores them."""
-    return hashlib.sha256(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+    """SHA-256 of a CPU tensor's bytes as safetensors stores them (the digest of older files)."""
+    return hashlib.sha256(_bytes(t)).hexdigest()
+
+
+def _bytes(t: torch.Tensor):
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a CPU tensor's dtype, shape and bytes: relabelling the same bytes as another dtype or
+    shape changes it."""
+    h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}\n".encode())
+    h.update(_bytes(t))
+    return h.hexdigest()
+
+
+def header_digest(metadata: Mapping[str, str]) -> str:
+    """SHA-256 of every metadata entry but `header_digest` itself, in a canonical order."""
+    rest = {k: v for k, v in metadata.items() if k != "header_digest"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """`metadata` with the `digests` of `tensors` (CPU, contiguous) and the `header_digest` over it all."""
+    out = {k: v for k, v in metadata.items() if k not in ("digests", "header_digest")}
+    out["digests"] = json.dumps({name: tensor_digest(t) for name, t in tensors.items()}, separators=(",", ":"))
+    out["header_digest"] = header_digest(out)
+    return out
 
 
 # What `tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")` creates for a checkpoint NAME.
@@ -264,9 +301,11 @@ def _reason(e: BaseException) -> str:
 
 # -- loading
 
-def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load(path: str | Path, *, map_location: str | torch.device = "cpu", trust_legacy: bool = False,
+         allow_nonfinite: bool = False) -> Checkpoint:
     """Read a checkpoint written by `save`, using only safetensors and JSON: nothing in the file can run
-    code. Every way a file can be wrong is a RunError that names the file."""
+    code. Every way a file can be wrong is a RunError that names the file: a file without digests is
+    refused unless `trust_legacy`, a NaN or infinite weight unless `allow_nonfinite`."""
     path = Path(path)
     if not path.exists():
         raise RunError(f"no checkpoint at {path}")
@@ -293,7 +332,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     if len(head) < 8:
         raise _unreadable(path, "the file is empty" if not head else f"the file is only {len(head)} bytes long")
     metadata, tensors = _read(path)
-    _check_digests(path, metadata, tensors)
+    _check_digests(path, metadata, tensors, trust_legacy)
 
     device = torch.device(map_location)
     placed = tensors if device.type == "cpu" else {k: t.to(device) for k, t in tensors.items()}
@@ -314,6 +353,8 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     model, rng = parts["model"], parts["rng"]
     if not _tensor_dict(model):
         raise _unreadable(path, "its model is not a mapping of names to tensors")
+    if not allow_nonfinite:
+        _check_finite(path, model)
     if not _tensor_dict(rng) or any(t.dtype != torch.uint8 for t in rng.values()):
         raise _unreadable(path, "its rng is not a mapping of names to byte tensors")
     for part in ("optimizer", "scheduler"):
@@ -386,9 +427,21 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def _check_digests(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Every tensor's bytes against the digest written with it; files from before digests pass unchecked."""
+def _check_digests(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor],
+                   trust_legacy: bool) -> None:
+    """The header against its digest, then every tensor's dtype, shape and bytes against theirs. A file
+    without a header digest is refused unless `trust_legacy`; its byte digests, if any, are still checked."""
+    sealed = "header_digest" in metadata
+    if not sealed and not trust_legacy:
+        what = ("its digests cover only tensor bytes (an older archspec wrote it)" if "digests" in metadata
+                else "it has no digests (an older archspec wrote it, or they were removed)")
+        raise _unreadable(path, what, _LEGACY_HINT)
+    if sealed and metadata["header_digest"] != header_digest(metadata):
+        raise _unreadable(path, "its header does not match its digest: its metadata changed after it was written",
+                          _DAMAGED_HINT)
     if "digests" not in metadata:
+        if sealed:
+            raise _unreadable(path, "it has a header digest but no tensor digests")
         return
     digests = _json(path, metadata, "digests")
     if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
@@ -396,11 +449,20 @@ def _check_digests(path: Path, metadata: Mapping[str, str], tensors: Mapping[str
     if digests.keys() != tensors.keys():
         odd = sorted(digests.keys() ^ tensors.keys())[0]
         raise _unreadable(path, f"its digests do not list exactly its tensors (tensor {_safe(odd)})")
+    # an unsealed file holds byte digests (older archspec) or, stripped of its header digest, full ones
+    forms = (tensor_digest,) if sealed else (_digest, tensor_digest)
+    changed = "dtype, shape or bytes" if sealed else "bytes"
     for name, t in tensors.items():
-        if _digest(t) != digests[name]:
-            raise _unreadable(path, f"tensor {_safe(name)} does not match its digest: its bytes changed after it "
-                                    "was written", "the file is damaged (a disk, copy or edit changed it): "
-                                                   "use another checkpoint, such as best.safetensors or a backup")
+        if all(form(t) != digests[name] for form in forms):
+            raise _unreadable(path, f"tensor {_safe(name)} does not match its digest: its {changed} changed after "
+                                    "it was written", _DAMAGED_HINT)
+
+
+def _check_finite(path: Path, model: Mapping[str, torch.Tensor]) -> None:
+    """An error naming the first floating or complex weight that holds a NaN or an infinity."""
+    for name, t in model.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise _unreadable(path, f"weight {_safe(name)} holds NaN or infinite values", _NONFINITE_HINT)
 
 
 def _decode(path: Path, metadata: Mapping[str, str], part: str, tensors: Mapping[str, torch.Tensor]) -> Any:

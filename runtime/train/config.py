@@ -40,6 +40,10 @@ class TrainConfig:
     max_memory: int | None = None  # bytes a training step may need (estimated first); None: the device's  # folders `use` may read besides the spec's own tree and the library
     tensorboard: bool = True  # event files beside metrics.jsonl, where TensorBoard is installed
     threads: int | None = None  # the CPU threads asked for (`--threads`); None: as set, or on --resume the run's
+    image_size: int | None = None  # image folders: the side images are cropped to; None: 224
+    crop: float | None = None  # image folders: the evaluation centre crop's share; None: 0.875
+    trust_legacy: bool = False  # --resume from a checkpoint without digests
+    allow_nonfinite: bool = False  # --resume from a checkpoint holding non-finite weights
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

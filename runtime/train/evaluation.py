@@ -45,11 +45,14 @@ def network_of(ck: ckpt.Checkpoint, path: str | Path, max_params: int = DEFAULT_
 
 
 def load_trained(path: str | Path, device: torch.device | str = "cpu", batch: int = 1,
-                 max_memory: int | None = None) -> tuple[Network, nn.Module, ckpt.Checkpoint]:
+                 max_memory: int | None = None, *, trust_legacy: bool = False,
+                 allow_nonfinite: bool = False) -> tuple[Network, nn.Module, ckpt.Checkpoint]:
     """A checkpoint's network, its module (plain ops) with the trained weights, and the checkpoint itself.
     The embedded spec may come from a stranger: a forward pass at `batch` must fit `max_memory` (the
-    device's memory by default) before any weight is allocated."""
-    return _trained(ckpt.load(path, map_location=device), path, device, batch, max_memory)
+    device's memory by default) before any weight is allocated. A file without digests loads only with
+    `trust_legacy`, NaN or infinite weights only with `allow_nonfinite` (see `checkpoint.load`)."""
+    ck = ckpt.load(path, map_location=device, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
+    return _trained(ck, path, device, batch, max_memory)
 
 
 def _trained(ck: ckpt.Checkpoint, path: str | Path, device: torch.device | str, batch: int,
@@ -66,13 +69,16 @@ def _trained(ck: ckpt.Checkpoint, path: str | Path, device: torch.device | str, 
 
 def model_from_source(source: str | Path, sets: Mapping[str, Any], seed: int = 0,
                       allow_paths: Iterable[str | Path] | None = None, batch: int = 1,
-                      max_memory: int | None = None) -> tuple[Network, nn.Module]:
-    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights), in eval mode; a
-    forward pass at `batch` must fit `max_memory` before anything is allocated."""
+                      max_memory: int | None = None, *, trust_legacy: bool = False,
+                      allow_nonfinite: bool = False) -> tuple[Network, nn.Module]:
+    """A spec (weights initialised from `seed`) or a checkpoint (its trained weights, read as
+    `load_trained` reads them), in eval mode; a forward pass at `batch` must fit `max_memory` before
+    anything is allocated."""
     if Path(source).suffix == ".safetensors":
         if sets:
             raise RunError("--set applies to a spec; a checkpoint carries its own parameters")
-        net, model, _ = load_trained(source, batch=batch, max_memory=max_memory)
+        net, model, _ = load_trained(source, batch=batch, max_memory=max_memory, trust_legacy=trust_legacy,
+                                     allow_nonfinite=allow_nonfinite)
     else:
         net = elaborate(read_spec(source, allow_paths), sets)
         refuse_above(net, batch, training=False, limit=max_memory)
@@ -95,11 +101,13 @@ def eval_source(path: str | Path, data: str | None, meta: Mapping[str, Any]) -> 
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
-                        batch_size: int = 256, max_memory: int | None = None) -> dict:
+                        batch_size: int = 256, max_memory: int | None = None, *, trust_legacy: bool = False,
+                        allow_nonfinite: bool = False) -> dict:
     """Test loss and accuracy (and top-5 accuracy, where there are more than 5 classes) of a checkpoint,
-    rebuilt from the spec it carries, on `data` (see `eval_source` for the default)."""
+    rebuilt from the spec it carries, on `data` (see `eval_source` for the default). The file is read as
+    `load_trained` reads it (`trust_legacy`, `allow_nonfinite`)."""
     dev = pick_device(device, Dist())
-    ck = ckpt.load(path, map_location=dev)
+    ck = ckpt.load(path, map_location=dev, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
     meta = ck.meta
     source = eval_source(path, data, meta)  # before the network is built or any data is read
     net, model, ck = _trained(ck, path, dev, batch_size, max_memory)

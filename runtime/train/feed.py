@@ -32,7 +32,7 @@ class Feed:
                 raise RunError(f"--val-split holds out images of in-memory data sets only; {ds.name} is an image "
                                "folder", "give its validation images a folder of their own (val/), or --val-split 0")
             self.loaders = D.folder_loaders(ds.folder, ds.size, batch_size, workers, rank, world, seed=seed,
-                                            device=device)
+                                            device=device, crop=ds.crop)
             return
         x, y = ds.train_x, ds.train_y
         if val:

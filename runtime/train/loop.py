@@ -6,15 +6,17 @@ made on the training device, so one code path serves the CPU, a GPU and DDP rank
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as tdist
+import torch.nn.functional as F
 from torch import nn
 
 from archspec.compiler.activation_memory import refuse_above
@@ -29,19 +31,26 @@ from .devices import Dist, join_process_group, launched_by_torchrun, leave_proce
 from .feed import Feed, Readout
 from .lock import RunLock
 from .metrics import read_metrics, write_metrics
+from . import optim
 from .progress import RunClock, progress_bar
 from .recipes import Recipe, recipe as get_recipe
 from .runconfig import run_config, write_run_config
 from .scores import Tally, tally_batches
 from .specfiles import fit_network, read_spec, spec_files
 from .split import check_val_split, val_count
-from .step import Step, StepConfig, assemble, sgd
+from .step import Step, StepConfig, assemble
 
 
-def make_optimizer(model: nn.Module, r: Recipe, cfg: StepConfig) -> tuple[torch.optim.Optimizer, Any]:
-    opt = sgd(model.parameters(), cfg, r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
-              weight_decay=r.weight_decay)
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, r.milestone_epochs(), gamma=r.gamma)
+def make_optimizer(model: nn.Module, r: Recipe, cfg: StepConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer for `model`, as a step of `cfg` needs it (`optim.make_optimizer`)."""
+    return optim.make_optimizer(model, r, captures=cfg.captures, device=cfg.device)
+
+
+def make_loss(r: Recipe) -> Callable:
+    """The training loss: cross-entropy, with the recipe's label smoothing."""
+    if not r.label_smoothing:
+        return F.cross_entropy
+    return functools.partial(F.cross_entropy, label_smoothing=r.label_smoothing)
 
 
 class Trainer:
@@ -54,7 +63,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.recipe = get_recipe(cfg.recipe, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                                                 "lr": cfg.lr})
-        self.ds = D.load(cfg.data, seed=cfg.seed)
+        self.ds = D.load(cfg.data, seed=cfg.seed, image_size=cfg.image_size, crop=cfg.crop)
         self.spec = read_spec(cfg.spec, cfg.allow_paths)
         self.net = fit_network(self.spec, cfg.sets, self.ds)
         self.start_epoch, self.best, self.best_epoch = 0, -1.0, 0
@@ -74,15 +83,19 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model, self.run = assemble(self.net, self.step_cfg, self.memory)  # `model`: the module whose state is saved
-        self.opt, self.sched = make_optimizer(self.model, self.recipe, self.step_cfg)
+        self.opt = make_optimizer(self.model, self.recipe, self.step_cfg)
         torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
-        if resumed is not None:
-            self._resume(resumed)
-        self.step = Step(self.model, self.run, self.opt, self.step_cfg, self.recipe.batch_size)
+        self.step = Step(self.model, self.run, self.opt, self.step_cfg, self.recipe.batch_size,
+                         loss_fn=make_loss(self.recipe), clip=self.recipe.clip_grad)
         held = val_count(self._train_images(), self.val_split, self.ds.name) if self.val_split else 0
         self.feed = Feed(self.ds, self.recipe.batch_size, self.device, seed=cfg.seed, rank=self.dist.rank,
                          world=self.dist.world, workers=cfg.workers, val=held)
         D.check_batch_size(self.feed.sizes()[0], self.recipe.batch_size, self.dist.world, self.ds.name)
+        # the schedule counts this rank's training steps; neither it nor the feed draws from the global RNG
+        self.sched = optim.make_scheduler(self.opt, self.recipe, self.feed.batches("train", 0)[1])
+        self.sched_each_step = optim.steps_each(self.recipe)
+        if resumed is not None:
+            self._resume(resumed)
         if cuda:  # whole data sets live on the GPU when they fit
             self.feed.keep_on(self.device, torch.cuda.mem_get_info(self.device)[0] // 4)
         if self.dist.main:  # only now: a run refused above leaves no folder behind
@@ -90,9 +103,7 @@ class Trainer:
 
     # -- data
     def _train_images(self) -> int:
-        if self.ds.train_y is not None:
-            return len(self.ds.train_y)
-        return 0  # image folders: the feed refuses a split with its own message
+        return self.ds.train_images  # image folders: as the folder was counted (the feed refuses a split)
 
     def _val_split(self, resumed: ckpt.Checkpoint | None) -> int | float:
         """The split asked for; on --resume the one the run was trained with, which may not change."""
@@ -142,7 +153,8 @@ class Trainer:
         if not path.exists():
             self.log(f"no checkpoint in {self.out}: starting a new run")
             return None
-        ck = ckpt.load(path, map_location=self.device)
+        ck = ckpt.load(path, map_location=self.device, trust_legacy=self.cfg.trust_legacy,
+                       allow_nonfinite=self.cfg.allow_nonfinite)
         if ck.meta.get("params") != json.loads(json.dumps(self.net.params)) or ck.meta.get("network") != self.net.name:
             raise RunError(f"{path} was trained as network '{ck.meta.get('network')}' with parameters "
                            f"{ck.meta.get('params')}, not '{self.net.name}' with {self.net.params}",
@@ -204,6 +216,8 @@ class Trainer:
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(it):
             logits, loss = self.step(x, y)
+            if self.sched_each_step:
+                self.sched.step()
             tally.add(logits, y, loss * len(y))
             if (i + 1) % every == 0 or i + 1 == n:
                 rate = tally.seen * self.dist.world / (time.perf_counter() - t0)
@@ -227,7 +241,7 @@ class Trainer:
         split = f" / {self.feed.size('val'):,} val" if self.feed.has_val else ""
         self.log(f"training {self.net.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) on "
                  f"{self.ds.name} ({self.feed.sizes()[0]:,} train{split} / {self.feed.sizes()[1]:,} test), recipe "
-                 f"{r.name}: {r.epochs} epoch{'' if r.epochs == 1 else 's'}, batch {r.batch_size}, lr {r.lr}, device {self.device}"
+                 f"{r.name}: {r.epochs} epoch{'' if r.epochs == 1 else 's'}, batch {r.batch_size}, lr {r.peak_lr()}, device {self.device}"
                  + (f" × {self.dist.world} process{'es' * (self.dist.world > 1)} (DDP)" if self.dist.joined else "")
                  + (", bf16" if self.amp else "") + (", channels_last" if self.channels_last else "")
                  + ("" if self.compile == "none" else f", compile {self.compile}") + (", lean memory" if self.memory == "lean" else ""))
@@ -266,7 +280,8 @@ class Trainer:
             show(0.0, epoch)
             trained = self.train_epoch(epoch, bar, lambda done: show(done, epoch))
             train_seconds = time.perf_counter() - t0
-            self.sched.step()
+            if not self.sched_each_step:
+                self.sched.step()
             val = self.evaluate("val") if self.feed.has_val else None
             test = self.evaluate("test")
             seconds = time.perf_counter() - t0

@@ -36,8 +36,13 @@ def check_val_split(value: Any) -> None:
 
 
 def val_count(n: int, value: int | float, name: str = "the training set") -> int:
-    """How many of `n` training images `value` holds out; at least one image must be left to train on."""
+    """How many of `n` training images `value` holds out; at least one image must be left to train on.
+    `n` is the whole training set (`Dataset.train_images`)."""
     check_val_split(value)
+    if value and n <= 0:
+        raise RunError(f"--val-split {value}: {name} has no training images in memory to hold out",
+                       "an image folder's validation images go in a folder of their own (val/); or give "
+                       "--val-split 0")
     k = math.floor(value * n + 0.5) if isinstance(value, float) else value
     if value and k == 0:
         raise RunError(f"--val-split {value} of the {n:,} images of {name} holds out no image",

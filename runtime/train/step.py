@@ -137,8 +137,9 @@ def assemble(net: Network, cfg: StepConfig, memory: str) -> tuple[fx.GraphModule
 
 
 def sgd(params, cfg: StepConfig, lr: float, **hyper) -> torch.optim.SGD:
-    """SGD for a step of `cfg`; for a captured step, its learning rate lives on the device as a tensor
-    (a scheduler's change reaches the replayed step) and its update is one fused kernel."""
+    """SGD for a step of `cfg` (a recipe's optimizer, whichever it names: `optim.make_optimizer`); for a
+    captured step, its learning rate lives on the device as a tensor (a scheduler's change reaches the
+    replayed step) and its update is one fused kernel."""
     if cfg.captures:
         return torch.optim.SGD(params, lr=torch.tensor(lr, dtype=torch.float32, device=cfg.device), fused=True,
                                **hyper)
@@ -161,15 +162,18 @@ def forward_loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: tor
 
 
 class Step:
-    """`step(x, y)` → (logits, loss): one SGD step of `opt` on `model`'s parameters. A batch of `batch`
+    """`step(x, y)` → (logits, loss): one step of `opt` on `model`'s parameters, on `loss_fn` (the
+    recipe's cross-entropy), the gradient's norm clipped to `clip` where given. A batch of `batch`
     images runs through `run` (compiled, DDP-wrapped), and under a capture mode replays the step
     captured on the first such batch; a batch of another size (the last, partial one) takes the same
     update on the same weights through `model` itself, rather than compiling every region again, or
     capturing again, for one batch (under DDP it stays `run`, which reduces the gradients)."""
 
     def __init__(self, model: nn.Module, run: nn.Module, opt: torch.optim.Optimizer, cfg: StepConfig, batch: int,
-                 loss_fn: Callable = F.cross_entropy):
+                 loss_fn: Callable = F.cross_entropy, clip: float | None = None):
         self.model, self.run, self.opt, self.cfg, self.batch, self.loss_fn = model, run, opt, cfg, batch, loss_fn
+        self.clip = clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.captured: Captured | None = None
 
     def module_for(self, n: int) -> nn.Module:
@@ -183,10 +187,14 @@ class Step:
         self.run.train(mode)
 
     def update(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss, backward and the optimizer's update through `module` → (logits, loss), detached."""
+        """Forward, loss, backward, gradient clipping (where asked) and the optimizer's update through
+        `module` → (logits, loss), detached. The clipping reads the norm on the device (no host sync), so a
+        captured step clips as an eager one does."""
         logits, loss = forward_loss(module, x, y, self.cfg.dtype, self.loss_fn)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.opt.step()
         return logits.detach(), loss.detach()
 
@@ -194,7 +202,8 @@ class Step:
         """The step on `run` captured for batches shaped as (x, y); the warm-up leaves no trace."""
         for group in self.opt.param_groups:
             if not torch.is_tensor(group["lr"]):
-                raise ValueError("the optimizer's lr must be a tensor on the device: use step.sgd")
+                raise ValueError("the optimizer's lr must be a tensor on the device: use step.sgd or "
+                                 "optim.make_optimizer(captures=True)")
         _state_like_params(self.opt)
         self.captured = Captured(lambda a, b: self.update(self.run, a, b), (self.cfg.layout(x), y),
                                  keep=Snapshot(self.model, self.opt))

@@ -23,11 +23,11 @@ from .view import units_of
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def connection_strengths(checkpoint: Path) -> dict:
+def connection_strengths(checkpoint: Path, **load) -> dict:
     """The learned strength of every cross-layer connection of a checkpoint, as plain JSON: one entry
     per crossdepthwise merge (most inflows first), then one source × target table per block of concat
-    merges."""
-    net, model, ck = load_trained(checkpoint)
+    merges. `load`: `load_trained`'s options (`trust_legacy`, `allow_nonfinite`)."""
+    net, model, ck = load_trained(checkpoint, **load)
     units = units_of(net)
     merges = [n for n in net.nodes() if n.role == "merge"]
     cdw = [_crossdepthwise(net, model, n.name, units) for n in merges if n.op == "crossdepthwise"]

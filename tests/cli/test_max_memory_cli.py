@@ -63,3 +63,17 @@ def test_a_meaningless_size_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(app, ["compile", TINY, "-o", str(tmp_path / "m.py"), "--max-memory", "lots"])
     assert r.exit_code == 2 and ("--max-memory" in r.output or "size" in r.output), r.output
     assert "Traceback" not in r.output
+
+
+def test_the_default_limit_is_the_memory_free_now(tmp_path, monkeypatch):
+    from archspec.compiler import activation_memory as am
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 67108864 kB\nMemAvailable: 16 kB\n")  # 64 GiB of RAM, 16 KiB of it free
+    monkeypatch.setattr(am, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(am, "CGROUP", str(tmp_path / "no-cgroup"))
+    r = CliRunner().invoke(app, ["compile", TINY, "-o", str(tmp_path / "m.py")])
+    assert r.exit_code == 2 and "above the limit of 16.0 KiB, the memory available now" in r.output, r.output
+    assert not (tmp_path / "m.py").exists()
+    r = CliRunner().invoke(app, ["compile", TINY, "-o", str(tmp_path / "m.py"), "--max-memory", "1GiB"])
+    assert r.exit_code == 0, r.output  # an explicit limit is taken as given

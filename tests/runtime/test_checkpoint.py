@@ -372,7 +372,7 @@ def test_checkpoints_with_model_prefixed_names_still_load(tmp_path):
               "scheduler": "null", "rng": "{}", "meta": "{}"}
     header["digests"] = json.dumps({k: ckpt._digest(t) for k, t in x.items()})
     save_file(x, tmp_path / "old.safetensors", metadata=header)
-    ck = ckpt.load(tmp_path / "old.safetensors")
+    ck = ckpt.load(tmp_path / "old.safetensors", trust_legacy=True)
     assert list(ck.model) == ["w"] and torch.equal(ck.model["w"], torch.arange(4.0)) and ck.epoch == 3
     assert torch.equal(ck.optimizer["state"][0]["momentum_buffer"], torch.ones(4))
 

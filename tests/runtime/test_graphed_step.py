@@ -90,3 +90,35 @@ def test_optimizer_state_takes_its_parameters_layout():
     _state_like_params(opt)
     got = opt.state[p]["momentum_buffer"]
     assert got.stride() == p.stride() and torch.equal(got, buf)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
+def test_warm_up_leaves_the_optimizer_state_as_it_found_it(kind, resumed):
+    """A capture's warm-up on a resumed run puts the optimizer's state (momenta, moments, step counts) back
+    as it was, and state it created is as the optimizer's first step makes it: the steps after the restore
+    equal those of a run that never warmed up, bit for bit."""
+    def make(m):
+        if kind == "sgd":
+            return torch.optim.SGD(m.parameters(), lr=torch.tensor(0.1), momentum=0.9, nesterov=True)
+        return torch.optim.AdamW(m.parameters(), lr=torch.tensor(0.01), foreach=False)
+
+    ref, model = _tiny("cpu"), _tiny("cpu")
+    ref_opt, opt = make(ref), make(model)
+    ref_step, step = _eager(ref, ref_opt), _eager(model, opt)
+    x, y = _batch("cpu", 8, 0)
+    if resumed:
+        ref_step(x, y)
+        step(x, y)
+    saved = Snapshot(model, opt)
+    for _ in range(3):
+        step(x, y)
+    saved.restore()
+    for _ in range(2):
+        ref_step(x, y)
+        step(x, y)
+    for a, b in zip(_state(model), _state(ref)):
+        assert torch.equal(a, b)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        for k, v in opt.state[p].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(ref_opt.state[q][k])), k

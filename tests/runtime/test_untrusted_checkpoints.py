@@ -63,8 +63,10 @@ def good(tmp_path) -> Path:
     return path
 
 
-def tamper(path: Path, out: Path, *, change=None, drop=(), **entries) -> Path:
-    """A copy of the checkpoint at `path` with its metadata changed, as anyone can with safetensors."""
+def tamper(path: Path, out: Path, *, change=None, drop=(), reseal=True, **entries) -> Path:
+    """A copy of the checkpoint at `path` with its metadata changed, as anyone can with safetensors; with
+    `reseal`, its header digest recomputed over the changed metadata, as anyone can too (the digests
+    catch damage and naive edits; what is read is validated all the same)."""
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -73,6 +75,8 @@ def tamper(path: Path, out: Path, *, change=None, drop=(), **entries) -> Path:
     metadata.update(entries)
     for key in drop:
         del metadata[key]
+    if reseal and "header_digest" in metadata:
+        metadata["header_digest"] = ckpt.header_digest(metadata)
     save_file(tensors, out, metadata=metadata)
     return out
 
@@ -225,14 +229,16 @@ def test_flipped_tensor_byte_is_named(good, tmp_path):
     assert r.exit_code == 2 and name in r.output and "digest" in r.output, r.output
 
 
-def test_checkpoints_without_digests_still_load(good, tmp_path):
-    """Files written before digests existed load and evaluate as before (their bytes go unchecked)."""
-    old = tamper(good, tmp_path / "old.safetensors", drop=["digests"])
-    ck = ckpt.load(old)
+def test_checkpoints_without_digests_load_only_when_trusted(good, tmp_path):
+    """Files written before digests existed load only with trust_legacy (their bytes go unchecked)."""
+    old = tamper(good, tmp_path / "old.safetensors", drop=["digests", "header_digest"])
+    with pytest.raises(RunError, match="it has no digests") as err:
+        ckpt.load(old)
+    assert "--trust-legacy" in err.value.hint
+    ck = ckpt.load(old, trust_legacy=True)
     assert set(ck.model) == set(ckpt.load(good).model)
-    assert cli("eval", old).exit_code == 0
     _flip(old, "head.linear1.weight")
-    ckpt.load(old)
+    ckpt.load(old, trust_legacy=True)
 
 
 def test_digests_must_cover_every_tensor(good, tmp_path):
@@ -291,3 +297,14 @@ def test_oversized_embedded_spec_is_refused_before_building(good, tmp_path):
                  change=lambda m: {**m, "params": {}, "main": "<spec>", "files": {"<spec>": huge}})
     r = cli("eval", bad)
     assert r.exit_code == 2 and "above the limit of 2,000,000,000" in r.output, r.output
+
+
+def test_m6_cli_refuses_a_file_without_digests_unless_trusted(good, tmp_path):
+    """`export` and `inspect` refuse an unsealed file with exit 2 and name the option; `export
+    --trust-legacy` reads it."""
+    old = tamper(good, tmp_path / "old.safetensors", drop=["digests", "header_digest"])
+    for args in (["export", old, "--format", "pt2", "-o", tmp_path / "x.pt2"], ["inspect", old, "--json"]):
+        r = cli(*args)
+        assert r.exit_code == 2 and "no digests" in r.output and "--trust-legacy" in r.output, r.output
+    r = cli("export", old, "--format", "pt2", "-o", tmp_path / "x.pt2", "--trust-legacy")
+    assert r.exit_code == 0 and (tmp_path / "x.pt2").is_file(), r.output

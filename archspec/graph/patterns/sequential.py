@@ -43,21 +43,23 @@ class Seq(Pattern):
     def build(cls, ctx, x, layers, args):
         width = cls.width(ctx, x, args)
         history, outs = [x], []
+        have = ctx.shape(x)[0]  # channels in the history, kept as it grows so each group costs its window
         for i, layer in enumerate(layers):
             scope = ctx.layer_scope(i)
-            parts = history if width is None else cls.window(ctx, history, width, i, len(layers), scope)
+            parts = history if width is None else cls.window(ctx, history, have, width, i, len(layers), scope)
             y = ctx.run(layer, ctx.merge_of(parts, scope), scope)
             history.append(y)
             outs.append(y)
+            have += ctx.shape(y)[0]
         out = ctx.merge_of(outs, ctx.scope)
         if len(outs) > 1 and not ctx.merge.equal_shapes:
             ctx.join_raw(out, outs)
         return out
 
     @classmethod
-    def window(cls, ctx, history: list[str], width: int, i: int, n: int, scope) -> list[str]:
-        """The inflows of group i: the tail of its history `width` channels wide."""
-        have = sum(ctx.shape(t)[0] for t in history)
+    def window(cls, ctx, history: list[str], have: int, width: int, i: int, n: int, scope) -> list[str]:
+        """The inflows of group i: the tail of its history (`have` channels in all) `width` channels wide.
+        Only the inflows inside the window are looked at, so a group costs its window, not its depth."""
         if i == n - 1 and width > have:
             raise SpecError(f"window({width}) is wider than the whole history of the block's last group "
                             f"({have} channels), so it never slides", ctx.loc,
