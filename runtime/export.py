@@ -12,6 +12,8 @@ import inspect
 import itertools
 import logging
 import os
+import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from torch import fx, nn
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
 from archspec.errors import RunError, did_you_mean
+from archspec.runtime.process import alive
 
 FORMATS = ("pt2", "onnx", "tensorrt")
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -369,18 +372,31 @@ def _one_thread() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _staged(target: Path) -> Iterator[Path]:
-    """A fresh folder beside `target` to write into; its files replace their namesakes next to `target`
-    only when the block succeeds, so a failed export never leaves a partial or stale artefact."""
+    """A fresh folder beside `target` to write into, named for this process; its files replace their
+    namesakes next to `target` only when the block succeeds, so a failed export never leaves a partial or
+    stale artefact. The folders of exports whose process is gone (killed) are removed first."""
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.TemporaryDirectory(dir=parent, prefix=f".{target.name}.")
+        _clear_stale_stages(target)
+        tmp = tempfile.TemporaryDirectory(dir=parent, prefix=f".{target.name}.{os.getpid()}.")
     except OSError as e:
         raise RunError(f"cannot write {target}: {e.strerror or e}") from None
     with tmp as folder:
         yield Path(folder)
         for f in Path(folder).iterdir():
             os.replace(f, parent / f.name)
+
+
+def _clear_stale_stages(target: Path) -> None:
+    """Remove the staging folders (`.NAME.PID.XXXXXXXX`) that exports to `target` killed mid-way left: those
+    whose process no longer runs. Only real folders of that name are removed, never through a link."""
+    stage = re.compile(re.escape(f".{target.name}.") + r"(\d+)\.[A-Za-z0-9_]{8}")
+    with os.scandir(target.parent) as entries:
+        for e in entries:
+            m = stage.fullmatch(e.name)
+            if m and e.is_dir(follow_symlinks=False) and not alive(int(m.group(1))):
+                shutil.rmtree(e.path, ignore_errors=True)
 
 
 def _wrote(console: Console, path: Path, what: str) -> None:

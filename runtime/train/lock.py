@@ -25,23 +25,11 @@ from pathlib import Path
 from typing import Iterator
 
 from archspec.errors import RunError
+from archspec.runtime.process import alive
 
 LOCK_NAME = ".archspec.lock"
 _PID_BYTES = 32  # what is read of a lock file: a process id and a newline
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # write_atomic's temporaries (tempfile.mkstemp names)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id exists (one of another user's counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(fd: int) -> int | None:
@@ -173,7 +161,7 @@ class RunLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     pid = _holder(fd)
-                    if pid is not None and _alive(pid):
+                    if pid is not None and alive(pid):
                         raise RunError(f"--out {self.folder} is in use by a run still going (process {pid})",
                                        "wait for it to end, or give another --out: two runs never write one "
                                        "folder") from None

@@ -7,6 +7,7 @@ torch-tensorrt and CUDA are."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -279,3 +280,19 @@ def test_onnx_export_leaves_the_thread_count_alone(tmp_path):
     before = torch.get_num_threads()
     export_model(net, model, ExportOptions("onnx", tmp_path / "a.onnx"), Console(quiet=True))
     assert torch.get_num_threads() == before
+
+
+def test_an_export_clears_the_stage_a_killed_export_left(tmp_path, cli):
+    """A staging folder beside the target whose process is gone (a killed export) is removed by the next
+    export to that target; one of a live process, and anything not a staging folder, is left alone."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # that process has exited
+    stale = tmp_path / f".m.pt2.{dead}.abcd1234"
+    live = tmp_path / f".m.pt2.{os.getpid()}.efgh5678"
+    other = tmp_path / ".m.pt2.notes"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "m.pt2").write_bytes(b"partial")
+    r = cli("export", TINY, *TINY_SETS, "--format", "pt2", "-o", tmp_path / "m.pt2")
+    assert r.exit_code == 0, r.output
+    assert not stale.exists() and live.exists() and other.exists() and (tmp_path / "m.pt2").is_file()
