@@ -39,8 +39,8 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 def parse(source: str | os.PathLike | Spec, allow_paths: AllowPaths = None) -> Spec:
     """A spec from a path, a shipped model's name (`"delugenet146"`), spec text, or an already parsed
-    spec. One line without braces is a path or a name, not spec text, when it has no spaces, ends in
-    `.arch` or names a file.
+    spec. A `Path` is always a path; a string of one line without braces is a path or a name, not spec
+    text, when it has no spaces, ends in `.arch` or names a file.
 
     Its `use` lines may read files in the spec file's folder tree (for text: none), the shipped library
     and the folders in `allow_paths`, nothing else; never a dotfile or anything under /proc, /sys, /dev."""
@@ -48,8 +48,9 @@ def parse(source: str | os.PathLike | Spec, allow_paths: AllowPaths = None) -> S
         return source
     text = os.fspath(source)
     one_line = text and "\n" not in text and "{" not in text
-    if isinstance(source, os.PathLike) or (
-            one_line and (not any(c.isspace() for c in text) or text.endswith(".arch") or Path(text).exists())):
+    if isinstance(source, os.PathLike):  # a path object is a path, never a model's name
+        return load_file(source, allow_paths=allow_paths)
+    if one_line and (not any(c.isspace() for c in text) or text.endswith(".arch") or Path(text).exists()):
         return load_file(library.find(text), allow_paths=allow_paths)
     return load_text(text, allow_paths=allow_paths)
 

@@ -45,7 +45,7 @@ def _batch_sizes(text: str, example: str) -> list[int]:
 
 @bench_app.command("compile")
 def bench_compile(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     repeat: int = typer.Option(7, min=1, help="Timed repetitions (the median is shown)."),
     max_params: int = MaxParamsOpt,
@@ -53,17 +53,18 @@ def bench_compile(
     """Time each compile stage (parse, elaborate, passes, codegen) against a hand-written module."""
 
     def run():
+        from archspec import library
         from archspec.runtime.bench.compile import run_bench
 
         analyse(spec, set_, max_params)  # every error, and the size limit, before anything is timed
-        run_bench(spec, parse_sets(set_), repeat, out)
+        run_bench(library.find(spec), parse_sets(set_), repeat, out)
 
     guarded(run)
 
 
 @bench_app.command("train")
 def bench_train(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     batch: str = typer.Option("64", "--batch-size", "--batch",
                               help="Batch size, or comma-separated sizes (64,128,256): one row per size and module."),
@@ -99,6 +100,7 @@ def bench_train(
     the modules' steps interleaved."""
 
     def run():
+        from archspec import library
         from archspec.runtime.bench import train as bt
         from archspec.runtime.threads import use_threads
         from archspec.runtime.train.host_memory import keep_freed_memory
@@ -116,7 +118,7 @@ def bench_train(
             if depth_sweep not in net.params:
                 raise SpecError(f"network '{net.name}' has no parameter '{depth_sweep}' to sweep", None,
                                 f"its parameters: {', '.join(net.params)}")
-            parsed = api.parse(spec, allow_path)
+            parsed = api.parse(library.find(spec), allow_path)
             bt.depth_sweep(lambda d: api.network(parsed, **{**sets, depth_sweep: d}), batches, device, out)
         else:
             bt.run_bench_train(net, batches, device, dtype, compile_, baseline, steps, warmup, out,
@@ -165,7 +167,7 @@ def bench_data(
 
 @bench_app.command("infer")
 def bench_infer(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     backends: str = typer.Option("eager,compile,onnxruntime,tensorrt,cudagraph", "--backends",
                                  help="Comma-separated: eager, compile, onnxruntime, tensorrt, cudagraph."),

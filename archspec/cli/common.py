@@ -239,14 +239,15 @@ def shape(s) -> str:
     return "×".join(map(str, s))
 
 
-def analyse(spec: Path, sets: Optional[List[str]], max_params: int | None,
+def analyse(spec: str, sets: Optional[List[str]], max_params: int | None,
             allow_paths: Optional[List[Path]] = None):
-    """Parse and elaborate `spec` with `--set` values, summarise it, and refuse it (located at the
-    network's definition) when its analytic parameter count is above `max_params`."""
-    from .. import api  # loads torch: only commands that read a spec pay for it, not --help
+    """Parse and elaborate `spec` (a path, or a shipped model's name; `./NAME` is the working folder's) with
+    `--set` values, summarise it, and refuse it (located at the network's definition) when its analytic
+    parameter count is above `max_params`."""
+    from .. import api, library  # loads torch: only commands that read a spec pay for it, not --help
 
     overrides = parse_sets(sets)
-    parsed = api.parse(spec, allow_paths)
+    parsed = api.parse(library.find(spec), allow_paths)  # the argument is a path or a name, never spec text
     net = api.network(parsed, **overrides)
     s = api.summary(net)
     if max_params is not None and s.params > max_params:

@@ -31,7 +31,7 @@ def print_summary(s) -> None:
 
 @app.command()
 def compile(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
@@ -68,7 +68,7 @@ def compile(
 
 
 @app.command()
-def check(spec: Path = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt,
+def check(spec: str = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: int = MaxParamsOpt,
           allow_path: Optional[List[Path]] = AllowPathOpt) -> None:
     """Validate SPEC (syntax, names, types, shapes, size) without building weights."""
 

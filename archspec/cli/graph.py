@@ -14,7 +14,7 @@ from .common import AllowPathOpt, SetOpt, SpecArg, analyse, app, guarded, out
 
 @app.command()
 def graph(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
                                           help=".svg, .png or .dot (default: SPEC's name with .svg)."),
@@ -29,7 +29,7 @@ def graph(
         if output is not None:
             output_target(output)  # a folder, a device or a FIFO is refused before any work
         net, _ = analyse(spec, set_, DEFAULT_MAX_PARAMS, allow_path)
-        path = draw(net, output or Path(spec.name).with_suffix(".svg"), level)
+        path = draw(net, output or Path(Path(spec).name).with_suffix(".svg"), level)
         out.print(f"wrote {path}")
 
     guarded(run)

@@ -30,7 +30,7 @@ def loader_workers(data: Optional[str], workers: Optional[int]) -> int:
 
 @app.command()
 def train(
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     data: Optional[str] = typer.Option(None, "--data", metavar="SOURCE",
                                        help="A CIFAR-10/100 folder (python or binary layout), an image folder "

@@ -17,7 +17,7 @@ def transfer(
     source: Path = typer.Argument(..., metavar="WEIGHTS",
                                   help="A state dict: .safetensors, or a torch file (.pt, .pth, .bin, .ckpt) "
                                        "read with weights_only=True."),
-    spec: Path = SpecArg,
+    spec: str = SpecArg,
     output: Path = typer.Option(..., "-o", "--out", "--output", metavar="FILE",
                                 help="Where to write SPEC's weights (safetensors, module order recorded)."),
     set_: Optional[List[str]] = SetOpt,

@@ -132,6 +132,8 @@ def test_a_folder_named_like_a_model_does_not_hide_it(tmp_path, monkeypatch):
     assert library.find(SMALL) == SPECS / f"{SMALL}.arch"
     r = CliRunner().invoke(app, ["check", SMALL])
     assert r.exit_code == 0 and r.stdout.startswith("ok: "), r.output
+    r = CliRunner().invoke(app, ["check", f"./{SMALL}"])  # written as a path: the folder, refused as one
+    assert r.exit_code == 2 and "is a directory" in r.output, r.output
 
 
 @pytest.mark.parametrize("written", [f"./{SMALL}", f"{SMALL}.arch", f"sub/{SMALL}"])
