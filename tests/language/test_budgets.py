@@ -1,4 +1,4 @@
-"""Elaboration budgets count this thread's CPU time, not wall time (issue 26, M7): a spec is never refused
+"""Elaboration budgets count this thread's CPU time, not wall time: a spec is never refused
 because the machine is busy, and a spec that spends its CPU seconds is still stopped."""
 
 from __future__ import annotations

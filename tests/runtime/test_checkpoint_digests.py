@@ -1,4 +1,4 @@
-"""Checkpoints are whole or refused (issue 26, M6): every file `save` writes carries digests over its
+"""Checkpoints are whole or refused: every file `save` writes carries digests over its
 whole header (dtype, shape, metadata) and its tensor bytes; a file without them loads only when trusted;
 NaN or infinite weights load only when allowed."""
 
