@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -143,26 +144,34 @@ def load(file: Path, size: int, *, train: bool, rng: random.Random, backend: str
     `MAX_IMAGE_PIXELS`)."""
     from PIL import Image, UnidentifiedImageError
 
+    bomb = RunError(f"cannot read the image {file}: a decompression bomb? it is above the limit of "
+                    f"{MAX_IMAGE_PIXELS:,} pixels", "scale the image down, or remove it")
     try:
-        with open_bounded(file, MAX_IMAGE_BYTES, "image") as f, Image.open(f, formats=FORMATS) as img:
-            width, height = img.size
-            if min(width, height) < 1:
-                raise ValueError(f"it is {width}×{height} pixels")
-            if width * height > MAX_IMAGE_PIXELS:
-                raise RunError(f"cannot read the image {file}: a decompression bomb? {width:,}×{height:,} pixels "
-                               f"is above the limit of {MAX_IMAGE_PIXELS:,}", "scale the image down, or remove it")
-            plan = train_plan(width, height, size, rng) if train else eval_plan(width, height, size, crop)
-            left, top, right, bottom = plan.box
-            # a JPEG may decode at 1/2, 1/4 or 1/8 scale, as long as the box keeps `size` pixels a side
-            img.draft("RGB", (math.ceil(width * size / (right - left)), math.ceil(height * size / (bottom - top))))
-            sx, sy = img.size[0] / width, img.size[1] / height
-            box = (left * sx, top * sy, right * sx, bottom * sy)
-            img = img.convert("RGB")
-            if backend == "torchvision":
-                return _with_torchvision(img, box, plan)
-            return _with_pil(img, box, plan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, at our own limit
+            with open_bounded(file, MAX_IMAGE_BYTES, "image") as f, Image.open(f, formats=FORMATS) as img:
+                width, height = img.size
+                if min(width, height) < 1:
+                    raise ValueError(f"it is {width}×{height} pixels")
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise RunError(f"cannot read the image {file}: a decompression bomb? {width:,}×{height:,} "
+                                   f"pixels is above the limit of {MAX_IMAGE_PIXELS:,}",
+                                   "scale the image down, or remove it")
+                plan = train_plan(width, height, size, rng) if train else eval_plan(width, height, size, crop)
+                left, top, right, bottom = plan.box
+                # a JPEG may decode at 1/2, 1/4 or 1/8 scale, as long as the box keeps `size` pixels a side
+                img.draft("RGB", (math.ceil(width * size / (right - left)),
+                                  math.ceil(height * size / (bottom - top))))
+                sx, sy = img.size[0] / width, img.size[1] / height
+                box = (left * sx, top * sy, right * sx, bottom * sy)
+                img = img.convert("RGB")
+                if backend == "torchvision":
+                    return _with_torchvision(img, box, plan)
+                return _with_pil(img, box, plan)
     except RunError:
         raise
+    except Image.DecompressionBombError:  # PIL's own, larger limit, met before ours could be checked
+        raise bomb from None
     except UnidentifiedImageError:
         raise RunError(f"cannot read the image {file}: it is not a PNG, JPEG, WebP or BMP image",
                        "remove or replace the file: every image of the folders must be readable") from None

@@ -345,17 +345,20 @@ def make_seeds(folder: Path) -> dict:
     images["EPS"] = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     return {
         "checkpoint": {"last.safetensors": last},
-        "run": {"tiny.arch": spec, "run/last.safetensors": last, "run/metrics.jsonl": (run / "metrics.jsonl").read_bytes()},
+        "run": {"tiny.arch": spec, "run/last.safetensors": last,
+                "run/metrics.jsonl": (run / "metrics.jsonl").read_bytes()},
         "transfer": {"tiny.arch": spec, "weights.safetensors": (folder / "w.safetensors").read_bytes()},
         "transfer_pth": buf.getvalue(),
         "cifar": {f"cifar/{n}": good for n in CIFAR_FILES},
         "image": {"x.png": images["PNG"]},
         "images": images,
+        "large_png": _png(LARGE_SIDE, LARGE_SIDE),  # under the pixel limit: decoded whole
     }
 
 
 # ---- the generators: each draws one case from a seeded RNG ---------------------------------------------
 
+LARGE_SIDE = 6000  # a 6000×6000 PNG: 36 Mpx, under the loader's limit, 108 MB as RGB
 HUGE = [0, -1, 1, 2**31, 2**32 + 1, 2**63 - 1, 2**63, -(2**63), 2**64, 10**30, 1e308, float("inf"), -0.5]
 ODD_VALUES = [None, True, [], {}, "", "x" * 100_000, [[[[[]]]]], {"a": {"b": {"c": 1}}}, "\x1b[2J\u202e", 3.5]
 
@@ -443,7 +446,10 @@ def _safetensors_edit(rng: random.Random, data: bytes, reseal: bool) -> bytes:
                 header["__metadata__"]["header_digest"] = ckpt.header_digest(header["__metadata__"])
         except Exception:  # noqa: BLE001 - a metadata value the digest cannot cover: left unsealed
             pass
-    text = _dumps(header).encode()
+    try:  # valid JSON where it can be; a non-finite number is written as Python writes it (not JSON)
+        text = json.dumps(header, allow_nan=False).encode()
+    except ValueError:
+        text = _dumps(header).encode()
     length = len(text)
     if rng.random() < 0.15:
         length = rng.choice([0, 1, length - 1, length + 1, length + 8, 2**31, 2**63, 2**64 - 1, len(body) + length])
@@ -453,9 +459,9 @@ def _safetensors_edit(rng: random.Random, data: bytes, reseal: bool) -> bytes:
 def gen_checkpoint(rng: random.Random, seeds: dict) -> dict:
     data = seeds["checkpoint"]["last.safetensors"]
     r = rng.random()
-    if r < 0.6:
-        data = _safetensors_edit(rng, data, reseal=rng.random() < 0.6)
-    elif r < 0.7:
+    if r < 0.75:
+        data = _safetensors_edit(rng, data, reseal=rng.random() < 0.7)
+    elif r < 0.83:
         data = struct.pack("<Q", rng.choice(HUGE[:10]) % 2**64) + data[8:]
     else:
         data = _bytes_mutation(rng, data)
@@ -474,8 +480,8 @@ def gen_run(rng: random.Random, seeds: dict) -> dict:
     if r < 0.08:
         files["run/metrics.jsonl"] = {"fifo": True}
     elif r < 0.16:
-        files["run/metrics.jsonl"] = {"link": rng.choice(["/dev/zero", "/dev/urandom", "/etc/passwd", "/proc/self/status",
-                                                          "/nonexistent", "."])}
+        files["run/metrics.jsonl"] = {"link": rng.choice(["/dev/zero", "/dev/urandom", "/etc/passwd",
+                                                          "/proc/self/status", "/nonexistent", "."])}
     elif r < 0.22:
         files["run/last.safetensors"] = rng.choice([{"fifo": True}, {"link": "/dev/zero"}, {"link": "metrics.jsonl"}])
     elif r < 0.3:
@@ -494,7 +500,7 @@ def gen_run(rng: random.Random, seeds: dict) -> dict:
             else:
                 try:
                     lines[i] = _dumps(_json_edit(rng, json.loads(lines[i]))).encode()
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's json reads
                     lines[i] = b"{"
         files["run/metrics.jsonl"] = b"\n".join(lines)
     return files
@@ -627,6 +633,9 @@ def _image_dims(rng: random.Random, fmt: str, data: bytes) -> bytes:
 
 
 def gen_image(rng: random.Random, seeds: dict) -> dict:
+    if rng.random() < 0.03:  # the largest image the loader decodes, whole or cut
+        data = seeds["large_png"]
+        return {"x.png": data if rng.random() < 0.5 else data[:rng.randrange(len(data))]}
     images = seeds["images"]
     fmt = rng.choice(sorted(images))
     data = images[fmt]

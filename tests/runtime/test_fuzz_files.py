@@ -61,13 +61,23 @@ def test_the_seeds_themselves_are_read(worker):
 def test_the_harness_catches_a_crash_a_bad_exit_a_bomb_and_a_stray_file():
     """The property is not vacuous: each way a case can fail is reported."""
     ok = {"cpu": 0, "wall": 0, "peak": 0, "outside": []}
-    assert FF.problem({**ok, "outcomes": [{"outcome": "crash", "type": "KeyError", "message": "m"}]}).startswith("KeyError")
+    crash = {"outcome": "crash", "type": "KeyError", "message": "m"}
+    assert FF.problem({**ok, "outcomes": [crash]}).startswith("KeyError")
     assert "exit 1" in FF.problem({**ok, "outcomes": [{"exit": 1, "traceback": False}]})
     assert "traceback" in FF.problem({**ok, "outcomes": [{"exit": 2, "traceback": True}]})
     assert "CPU" in FF.problem({**ok, "cpu": 11.0, "outcomes": [{"outcome": "ok"}]})
     assert "MiB" in FF.problem({**ok, "peak": 2 << 30, "outcomes": [{"outcome": "ok"}]})
     assert "outside" in FF.problem({**ok, "outside": ["/tmp/x"], "outcomes": [{"outcome": "ok"}]})
-    assert FF.problem({**ok, "outcomes": [{"outcome": "refused", "message": "bad"}, {"exit": 2, "traceback": False}]}) is None
+    refused = [{"outcome": "refused", "message": "bad"}, {"exit": 2, "traceback": False}]
+    assert FF.problem({**ok, "outcomes": refused}) is None
+
+
+def test_the_worker_measures_what_a_case_costs(worker):
+    """A large image the loader is allowed to decode shows in the worker's figures: the memory and CPU
+    limits are checked against real measurements, not zeros."""
+    out = worker.run("image", {"x.png": worker.seeds["large_png"]})
+    assert out["outcomes"] == [{"outcome": "ok"}], out
+    assert 3 * FF.LARGE_SIDE**2 // 2 < out["peak"] < FF.MEMORY_LIMIT and out["cpu"] > 0.01, out
 
 
 @pytest.mark.fuzz

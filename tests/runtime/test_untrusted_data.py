@@ -330,6 +330,20 @@ def test_m4_a_fifo_image_is_refused_not_waited_for(tmp_path):
     assert time.monotonic() - t < QUICK
 
 
+@pytest.mark.parametrize("pixels", [100_000_000, 200_000_000], ids=["within PIL's warning", "past PIL's error"])
+def test_m11_an_image_past_pils_own_limits_gets_archspecs_refusal_and_no_warning(tmp_path, pixels):
+    """PIL warns above 89 Mpx and raises above 179 Mpx, each with its own words; the loader says its own
+    limit either way, and prints nothing to stderr."""
+    import warnings
+
+    _png_header_only(tmp_path / "big.png", pixels // 10_000, 10_000)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(RunError, match=f"decompression bomb.*above the limit of {T.MAX_IMAGE_PIXELS:,}"):
+            T.load(tmp_path / "big.png", 8, train=False, rng=random.Random(0), backend="pil")
+    assert not seen
+
+
 def test_m11_a_decompression_bomb_is_an_error_at_the_documented_pixel_count(tmp_path):
     side = int((T.MAX_IMAGE_PIXELS + 1) ** 0.5) + 1  # just above the limit, below PIL's own warning
     for name, (w, h) in {"over.png": (side, side), "ok.png": (64, 64)}.items():
