@@ -111,7 +111,7 @@ def _raise(err: BaseException):
     (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 3221225472 bytes. Error code 12"), "3.0 GiB"),
 ])
-def test_an_allocator_failure_is_exit_2_in_one_line(err, size, capsys):
+def test_m8_an_allocator_failure_is_exit_2_in_one_line(err, size, capsys):
     code, err_text = _exit_of(_raise(err), capsys)
     assert code == 2 and err_text.count("\n") == 1 and err_text.startswith("error: out of memory"), err_text
     assert "internal error" not in err_text and (size is None or f"allocating {size}" in err_text), err_text
@@ -137,7 +137,7 @@ def test_a_real_cpu_allocation_failure_names_the_op_of_the_model(capsys):
     assert code == 2 and "allocating 1.0 EiB in the model's op 'conv7'" in err_text, err_text
 
 
-def test_an_out_of_memory_in_a_command_is_exit_2(tmp_path, monkeypatch):
+def test_m8_an_out_of_memory_in_a_command_is_exit_2(tmp_path, monkeypatch):
     import archspec.compiler.codegen as codegen
 
     def oom(net, init=True):

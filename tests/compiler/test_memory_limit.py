@@ -63,7 +63,7 @@ def test_a_cgroup_v1_limit_counts_and_the_smaller_of_two_wins(tmp_path):
     assert am.cgroup_free(over) == 0  # usage above the limit leaves nothing, never a negative size
 
 
-def test_the_default_limit_is_the_smallest_reading(tmp_path):
+def test_m8_the_default_limit_is_the_smallest_reading(tmp_path):
     mem = meminfo(tmp_path, 6 << 20)  # 6 GiB available
     assert am.available_memory(meminfo=mem, cgroup=tmp_path / "none") == 6 << 30
     root = cgroup(tmp_path, v2=(str(4 << 30), 2 << 30, 0))
@@ -86,7 +86,7 @@ def test_the_machine_has_a_reading_no_larger_than_its_ram():
     assert 0 < am.available_memory() <= total
 
 
-def test_a_step_above_the_free_memory_is_refused_by_default(tmp_path, monkeypatch):
+def test_m8_a_step_above_the_free_memory_is_refused_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(am, "MEMINFO", str(meminfo(tmp_path, 256)))  # 256 KiB free, 64 GiB of RAM
     monkeypatch.setattr(am, "CGROUP", str(tmp_path / "none"))
     net = archspec.network(NET)
