@@ -36,10 +36,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from fuzz_support import CPU_LIMIT, MEMORY_LIMIT, high_water  # the spec fuzzer's limits and measure
 
-CPU_LIMIT = 10.0  # seconds of CPU one case may take
-MEMORY_LIMIT = 1 << 30  # bytes above the worker's baseline one case may reach
+ROOT = Path(__file__).resolve().parent.parent
+
 HARD_WALL = 60.0  # a case still running after this is a hang: the worker is killed and restarted
 _ADDRESS_SPACE_HEADROOM = 4 << 30  # above the warm worker's address space: a bomb cannot take the machine
 
@@ -140,13 +140,6 @@ def _api(call) -> dict:
 
         return {"outcome": "crash", "type": type(e).__name__, "message": str(e)[:500],
                 "traceback": "".join(traceback.format_exception(e))[-3000:]}
-
-
-def high_water() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("no VmHWM in /proc/self/status")
 
 
 def _address_space() -> int:
