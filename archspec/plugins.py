@@ -1,4 +1,6 @@
-"""Writing ops of your own, without editing archspec. An op is one class: its arguments (a pydantic
+"""Words of your own — ops, connection patterns, merges — without editing archspec.
+
+An op is one class: its arguments (a pydantic
 model), its output shape, parameter count and MACs (pure rules, no tensors), and its lowering to torch,
 which names the module class by dotted path, so that importing the op never imports torch:
 
@@ -29,20 +31,57 @@ A function lowers to `Call("torch.mul", (2.0,))` (the inputs first, then the ext
 `lower` may also import torch itself and return a built `nn.Module` or a `(function, extra args,
 kwargs)` triple. A standalone file (`compile -o`) imports a plugin's module class from its package.
 
-In one process, `register_op` is enough. To make the op a word for every program (the command line
-included), install a package that declares it as an entry point in the group `archspec.ops`, naming
-the module (importing it registers its ops) or the class:
+A connection pattern is a `Pattern` subclass: its `word`, its `Args`, the merge its blocks take by
+default, and `build`, which wires the block's layers through the `BlockContext` it is given (run a
+layer, merge inflows by the block's merge, add an op, read a shape):
 
-    [project.entry-points."archspec.ops"]
-    my_ops = "my_ops.ops"
+    @register_pattern
+    class Ladder(Pattern):
+        word = "ladder"                  # `block ladder { ... }`
+        default_merge = "sum"
 
-Entry points are loaded the first time a spec is elaborated. A spec only names ops; it never chooses
+        @classmethod
+        def build(cls, ctx, x, layers, args):
+            prev = cur = x
+            for i, layer in enumerate(layers):
+                scope = ctx.layer_scope(i)
+                inp = ctx.merge_of([prev, cur], scope) if prev != cur else cur
+                prev, cur = cur, ctx.run(layer, inp, scope)
+            return cur
+
+A merge is a `Merge` subclass: its `word` and either `op`, a registered op that does the merging, or
+that op's own rules (`shape`, `params`, `macs`, `lower`, `source`, and `gather`: how the inputs reach a
+function lowering), from which `register_merge` makes the op:
+
+    @register_merge
+    class MaxOut(Merge):
+        word = "maxout"                  # `maxout(a, b)`, `block dense maxout { ... }`
+        gather = "pairwise"
+
+        @classmethod
+        def lower(cls, args, ins):
+            return Call("torch.maximum")
+
+In one process, `register_op`, `register_pattern` and `register_merge` are enough. To make the words
+part of the language for every program (the command line included), install a package that declares
+entry points in the group `archspec.words` (`archspec.ops` is read too), each naming a module (importing
+it registers its words) or one class:
+
+    [project.entry-points."archspec.words"]
+    my_words = "my_words.words"
+
+Entry points are loaded the first time a spec is elaborated. A spec only names words; it never chooses
 what is imported. This module does not import torch."""
 
 from __future__ import annotations
 
+from .graph.merges import Merge
 from .graph.ops import Build, Call, NoArgs, Op, OpArgs, Shape, ShapeError, fmt_shape
-from .graph.vocabulary import GROUP, PluginError, check_op, load_plugins, loaded_plugins, register_op, unregister_op
+from .graph.patterns import BlockContext, Layer, Pattern
+from .graph.vocabulary import (GROUP, PluginError, check_op, load_plugins, loaded_plugins, register_merge, register_op,
+                               register_pattern, unregister_merge, unregister_op, unregister_pattern)
 
-__all__ = ["Build", "Call", "GROUP", "NoArgs", "Op", "OpArgs", "PluginError", "Shape", "ShapeError", "check_op",
-           "fmt_shape", "load_plugins", "loaded_plugins", "register_op", "unregister_op"]
+__all__ = ["BlockContext", "Build", "Call", "GROUP", "Layer", "Merge", "NoArgs", "Op", "OpArgs", "Pattern",
+           "PluginError", "Shape", "ShapeError", "check_op", "fmt_shape", "load_plugins", "loaded_plugins",
+           "register_merge", "register_op", "register_pattern", "unregister_merge", "unregister_op",
+           "unregister_pattern"]

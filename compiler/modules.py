@@ -156,6 +156,32 @@ class Scale(nn.Module):
         return f"{self.channels}, init={self.init}"
 
 
+class Mean(nn.Module):
+    """The element-wise mean of its inputs. With `drop` > 0, in training each input of each sample is
+    dropped with probability `drop` (FractalNet's local drop-path), one input chosen at random is kept
+    for a sample that would lose them all, and the kept ones are averaged. The mask is drawn on the
+    inputs' device, in their dtype."""
+
+    def __init__(self, drop: float = 0.0):
+        super().__init__()
+        self.drop = drop
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = torch.stack(xs)
+        if not self.training or self.drop == 0.0:
+            return out.mean(0)
+        n, b = len(xs), xs[0].shape[0]
+        keep = torch.empty(n, b, dtype=out.dtype, device=out.device).bernoulli_(1.0 - self.drop)
+        dead = keep.sum(0) == 0
+        chosen = torch.randint(n, (b,), device=out.device)
+        keep[chosen, torch.arange(b, device=out.device)] += dead.to(out.dtype)
+        keep = keep.view(n, b, *([1] * (out.dim() - 2)))
+        return (out * keep).sum(0) / keep.sum(0)
+
+    def extra_repr(self) -> str:
+        return f"drop={self.drop}"
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample (torchvision's `stochastic_depth`, mode "row"): in training each
     sample is zeroed with probability p and the rest scaled by 1/(1−p); identity in eval. The mask is

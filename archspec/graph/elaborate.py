@@ -4,15 +4,19 @@ name and the location of the text that made it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 from ..language import tree as T
-from ..errors import Loc, SpecError, did_you_mean, loc_of
-from ..language.evaluate import FUNCTIONS, Budget, Env, Value, budget, coerce, describe, evaluate, render, truth
+from ..errors import Loc, RunError, SpecError, did_you_mean, loc_of
+from ..language.evaluate import (FUNCTIONS, Budget, Env, Tensor, Value, budget, coerce, describe, evaluate, render,
+                                  truth)
 from ..language.loader import Spec
 from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
 from .ir import Network
+from .merges import Merge
 from .ops import OpArgs
 from .patterns import BlockContext, Layer
 from .streams import Streams
@@ -36,6 +40,38 @@ def _python_value(v: Any) -> Value:
     return v
 
 
+class Closure(ChainMap):
+    """The names a block's layer sees: the names the block body bound before it (loop variables and lets,
+    as they were when the layer was written), then the live names of the code around the block, so that a
+    tensor named in one layer (`-> a`) is read by the layers after it."""
+
+    @property
+    def outside(self) -> Mapping[str, Value]:
+        return getattr(self.maps[-1], "outside", {})
+
+    @property
+    def where(self) -> str:
+        return getattr(self.maps[-1], "where", "")
+
+
+def _live(env: MutableMapping[str, Value]) -> MutableMapping[str, Value]:
+    """Where a tensor named in `env` is kept: the enclosing template's (or network's) own names."""
+    return env.maps[-1] if isinstance(env, ChainMap) else env
+
+
+@dataclass
+class PatternRun:
+    """A spec-written pattern wiring one block: its layers, merge, scope, and which layers it has applied."""
+
+    name: str
+    layers: list[Layer]
+    merge: type[Merge] | None
+    merge_args: OpArgs | None
+    scope: Scope
+    loc: Loc
+    applied: dict[int, Loc] = field(default_factory=dict)
+
+
 class Elaborator:
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -46,9 +82,17 @@ class Elaborator:
         self.steps = 0
         self.budget = Budget()
         self.where: Loc | None = None  # the statement being run, for errors with no better place
+        # the spec-written patterns running, innermost last; None where a layer or template runs inside one
+        self.running: list[PatternRun | None] = []
         for name, d in spec.layers.items():
             if name in PRIMITIVES or name == "input":
                 raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", loc_of(d.name, d.loc))
+        for name, d in spec.patterns.items():
+            taken = ("a built-in connection pattern" if name in PATTERNS else "a merge" if name in MERGES
+                     else "an op" if name in OPS or name == "input" else
+                     "a word of spec patterns" if name in ("apply", "merge") else None)
+            if taken:
+                raise SpecError(f"'{name}' is {taken}; a pattern cannot take its name", loc_of(d.name, d.loc))
 
     def step(self, loc: Loc | None) -> None:
         self.steps += 1
@@ -57,12 +101,6 @@ class Elaborator:
             raise SpecError(f"the spec runs more than {MAX_STEPS:,} statements", loc,
                             "is a repeat count or a range far too large?")
         self.budget.clock(loc)
-
-    def copy(self, env: dict[str, Value], loc: Loc | None) -> dict[str, Value]:
-        """A copy of `env` for a body to add its lets to, its size charged to the budget: a loop over a
-        scope with many names copies them all each time."""
-        self.budget.charge(len(env), loc)
-        return env.copy()
 
     # ---- network parameters -----------------------------------------------------------
     def signature(self, name: str, loc: Loc | None, seen: tuple[str, ...] = ()
@@ -126,9 +164,10 @@ class Elaborator:
         return d, env
 
     # ---- statements -------------------------------------------------------------------
-    def run_body(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str, scope: Scope) -> str:
-        """Run statements in sequence, each transforming the current tensor `x`."""
-        env = self.copy(env, stmts[0].loc if stmts else None)
+    def run_body(self, stmts: Sequence[T.Stmt], env: MutableMapping[str, Value], x: str, scope: Scope) -> str:
+        """Run statements in sequence, each transforming the current tensor `x`. Braces, loops and
+        conditions share the names of the code around them (a `let` in a loop carries to the next
+        iteration); only a layer template or pattern has names of its own."""
         for s in stmts:
             x = self.run_stmt(s, env, x, scope)
         return x
@@ -140,6 +179,10 @@ class Elaborator:
             env[str(s.name)] = evaluate(s.value, env, dyn)
         elif isinstance(s, T.Assert):
             self.check(s, env, dyn)
+        elif isinstance(s, T.Bind):
+            self.bind(s, env, x)
+        elif isinstance(s, T.Read):
+            x = self.tensor(evaluate(s.value, env, dyn), s.value.loc, "from")
         elif isinstance(s, T.Call):
             x = self.call(s, env, x, scope, own_scope=None)
         elif isinstance(s, T.Scope) and s.kind == "group":  # braces outside a block: a plain sequence
@@ -171,9 +214,8 @@ class Elaborator:
                 raise SpecError(f"for needs a list (e.g. range(3)), got {describe(items)}", s.iterable.loc)
             var = str(s.var)
             for v in items:
-                benv = self.copy(env, s.loc)
-                benv[var] = v
-                yield s.body, benv
+                env[var] = v
+                yield s.body, env
             return
         if isinstance(s, T.If):
             yield s.then if truth(evaluate(s.cond, env, dyn), s.cond.loc) else s.orelse, env
@@ -231,14 +273,19 @@ class Elaborator:
         return SpecError(f"unknown layer or op '{name}'", loc, hint)
 
     def call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope, own_scope: Scope | None) -> str:
-        """Apply a primitive op or a layer template to `x`. `own_scope` names a template's ops (a block's
-        layer scope); otherwise a template gets a numbered child scope."""
+        """Apply a primitive op or a layer template to `x`, or merge named tensors (`concat(a, b)`), or,
+        in a pattern's body, apply the block's layers and merge. `own_scope` names a template's ops (a
+        block's layer scope); otherwise a template gets a numbered child scope."""
         dyn = self.dynamic(x)
         op = PRIMITIVES.get(c.name)
         layer = self.spec.layers.get(c.name) if op is None else None
-        if op is None and layer is None and c.name == "shortcut":
-            return self.shortcut(c, x, own_scope or scope)
         if op is None and layer is None:
+            if c.name == "shortcut":
+                return self.shortcut(c, x, own_scope or scope)
+            if c.name in MERGES or c.name == "merge":
+                return self.merge_call(c, env, x, own_scope or scope)
+            if c.name == "apply":
+                return self.apply(c, env, x)
             raise self._not_callable(c, env)
         pos = [evaluate(a, env, dyn) for a in c.args]
         kw = {str(k): evaluate(v, env, dyn) for k, v in c.kwargs}
@@ -246,46 +293,203 @@ class Elaborator:
         if op is not None:
             return self.b.add(c.name, make_args(c.name, op.Args, pos, kw, c.loc, pos_locs, kw_locs), [x],
                               own_scope or scope, c.name, c.loc)
-        names = [str(p.name) for p in layer.params]
-        if len(pos) > len(names):
-            takes = f"takes {plural(len(names), 'argument')} ({', '.join(names)})" if names else "takes no arguments"
-            raise SpecError(f"layer '{c.name}' {takes}, got {len(pos)}", pos_locs[len(names)],
-                            f"defined at {loc_of(layer.name, layer.loc)}")
-        given = dict(zip(names, pos))
-        given_at = dict(zip(names, pos_locs))
-        for k, v in kw.items():
-            if k not in names:
-                raise SpecError(f"layer '{c.name}' has no parameter '{k}'", kw_locs[k],
-                                did_you_mean(k, names) or (f"its parameters: {', '.join(names)}" if names
-                                                           else f"layer '{c.name}' takes no arguments"))
-            if k in given:
-                raise SpecError(f"layer '{c.name}': argument '{k}' is given twice (by position and by name)",
-                                kw_locs[k])
-            given[k] = v
-            given_at[k] = kw_locs[k]
-        lenv = Env(outside=env, where=f"layer '{c.name}'")
-        for p in layer.params:
-            pname = str(p.name)
-            if pname in given:
-                lenv[pname] = coerce(given[pname], p.type, given_at[pname],
-                                     f"argument '{pname}' of layer '{c.name}'")
-            elif p.default is not None:
-                lenv[pname] = coerce(evaluate(p.default, lenv, dyn), p.type, p.default.loc,
-                                     f"the default of parameter '{pname}'")
-            else:
-                raise SpecError(f"layer '{c.name}' needs argument '{pname}'", c.loc,
-                                f"its parameters: {', '.join(f'{q.name}: {q.type}' for q in layer.params)}")
+        lenv = self.bind_params(f"layer '{c.name}'", layer, pos, kw, pos_locs, kw_locs, c.loc, env, dyn)
         if len(self.stack) >= MAX_TEMPLATE_DEPTH:
             raise self._runaway(c)
         self.stack.append(c.name)
         self.sites.append(c.loc.span(len(c.name)))
+        self.running.append(None)  # a template's body is not its caller's pattern body
         taps = self.streams.taps_made()
         try:
             out = self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
         finally:
             self.stack.pop()
             self.sites.pop()
+            self.running.pop()
         self.streams.layer_done(out, taps)
+        return out
+
+    def bind_params(self, what: str, d: T.LayerDef | T.PatternDef, pos: list[Value], kw: dict[str, Value],
+                    pos_locs: list[Loc], kw_locs: dict[str, Loc], loc: Loc, env: Mapping[str, Value],
+                    dyn) -> Env:
+        """The names of a template's or pattern's body: its parameters, from the arguments given and
+        their defaults, each checked against its declared type."""
+        names = [str(p.name) for p in d.params]
+        if len(pos) > len(names):
+            takes = f"takes {plural(len(names), 'argument')} ({', '.join(names)})" if names else "takes no arguments"
+            raise SpecError(f"{what} {takes}, got {len(pos)}", pos_locs[len(names)],
+                            f"defined at {loc_of(d.name, d.loc)}")
+        given = dict(zip(names, pos))
+        given_at = dict(zip(names, pos_locs))
+        for k, v in kw.items():
+            if k not in names:
+                raise SpecError(f"{what} has no parameter '{k}'", kw_locs[k],
+                                did_you_mean(k, names) or (f"its parameters: {', '.join(names)}" if names
+                                                           else f"{what} takes no arguments"))
+            if k in given:
+                raise SpecError(f"{what}: argument '{k}' is given twice (by position and by name)", kw_locs[k])
+            given[k] = v
+            given_at[k] = kw_locs[k]
+        lenv = Env(outside=env, where=what)
+        for p in d.params:
+            pname = str(p.name)
+            if pname in given:
+                lenv[pname] = coerce(given[pname], p.type, given_at[pname], f"argument '{pname}' of {what}")
+            elif p.default is not None:
+                lenv[pname] = coerce(evaluate(p.default, lenv, dyn), p.type, p.default.loc,
+                                     f"the default of parameter '{pname}'")
+            else:
+                raise SpecError(f"{what} needs argument '{pname}'", loc,
+                                f"its parameters: {', '.join(f'{q.name}: {q.type}' for q in d.params)}")
+        return lenv
+
+    # ---- named tensors, merges and spec-written patterns ----------------------------------
+    def bind(self, s: T.Bind, env: MutableMapping[str, Value], x: str) -> None:
+        """`-> a`: name the current tensor, for the code around it (and every later layer of a block)."""
+        name = str(s.name)
+        if name in FUNCTIONS or name in ("channels", "height", "width"):
+            raise SpecError(f"'{name}' is a function of the language; a tensor cannot take its name",
+                            loc_of(s.name, s.loc))
+        t = Tensor(x, self.b.shape(x))
+        for m in (env.maps if isinstance(env, ChainMap) else (env,)):
+            if name in m or m is _live(env):
+                m[name] = t
+
+    def tensor(self, v: Value, loc: Loc, what: str) -> str:
+        """The node behind a tensor value, or an error saying what `what` needed."""
+        if not isinstance(v, Tensor):
+            raise SpecError(f"{what} needs a tensor, got {describe(v)}", loc,
+                            "name a tensor where it is made, as in `conv(64, 3) -> a`, then read it: `from a`")
+        return v.node
+
+    def inflows(self, c: T.Call, env: Mapping[str, Value], x: str) -> list[str]:
+        """The tensors a merge call names, in the order written: tensors, or lists of them."""
+        dyn = self.dynamic(x)
+        out: list[str] = []
+        for a in c.args:
+            v = evaluate(a, env, dyn)
+            for item in (v if isinstance(v, list) else [v]):
+                out.append(self.tensor(item, a.loc, f"{c.name}(...)"))
+        if not out:
+            raise SpecError(f"{c.name} needs the tensors it merges", c.loc.span(len(c.name)),
+                            f"as in `{c.name}(a, b)` or `{c.name}(outs)`, where `-> a` named a tensor")
+        if len(set(out)) != len(out):
+            raise SpecError(f"{c.name} reads the same tensor twice", c.loc)
+        return out
+
+    def merge_call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope) -> str:
+        """`concat(a, b)`: named tensors merged by a merge word (`merge(...)` in a pattern's body: the
+        block's merge), in the order written; one tensor is passed on untouched."""
+        run = self.running[-1] if self.running else None
+        if c.name == "merge":
+            if run is None:
+                raise SpecError("merge(...) merges by a block's merge word: only in the body of a `pattern`",
+                                c.loc.span(5), f"elsewhere name the merge, as in `concat(a, b)`; merges: "
+                                               f"{', '.join(MERGES)}")
+            if run.merge is None:
+                raise SpecError(f"pattern '{run.name}' has no merge word to merge by", c.loc.span(5),
+                                f"name one in the block (`block {run.name} concat {{ ... }}`) or after the "
+                                f"pattern's parameters (`pattern {run.name}(...) concat {{ ... }}`)")
+            merge, margs = run.merge, run.merge_args
+            if c.kwargs:
+                k, v = c.kwargs[0]
+                raise SpecError("merge(...) takes the block's merge arguments, not its own", loc_of(k, v.loc))
+        else:
+            merge = MERGES[c.name]
+            dyn = self.dynamic(x)
+            pos_locs, kw_locs = arg_locs((), c.kwargs)
+            margs = make_args(f"merge '{c.name}'", merge.Args, [],
+                              {str(k): evaluate(v, env, dyn) for k, v in c.kwargs}, c.loc, pos_locs, kw_locs)
+        if not c.args:
+            raise SpecError(f"'{c.name}' is a merge: it needs the tensors it merges", c.loc.span(len(c.name)),
+                            f"name them where they are made and merge them, as in `-> a ... -> b "
+                            f"{c.name}(a, b)`; a block merges its inflows by it as in `block dense {c.name} "
+                            "{ ... }`")
+        inputs = self.inflows(c, env, x)
+        if len(inputs) == 1:
+            return inputs[0]
+        return self.b.add(merge.op, margs, inputs, scope, merge.word, c.loc,
+                          pattern=run.name if run else "chain", role="merge")
+
+    def apply(self, c: T.Call, env: Mapping[str, Value], x: str) -> str:
+        """`apply(k)` in a pattern's body: the block's layer k (from 1) on the current tensor;
+        `apply(k, inflows)` on the block's merge of `inflows` instead. Each layer is applied once."""
+        run = self.running[-1] if self.running else None
+        name_loc = c.loc.span(5)
+        if run is None:
+            raise SpecError("apply(k) runs a block's layer k: only in the body of a `pattern`", name_loc,
+                            "define the wiring as `pattern NAME(...) { ... apply(k) ... }` and use it as "
+                            "`block NAME { layers }`")
+        if c.kwargs or not 1 <= len(c.args) <= 2:
+            raise SpecError(f"apply takes the layer's number and, optionally, the tensors it reads: apply(k) or "
+                            f"apply(k, inflows), got {len(c.args) + len(c.kwargs)} arguments", c.loc)
+        k = evaluate(c.args[0], env, self.dynamic(x))
+        n = len(run.layers)
+        if type(k) is not int or not 1 <= k <= n:
+            raise SpecError(f"apply: the block has {plural(n, 'layer')}, numbered 1 to {n}, not {describe(k)}",
+                            c.args[0].loc)
+        if k in run.applied:
+            raise SpecError(f"apply: layer {k} of the block is applied twice", c.loc,
+                            f"first applied at {run.applied[k]}; a layer has one set of weights and runs once")
+        run.applied[k] = c.loc
+        lscope = run.scope.child(f"layer{k}", kind="layer")
+        if len(c.args) == 2:
+            inputs = self.inflows(T.Call("apply", c.args[1:], (), c.loc), env, x)
+            if len(inputs) > 1 and run.merge is None:
+                raise SpecError(f"pattern '{run.name}' has no merge word to merge a layer's inflows by", c.loc,
+                                f"name one in the block (`block {run.name} concat {{ ... }}`)")
+            x = inputs[0] if len(inputs) == 1 else self.b.add(
+                run.merge.op, run.merge_args, inputs, lscope, "merge", c.loc, pattern=run.name, role="merge",
+                numbered=False)
+        self.running.append(None)  # the layer's own statements are not the pattern's
+        try:
+            return run.layers[k - 1](x, lscope)
+        finally:
+            self.running.pop()
+
+    def user_pattern(self, s: T.Block, d: T.PatternDef, env: MutableMapping[str, Value], x: str,
+                     scope: Scope) -> str:
+        """A block wired by a pattern the spec wrote: the pattern's body runs once, on the block's input,
+        with its parameters, `layers` (how many the block has), `apply` and `merge`."""
+        word, name = s.pattern, str(d.name)
+        dyn = self.dynamic(x)
+        pos = [evaluate(a, env, dyn) for a in word.args]
+        kw = {str(k): evaluate(v, env, dyn) for k, v in word.kwargs}
+        pos_locs, kw_locs = arg_locs(word.args, word.kwargs)
+        penv = self.bind_params(f"pattern '{name}'", d, pos, kw, pos_locs, kw_locs, word.loc, env, dyn)
+        merge, margs = None, None
+        merge_word = s.merge or d.merge
+        if merge_word is not None:
+            merge_name = str(merge_word.name if isinstance(merge_word, T.Word) else merge_word)
+            where = merge_word.loc if isinstance(merge_word, T.Word) else loc_of(d.merge, d.loc)
+            merge = MERGES.get(merge_name)
+            if merge is None:
+                raise SpecError(f"unknown merge '{merge_name}'", where.span(len(merge_name)),
+                                did_you_mean(merge_name, MERGES, aliases(MERGES)) or f"merges: {', '.join(MERGES)}")
+            margs = (self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_name}'") if s.merge
+                     else merge.Args())
+        layers = self.layers(s.body, env, x)
+        penv["layers"] = len(layers)
+        bscope = scope.child("block", numbered=True, kind="block")
+        if len(self.stack) >= MAX_TEMPLATE_DEPTH:
+            raise self._runaway(T.Call(name, (), (), word.loc))
+        run = PatternRun(name, layers, merge, margs, bscope, s.loc)
+        self.stack.append(name)
+        self.sites.append(word.loc.span(len(name)))
+        self.running.append(run)
+        try:
+            out = self.run_body(d.body, penv, x, bscope)
+        finally:
+            self.stack.pop()
+            self.sites.pop()
+            self.running.pop()
+        missing = [k for k in range(1, len(layers) + 1) if k not in run.applied]
+        if missing:
+            raise SpecError(f"pattern '{name}' never applies layer{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(str, missing[:8]))}{'…' if len(missing) > 8 else ''} of this block "
+                            f"(it has {plural(len(layers), 'layer')})", s.loc,
+                            f"its body applies each layer with apply(k), k from 1 to `layers`; defined at "
+                            f"{loc_of(d.name, d.loc)}")
         return out
 
     def shortcut(self, c: T.Call, x: str, scope: Scope) -> str:
@@ -310,17 +514,25 @@ class Elaborator:
                              "a template may call itself only under a condition that ends it")
         return SpecError(f"layer templates nest more than {MAX_TEMPLATE_DEPTH} deep", c.loc.span(len(c.name)))
 
-    def block(self, s: T.Block, env: dict[str, Value], x: str, scope: Scope) -> str:
+    def block(self, s: T.Block, env: MutableMapping[str, Value], x: str, scope: Scope) -> str:
         word = s.pattern
+        own = self.spec.patterns.get(word.name)
+        if own is not None:
+            return self.user_pattern(s, own, env, x, scope)
         pattern = PATTERNS.get(word.name)
         if pattern is None:
             loc = word.loc.span(len(word.name))
             if word.name in MERGES:
                 raise SpecError(f"'{word.name}' is a merge, not a connection pattern", loc,
                                 f"name the pattern first, as in `block dense {word.name} {{ ... }}`")
+            if word.name in self.spec.layers:
+                raise SpecError(f"'{word.name}' is a layer template, not a connection pattern", loc,
+                                "call it as a layer inside the block, or define the wiring as "
+                                f"`pattern {word.name}(...) {{ ... apply(k) ... }}`")
+            known = list(PATTERNS) + list(self.spec.patterns)
             raise SpecError(f"unknown connection pattern '{word.name}'", loc,
-                            did_you_mean(word.name, PATTERNS, aliases(PATTERNS))
-                            or f"patterns: {', '.join(PATTERNS)}")
+                            did_you_mean(word.name, known, aliases(PATTERNS))
+                            or f"patterns: {', '.join(known)}")
         pargs = self.word_args(word, pattern.Args, env, x, f"pattern '{word.name}'")
         merge, margs = None, None
         merge_word = s.merge.name if s.merge else pattern.default_merge
@@ -330,6 +542,10 @@ class Elaborator:
                                 f"'{pattern.word}' has no inflows to merge; patterns with a merge: "
                                 + ", ".join(p for p, v in PATTERNS.items() if v.default_merge))
             merge = MERGES.get(merge_word)
+            if merge is None and s.merge is None:
+                raise RunError(f"pattern '{pattern.word}' merges by default with '{merge_word}', which is not a merge",
+                               f"merges: {', '.join(MERGES)}; name one in the block, as in `block {word.name} "
+                               "concat { ... }`, or fix the pattern's default_merge")
             if merge is None:
                 loc = s.merge.loc.span(len(merge_word))
                 if merge_word in PATTERNS:
@@ -340,7 +556,7 @@ class Elaborator:
                                 did_you_mean(merge_word, MERGES, aliases(MERGES)) or f"merges: {', '.join(MERGES)}")
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True, kind="block")
-        layers = self.layers(s.body, self.copy(env, s.loc), x)
+        layers = self.layers(s.body, env, x)
         run_template = lambda name, values, inp, sc: self.template(name, values, inp, sc, env, s.loc)  # noqa: E731
         ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc, run_template)
         return pattern.build(ctx, x, layers, pargs)
@@ -362,34 +578,45 @@ class Elaborator:
         return make_args(kind, Args, [evaluate(a, env, dyn) for a in w.args],
                          {str(k): evaluate(v, env, dyn) for k, v in w.kwargs}, w.loc, pos_locs, kw_locs)
 
-    def layers(self, stmts: Sequence[T.Stmt], env: dict[str, Value], x: str) -> list[Layer]:
+    def layers(self, stmts: Sequence[T.Stmt], env: MutableMapping[str, Value], x: str,
+               local: dict[str, Value] | None = None) -> list[Layer]:
         """A block body's layers: each call and each braced group (after unrolling control flow) is one
-        layer."""
+        layer. The names the body binds (`let`, loop variables) are its own, `local`; each layer sees
+        them as they were where it was written, then the live names around the block (`Closure`)."""
         out: list[Layer] = []
-        shared = None  # the names the calls since the last `let` see: one copy for all of them
+        local = {} if local is None else local
+        names = Closure(local, *(env.maps if isinstance(env, ChainMap) else (env,)))
+        shared = None  # what the calls since the last `let` see: one snapshot for all of them
         for s in stmts:
             self.step(s.loc)
             if isinstance(s, T.Let):
-                env[str(s.name)] = evaluate(s.value, env, self.dynamic(x))
+                local[str(s.name)] = evaluate(s.value, names, self.dynamic(x))
                 shared = None
             elif isinstance(s, T.Assert):
-                self.check(s, env, self.dynamic(x))
+                self.check(s, names, self.dynamic(x))
             elif isinstance(s, T.Call):
-                shared = shared if shared is not None else self.copy(env, s.loc)
+                shared = shared if shared is not None else self.snapshot(local, names, s.loc)
                 out.append(Layer(lambda inp, sc, s=s, env=shared: self.call(s, env, inp, sc, own_scope=sc),
                                  s.loc.span(len(s.name)), s.name if s.name in PRIMITIVES else None))
             elif isinstance(s, T.Scope) and s.kind == "group":
-                shared = shared if shared is not None else self.copy(env, s.loc)
+                shared = shared if shared is not None else self.snapshot(local, names, s.loc)
                 out.append(Layer(lambda inp, sc, s=s, env=shared: self.run_body(s.body, env, inp, sc), s.loc))
-            elif isinstance(s, (T.Block, T.Scope)):
-                what = "a nested block" if isinstance(s, T.Block) else f"a `{s.kind}` scope"
+            elif isinstance(s, (T.Block, T.Scope, T.Bind, T.Read)):
+                what = ("a nested block" if isinstance(s, T.Block) else f"a `{s.kind}` scope"
+                        if isinstance(s, T.Scope) else "`-> name`" if isinstance(s, T.Bind) else "`from`")
                 raise SpecError(f"a block holds layers: {what} cannot go directly inside one", s.loc,
                                 "put it in braces, `{ ... }`, which make one layer, or inside a layer template "
                                 "called in the block")
             else:
-                for body, benv in self.control(s, env, self.dynamic(x)):
-                    out.extend(self.layers(body, self.copy(benv, s.loc), x))
+                for body, _ in self.control(s, names, self.dynamic(x)):
+                    out.extend(self.layers(body, env, x, local))
+                shared = None
         return out
+
+    def snapshot(self, local: dict[str, Value], names: Closure, loc: Loc) -> Closure:
+        """The names a layer written now sees: the block body's own as they are now, then the live ones."""
+        self.budget.charge(len(local), loc)
+        return Closure(dict(local), *names.maps[1:])
 
     # ---- the network ------------------------------------------------------------------
     def input_shape(self, first: T.Call, env: Mapping[str, Value]) -> tuple[int, ...]:
@@ -422,7 +649,7 @@ class Elaborator:
         dims = self.input_shape(first, env)
         root = Scope()
         x = self.b.add("input", {"shape": dims}, [], root, "input", first.loc, role="input", numbered=False)
-        out = self.run_body(body[1:], env, x, root)
+        out = self.run_body(body[1:], dict(env), x, root)  # the body's lets are not parameters
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
                        sources=dict(self.spec.sources), main_file=self.spec.file)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from .ops import OPS, OpArgs
+from .ops import OPS, NoArgs, OpArgs
 from .words import Word
 
 if TYPE_CHECKING:
@@ -18,13 +18,14 @@ class Merge(Word):
 
     word: ClassVar[str]
     op: ClassVar[str]
-    colour: ClassVar[str]
-    Args: ClassVar[type[OpArgs]]
+    colour: ClassVar[str] = "#7f7f7f"
+    Args: ClassVar[type[OpArgs]] = NoArgs
     equal_shapes: ClassVar[bool] = True  # inputs must agree in shape, so a pattern may need a projection
 
     def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)
-        cls.Args = OPS[cls.op].Args
+        if cls.__dict__.get("op") in OPS:  # a plugin's merge may bring its op's rules instead (`register_merge`)
+            cls.Args = OPS[cls.op].Args
 
     @classmethod
     def combine(cls, ctx: "BlockContext", inputs: list[str], where: "Where", args: OpArgs) -> str:
@@ -72,7 +73,17 @@ class MulMerge(Merge):
     colour = "#9467bd"
 
 
-MERGES: dict[str, type[Merge]] = {m.word: m for m in (ConcatMerge, SumMerge, CrossDepthwiseMerge, MulMerge)}
+class MeanMerge(Merge):
+    """Element-wise mean (FractalNet's joins); `mean(drop=p)` drops inflows per sample in training."""
+
+    word = "mean"
+    aliases = ("average", "avg", "join")
+    op = "mean"
+    colour = "#17becf"
+
+
+MERGES: dict[str, type[Merge]] = {m.word: m for m in (ConcatMerge, SumMerge, CrossDepthwiseMerge, MulMerge,
+                                                      MeanMerge)}
 
 BY_OP: dict[str, type[Merge]] = {m.op: m for m in MERGES.values()}
 """The merge word behind a merge node's op (`add` → sum), for reading a built graph."""

@@ -28,28 +28,35 @@ from typing import Any, Iterator, Mapping
 from ..errors import RunError, SpecError
 from ..language.evaluate import FUNCTIONS
 from ..language.grammar import KEYWORDS, TYPES
-from .merges import MERGES
+from .merges import MERGES, Merge
 from .ops import BUILTIN, OPS, Op, OpArgs, ShapeError, register, unregister
-from .patterns import PATTERNS
+from .patterns import PATTERNS, Pattern
 
-GROUP = "archspec.ops"
+GROUP = "archspec.words"  # entry points of installed packages that add ops, patterns and merges
+OLD_GROUPS = ("archspec.ops",)  # the group's earlier name, still read
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SPEC_WORDS = ("shortcut", "input", "apply", "merge")  # words a spec's bodies give a meaning of their own
 
 # Words an op may not take, and what each already is.
 RESERVED: tuple[tuple[tuple[str, ...] | Mapping[str, Any], str], ...] = (
     (KEYWORDS + TYPES, "a keyword of the language"), (PATTERNS, "a connection pattern"), (MERGES, "a merge"),
-    (FUNCTIONS, "a function"), (("shortcut", "input"), "a built-in word"))
+    (FUNCTIONS, "a function"), (SPEC_WORDS, "a built-in word"))
 
 __all__ = ["BUILTIN", "FUNCTIONS", "GROUP", "MERGES", "OPS", "PATTERNS", "PRIMITIVES", "RESERVED", "PluginError",
-           "check_op", "guard_hooks", "load_plugins", "loaded_plugins", "register_op", "reset_plugins", "unregister_op"]
+           "check_op", "guard_hooks", "load_plugins", "loaded_plugins", "register_merge", "register_op",
+           "register_pattern", "reset_plugins", "unregister_merge", "unregister_op", "unregister_pattern"]
+
+BUILTIN_PATTERNS = frozenset(PATTERNS)
+BUILTIN_MERGES = frozenset(MERGES)
 
 
 class PluginError(RunError):
     """An installed plugin that cannot be loaded, or an op that cannot be a word of the language."""
 
 
-_loaded: dict[str, tuple[str, ...]] = {}  # entry point → the kinds it registered
+_loaded: dict[str, tuple[str, ...]] = {}  # entry point → the words it registered
+_words: dict[str, set[tuple[str, str]]] = {}  # entry point → (registry, word) of each word it registered
 _done = False
 _loading = False
 _current: tuple[str, str] | None = None  # the entry point being loaded, and how to fix it: ops registered now are its
@@ -147,6 +154,118 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
+def _check_word(cls: Any, base: type, what: str) -> str:
+    """The word `cls` declares, once it is a subclass of `base` whose word a spec can write and that means
+    nothing else yet."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"{cls!r} is not a {what}: a {what} is a subclass of archspec.plugins.{base.__name__}")
+    word = cls.__dict__.get("word")
+    if not isinstance(word, str) or not _NAME.fullmatch(word):
+        raise PluginError(f"{what} class {cls.__qualname__} sets no `word` a spec can write",
+                          "`word` is letters, digits and '_', not starting with a digit, as in word = \"harmonic\"")
+    for words, meaning in ((KEYWORDS + TYPES, "a keyword of the language"), (PATTERNS, "a connection pattern"),
+                           (MERGES, "a merge"), (OPS, "an op"), (FUNCTIONS, "a function"),
+                           (SPEC_WORDS, "a built-in word")):
+        if word in words:
+            raise PluginError(f"{what} '{word}' is already {meaning}; a {what} needs a word of its own")
+    if not (isinstance(cls.Args, type) and issubclass(cls.Args, OpArgs)):
+        raise PluginError(f"{what} '{word}': Args must be a subclass of archspec.plugins.OpArgs, not {cls.Args!r}")
+    return word
+
+
+def register_pattern(cls: type[Pattern]) -> type[Pattern]:
+    """Make `cls` (a `Pattern` subclass with its `word`, `Args`, `default_merge` and `build`) a connection
+    pattern of the language; usable as a decorator. Its `build` runs guarded: an error of its own is a
+    PluginError naming the pattern and where it came from."""
+    word = _check_word(cls, Pattern, "pattern")
+    if cls.default_merge is not None and not isinstance(cls.default_merge, str):
+        raise PluginError(f"pattern '{word}': default_merge must be a merge's word, not {cls.default_merge!r}")
+    if "build" not in cls.__dict__ and cls.build is Pattern.build:
+        raise PluginError(f"pattern '{word}' defines no `build`", "build(ctx, x, layers, args) wires the block")
+    origin, fix = _current or (f"module {cls.__module__}", "fix or remove the pattern")
+    raw = cls.__dict__.get("build")
+    if isinstance(raw, classmethod) and not getattr(raw.__func__, "_archspec_guarded", False):
+        cls.build = classmethod(_guarded_word(raw.__func__, f"plugin pattern '{word}'",
+                                              f"{cls.__module__}.{cls.__qualname__}.build", origin, fix))
+    PATTERNS[word] = cls
+    return cls
+
+
+def register_merge(cls: type[Merge]) -> type[Merge]:
+    """Make `cls` (a `Merge` subclass with its `word` and either `op`, an op already registered, or the
+    op's own rules: `shape`, `params`, `macs`, `lower`, `source`) a merge of the language; usable as a
+    decorator. Without `op`, an op of the same word is registered for it (not callable from a spec as
+    an op: the spec writes `word(a, b)` or `block PATTERN word { ... }`)."""
+    word = _check_word(cls, Merge, "merge")
+    op = cls.__dict__.get("op")
+    if op is None:
+        rules = {name: cls.__dict__[name] for name in ("shape", "params", "macs", "lower", "source", "initialise")
+                 if name in cls.__dict__}
+        if "lower" not in rules:
+            raise PluginError(f"merge '{word}' names no `op` and defines no `lower`",
+                              "lower(args, ins) gives its torch form, as an op's does: Call(...) or Build(...)")
+        made = type(f"{cls.__name__}Op", (Op,), {
+            "kind": word, "Args": cls.Args, "arity": (1, None), "user": False,
+            "gather": cls.__dict__.get("gather", "list"), "__module__": cls.__module__,
+            "__qualname__": f"{cls.__qualname__}.op", **rules})
+        register_op(made)
+        cls.op = word
+    elif OPS.get(op) is None:
+        raise PluginError(f"merge '{word}': op '{op}' is not registered")
+    else:
+        cls.Args = OPS[op].Args
+    MERGES[word] = cls
+    return cls
+
+
+def unregister_pattern(word: str) -> type[Pattern]:
+    """Remove a pattern `register_pattern` added; archspec's own stay."""
+    if word in BUILTIN_PATTERNS or word not in PATTERNS:
+        raise PluginError(f"no plugin pattern '{word}' is registered")
+    return PATTERNS.pop(word)
+
+
+def unregister_merge(word: str) -> type[Merge]:
+    """Remove a merge `register_merge` added (and the op made for it); archspec's own stay."""
+    if word in BUILTIN_MERGES or word not in MERGES:
+        raise PluginError(f"no plugin merge '{word}' is registered")
+    cls = MERGES.pop(word)
+    if cls.op == word and word in OPS and word not in BUILTIN:
+        unregister(word)
+    return cls
+
+
+def _guarded_word(fn: Any, what: str, where: str, origin: str, fix: str) -> Any:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _PASSED:
+            raise
+        except BaseException as e:
+            raise PluginError(f"{what} ({where}, from {origin}) failed: {_why(e)}",
+                              f"the error is in the plugin's code, not in archspec or the spec: {fix}") from e
+
+    run._archspec_guarded = True  # type: ignore[attr-defined]
+    return run
+
+
+def _registered() -> set[tuple[str, str]]:
+    """Every word of every registry, as (registry, word)."""
+    return {("op", k) for k in OPS} | {("pattern", k) for k in PATTERNS} | {("merge", k) for k in MERGES}
+
+
+def _forget(words: set[tuple[str, str]]) -> None:
+    """Unregister plugin words: merges first (each may take its op along), then patterns and ops."""
+    for what, word in sorted(words, key=lambda w: ("merge", "pattern", "op").index(w[0])):
+        if what == "merge" and word in MERGES and word not in BUILTIN_MERGES:
+            unregister_merge(word)
+        elif what == "pattern" and word in PATTERNS and word not in BUILTIN_PATTERNS:
+            unregister_pattern(word)
+        elif what == "op" and word in OPS and word not in BUILTIN:
+            unregister(word)
+
+
 def unregister_op(kind: str) -> type[Op]:
     """Remove an op `register_op` added; archspec's own ops stay."""
     if kind in BUILTIN:
@@ -173,24 +292,24 @@ def load_plugins() -> None:
 
 
 def loaded_plugins() -> dict[str, tuple[str, ...]]:
-    """Each loaded entry point (`name = value (distribution version)`) and the kinds it registered."""
+    """Each loaded entry point (`name = value (distribution version)`) and the words (ops, patterns,
+    merges) it registered."""
     return dict(_loaded)
 
 
 def reset_plugins() -> None:
-    """Unregister every op the entry points added and forget them, so that the next read of the catalogue
-    scans the installed packages again. Their modules stay imported. For tests that install a plugin."""
+    """Unregister every word the entry points added and forget them, so that the next read of the
+    catalogue scans the installed packages again. Their modules stay imported. For tests that install a
+    plugin."""
     global _done
-    for kinds in _loaded.values():
-        for kind in kinds:
-            if kind in OPS and kind not in BUILTIN:
-                unregister(kind)
+    _forget({w for words in _words.values() for w in words})
     _loaded.clear()
+    _words.clear()
     _done = False
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    eps = metadata.entry_points(group=GROUP)
+    eps = [ep for group in (GROUP,) + OLD_GROUPS for ep in metadata.entry_points(group=group)]
     return sorted(eps, key=lambda ep: (_dist(ep), ep.name, ep.value))
 
 
@@ -207,7 +326,7 @@ def _load(ep: metadata.EntryPoint, key: str) -> tuple[str, ...]:
     """Load one entry point; on any failure (any BaseException but KeyboardInterrupt: `sys.exit` too),
     unregister what it registered and raise a PluginError naming the entry point."""
     global _current
-    before = set(OPS)
+    before = _registered()
     dist = getattr(getattr(ep, "dist", None), "name", None)
     fix = f"fix or uninstall {dist} (pip uninstall {dist})" if dist else "fix or uninstall the package"
     _current = (f"plugin entry point '{key}'", fix)
@@ -215,35 +334,47 @@ def _load(ep: metadata.EntryPoint, key: str) -> tuple[str, ...]:
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, Op) and OPS.get(obj.__dict__.get("kind")) is not obj:
             register_op(obj)
-        new = tuple(k for k in OPS if k not in before)
+        elif isinstance(obj, type) and issubclass(obj, Pattern) and PATTERNS.get(obj.__dict__.get("word")) is not obj:
+            register_pattern(obj)
+        elif isinstance(obj, type) and issubclass(obj, Merge) and MERGES.get(obj.__dict__.get("word")) is not obj:
+            register_merge(obj)
+        new = _registered() - before
         if isinstance(obj, ModuleType):
-            kinds = new or _kinds_of(obj)
-            if not kinds:
-                raise PluginError(f"module '{obj.__name__}' registers no op",
-                                  "decorate its Op classes with @archspec.register_op")
-            return kinds
-        if isinstance(obj, type) and issubclass(obj, Op):
-            return new or (obj.kind,)
-        raise PluginError(f"it names {_what(obj)}, not a module or an Op subclass")
+            new = new or _words_of(obj)
+            if not new:
+                raise PluginError(f"module '{obj.__name__}' registers no op, pattern or merge",
+                                  "decorate its classes with @archspec.plugins.register_op, register_pattern "
+                                  "or register_merge")
+        elif not (isinstance(obj, type) and issubclass(obj, (Op, Pattern, Merge))):
+            raise PluginError(f"it names {_what(obj)}, not a module or an Op, Pattern or Merge subclass")
+        else:
+            new = new or _words_of(obj)
+        _words[key] = new
+        return tuple(sorted(w for _, w in new))
     except KeyboardInterrupt:
-        for kind in set(OPS) - before:
-            unregister(kind)
+        _forget(_registered() - before)
         raise
     except BaseException as e:  # whatever the plugin's own code raises: the user must know which plugin
-        for kind in set(OPS) - before:
-            unregister(kind)
+        _forget(_registered() - before)
         why = e.message if isinstance(e, PluginError) else _why(e)
         hint = e.hint if isinstance(e, PluginError) and e.hint else None
-        raise PluginError(f"plugin entry point '{key}' in group '{GROUP}' cannot be loaded: {why}",
+        raise PluginError(f"plugin entry point '{key}' cannot be loaded: {why}",
                           f"{hint}; {fix}" if hint else fix) from e
     finally:
         _current = None
 
 
-def _kinds_of(module: ModuleType) -> tuple[str, ...]:
-    """The kinds registered by classes of `module` or its submodules (a module imported before)."""
-    name = module.__name__
-    return tuple(k for k, op in OPS.items() if op.__module__ == name or op.__module__.startswith(name + "."))
+def _words_of(obj: Any) -> set[tuple[str, str]]:
+    """The words registered by `obj` (a class) or by classes of a module or its submodules (a module
+    imported before)."""
+    if isinstance(obj, type):
+        name = obj.__module__
+        match = lambda c: c is obj  # noqa: E731
+    else:
+        name = obj.__name__
+        match = lambda c: c.__module__ == name or c.__module__.startswith(name + ".")  # noqa: E731
+    return ({("op", k) for k, c in OPS.items() if match(c)} | {("pattern", k) for k, c in PATTERNS.items() if match(c)}
+            | {("merge", k) for k, c in MERGES.items() if match(c)})
 
 
 def _what(obj: Any) -> str:

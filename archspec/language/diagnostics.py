@@ -245,7 +245,7 @@ def _position(err: UnexpectedInput) -> int | None:
 
 def unsupported(err: UnexpectedInput, text: str) -> str | None:
     """What a syntax error stumbles on when it is a construct the language lacks (a comprehension, a
-    slice, `**`, a conditional without `else`, another language's words): named, with what to write."""
+    slice, a conditional without `else`, another language's words): named, with what to write."""
     pos = _position(err)
     if pos is None:
         return None
@@ -280,8 +280,6 @@ def unsupported(err: UnexpectedInput, text: str) -> str | None:
         return "a number needs a digit before its point, as in 0.5"
     if ch == ".":
         return "attributes (`x.y`) are not part of the language: a value is a number, bool, string or list"
-    if kind == "MUL_OP" and str(tok) == "*" and last == "*":
-        return "`**` (power) is not part of the language: multiply, as in `x * x`"
     if kind == "FOR" and open_bracket == "[":
         return "list comprehensions are not part of the language: write the list out, or loop with `for` " \
                "over statements"

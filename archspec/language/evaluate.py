@@ -7,12 +7,22 @@ import math
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from . import tree as T
 from ..errors import Loc, SpecError, did_you_mean
 
-Value = Any  # int | float | bool | str | list[Value]
+Value = Any  # int | float | bool | str | Tensor | list[Value]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the network being built, as a value: named with `-> a`, read with `from a`, passed to
+    templates, kept in lists and merged. `node` is the graph node that makes it; `shape` its shape."""
+
+    node: str
+    shape: tuple[int, ...]
 
 MAX_INT = 2**63 - 1  # the largest integer a spec may compute
 MAX_LIST = 1_000_000  # the longest list a spec may build
@@ -70,7 +80,8 @@ def charge(n: int, loc: Loc | None) -> None:
 def type_name(v: Value) -> str:
     if isinstance(v, bool):
         return "bool"
-    return {int: "int", float: "float", str: "str", list: "list", tuple: "list"}.get(type(v), type(v).__name__)
+    return {int: "int", float: "float", str: "str", list: "list", tuple: "list", Tensor: "tensor"}.get(
+        type(v), type(v).__name__)
 
 
 def _num(v: Value, loc: Loc, what: str) -> int | float:
@@ -126,6 +137,8 @@ def render(v: Value, limit: int = 60) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"' if len(v) <= limit else f'"{v[:limit]}…"'
+    if isinstance(v, Tensor):
+        return "×".join(map(str, v.shape))
     if isinstance(v, (list, tuple)):
         parts, size = [], 1
         for x in v:
@@ -186,6 +199,44 @@ def _sum(loc: Loc, xs: Value) -> int | float:
     return sum(_num(x, loc, "sum") for x in xs)
 
 
+def _pow(loc: Loc, x: Value, y: Value) -> int | float:
+    """`x ** y`, refused before it is computed when an int result would pass `MAX_INT`."""
+    x, y = _num(x, loc, "'**'"), _num(y, loc, "'**'")
+    if x == 0 and y < 0:
+        raise SpecError("0 cannot be raised to a negative power", loc)
+    if isinstance(x, int) and isinstance(y, int) and y >= 0 and abs(x) > 1 and y * math.log2(abs(x)) > 64:
+        raise SpecError(f"the result is too large (the largest int is {MAX_INT})", loc)
+    if isinstance(x, int) and isinstance(y, int) and y < 0:
+        return float(x) ** y
+    result = x ** y
+    if isinstance(result, complex):
+        raise SpecError(f"{render(x)} ** {render(y)} is not a real number", loc)
+    return result
+
+
+def _log(loc: Loc, x: Value, base: Value = None) -> float:
+    x = _num(x, loc, "log")
+    if x <= 0:
+        raise SpecError(f"log needs a positive number, got {render(x)}", loc)
+    if base is None:
+        return math.log(x)
+    base = _num(base, loc, "log's base")
+    if base <= 0 or base == 1:
+        raise SpecError(f"log's base must be positive and not 1, got {render(base)}", loc)
+    return math.log(x, base)
+
+
+def _dim(i: int, name: str) -> Callable[[Loc, Value], int]:
+    def dim(loc: Loc, t: Value) -> int:
+        if not isinstance(t, Tensor):
+            raise SpecError(f"{name} needs a tensor, as in {name}(a) after `-> a`, got {describe(t)}", loc,
+                            f"the current tensor's {name} is the name `{name}`, without parentheses")
+        if i >= len(t.shape):
+            return 1
+        return t.shape[i]
+    return dim
+
+
 FUNCTIONS: dict[str, Callable[..., Value]] = {
     "range": _range,
     "round": _round,
@@ -198,6 +249,12 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "max": _minmax(max),
     "sum": _sum,
     "len": _len,
+    "pow": _pow,
+    "log": _log,
+    "log2": lambda loc, x: _log(loc, x, 2),
+    "channels": _dim(0, "channels"),
+    "height": _dim(1, "height"),
+    "width": _dim(2, "width"),
 }
 
 # name → (fewest arguments, most arguments or None for any number, how it is called)
@@ -213,6 +270,12 @@ SIGNATURES: dict[str, tuple[int, int | None, str]] = {
     "max": (1, None, "max(a, b, ...) or max(list)"),
     "sum": (1, 1, "sum(list)"),
     "len": (1, 1, "len(list)"),
+    "pow": (2, 2, "pow(x, y)"),
+    "log": (1, 2, "log(x) or log(x, base)"),
+    "log2": (1, 1, "log2(x)"),
+    "channels": (1, 1, "channels(a)"),
+    "height": (1, 1, "height(a)"),
+    "width": (1, 1, "width(a)"),
 }
 
 # Names from other languages that mean one of ours.
@@ -250,6 +313,8 @@ def _binop(op: str, a: Value, b: Value, loc: Loc) -> Value:
         return _binop(op, b, a, loc)
     if op in ("==", "!="):
         return (type_name(a) == type_name(b) and _equal(a, b, loc)) == (op == "==")
+    if op == "**":
+        return checked(_pow(loc, a, b), loc)
     if op == "+" and isinstance(a, str) and isinstance(b, str):
         raise SpecError("strings cannot be joined with '+'", loc)
     x, y = _num(a, loc, f"'{op}'"), _num(b, loc, f"'{op}'")
@@ -359,6 +424,12 @@ def coerce(v: Value, type_: str, loc: Loc, what: str) -> Value:
     """Check `v` against a declared parameter type (int → float is the only conversion)."""
     if type_ == "float" and type_name(v) == "int":
         return float(v)
+    if type_ == "size":  # a kernel, stride or padding: one int for every dimension, or one per dimension
+        if not (type_name(v) == "int" and v >= 0 or isinstance(v, list) and v
+                and all(type_name(x) == "int" and x >= 0 for x in v)):
+            raise SpecError(f"{what} must be a size (an int, or a list of ints such as [1, 7]), got {describe(v)}",
+                            loc)
+        return v
     if type_ == "shape":
         if not (isinstance(v, list) and v and all(type_name(x) == "int" and x > 0 for x in v)):
             raise SpecError(f"{what} must be a shape (a list of positive ints), got {describe(v)}", loc)

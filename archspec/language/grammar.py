@@ -7,9 +7,9 @@ from importlib import resources
 
 from lark import Lark
 
-TYPES = ("int", "float", "bool", "str", "list", "shape")
-KEYWORDS = ("use", "layer", "network", "block", "repeat", "for", "in", "if", "else", "let", "assert", "and", "or",
-            "not", "true", "false", "stem", "transition", "head")
+TYPES = ("int", "float", "bool", "str", "list", "shape", "size", "tensor")
+KEYWORDS = ("use", "layer", "pattern", "network", "block", "repeat", "for", "in", "if", "else", "let", "assert", "and", "or",
+            "not", "true", "false", "stem", "transition", "head", "from")
 
 
 @lru_cache(maxsize=None)

@@ -29,6 +29,7 @@ class Spec:
     main: str  # name of the network the spec builds: the last one in its own file
     file: str
     layers: dict[str, T.LayerDef] = field(default_factory=dict)
+    patterns: dict[str, T.PatternDef] = field(default_factory=dict)
     networks: dict[str, T.NetworkDef | T.NetworkAlias] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     files: dict[str, T.File] = field(default_factory=dict, repr=False)
@@ -273,8 +274,15 @@ def _load_into(spec: Spec, text: str, file: str, base_dir: Path, stack: list[str
             raise _unshown(e, str(target), label) from None
         _load_into(spec, used, label, target.parent, stack, reading, use.loc, key=str(target))
     spec.files[file] = parsed
+    define_all(spec, parsed)
+
+
+def define_all(spec: Spec, parsed: T.File) -> None:
+    """Enter a parsed file's layer templates, patterns and networks into the spec's tables."""
     for d in parsed.layers:
         define(spec, spec.layers, d, "layer")
+    for d in parsed.patterns:
+        define(spec, spec.patterns, d, "pattern")
     for d in parsed.networks:
         define(spec, spec.networks, d, "network")
 
@@ -294,14 +302,15 @@ def _short(text: str, most: int = 200) -> str:
 
 
 def define(spec: Spec, table: dict, d, what: str) -> None:
-    """Enter a parsed layer or network definition into the spec's table, refusing duplicates."""
+    """Enter a parsed layer, pattern or network definition into the spec's table, refusing duplicates and
+    a name that is already another kind of definition."""
     name = str(d.name)
     where = loc_of(d.name, d.loc)
     old = table.get(name)
     if old is not None and old is not d:
         raise SpecError(f"{what} '{name}' is defined twice", where, f"first defined at {loc_of(old.name, old.loc)}")
-    other = spec.networks if what == "layer" else spec.layers
-    if name in other:
-        raise SpecError(f"'{name}' is already a {'network' if what == 'layer' else 'layer'}", where,
-                        f"defined at {loc_of(other[name].name, other[name].loc)}")
+    for kind, other in (("layer", spec.layers), ("pattern", spec.patterns), ("network", spec.networks)):
+        if kind != what and name in other:
+            raise SpecError(f"'{name}' is already a {kind}", where,
+                            f"defined at {loc_of(other[name].name, other[name].loc)}")
     table[name] = d

@@ -116,6 +116,9 @@ class _ToTree(Transformer):
 
     sum = product = comparison = _fold
 
+    def pow_(self, meta, c):
+        return self._expr(T.BinOp("**", c[0], c[2], c[0].loc.to(c[2].loc)), c[0], c[2])
+
     def neg(self, meta, c):
         return self._expr(T.Unary("-", c[0], self._loc(meta)), c[0])
 
@@ -179,6 +182,12 @@ class _ToTree(Transformer):
     def check(self, meta, c):
         return T.Assert(c[0], c[1], self._loc(meta))
 
+    def bind(self, meta, c):
+        return T.Bind(self._ident(c[0]), self._loc(meta))
+
+    def read(self, meta, c):
+        return T.Read(c[0], self._loc(meta))
+
     # -- definitions
     def param(self, meta, c):
         return T.Param(self._ident(c[0]), str(c[1]), c[2], self._loc(meta))
@@ -197,6 +206,10 @@ class _ToTree(Transformer):
 
     def layer_def(self, meta, c):
         return T.LayerDef(self._ident(c[0]), c[1] or (), c[2], self._loc(meta))
+
+    def pattern_def(self, meta, c):
+        merge = self._ident(c[2]) if c[2] is not None else None
+        return T.PatternDef(self._ident(c[0]), c[1] or (), merge, c[3], self._loc(meta))
 
     def network_def(self, meta, c):
         return T.NetworkDef(self._ident(c[0]), c[1] or (), c[2], self._loc(meta))
@@ -233,8 +246,9 @@ def parse_text(text: str, file: str = "<spec>") -> T.File:
         raise
     uses = tuple(i for i in items if isinstance(i, T.Use))
     layers = tuple(i for i in items if isinstance(i, T.LayerDef))
+    patterns = tuple(i for i in items if isinstance(i, T.PatternDef))
     nets = tuple(i for i in items if isinstance(i, (T.NetworkDef, T.NetworkAlias)))
-    return T.File(file, uses, layers, nets, text)
+    return T.File(file, uses, layers, patterns, nets, text)
 
 
 _VALUE_PREFIX = "layer _v() { let _v = "

@@ -153,7 +153,23 @@ class Assert:
     loc: Loc
 
 
-Stmt = Union[Call, Block, Scope, Repeat, For, If, Let, Assert]
+@dataclass(frozen=True)
+class Bind:
+    """`-> name`: the current tensor, named for later statements to read."""
+
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Read:
+    """`from expr`: the tensor `expr` names becomes the current tensor."""
+
+    value: Expr
+    loc: Loc
+
+
+Stmt = Union[Call, Block, Scope, Repeat, For, If, Let, Assert, Bind, Read]
 
 # ---- definitions -------------------------------------------------------------------------
 
@@ -176,6 +192,19 @@ class Use:
 class LayerDef:
     name: str
     params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class PatternDef:
+    """`pattern name(params) [merge] { body }`: a connection pattern written in the spec. Its body runs
+    once per block, on the block's input, and wires the block's layers with `apply`; `merge` is the
+    merge word a block takes when it names none."""
+
+    name: str
+    params: tuple[Param, ...]
+    merge: str | None
     body: tuple[Stmt, ...]
     loc: Loc
 
@@ -204,5 +233,6 @@ class File:
     path: str
     uses: tuple[Use, ...]
     layers: tuple[LayerDef, ...]
+    patterns: tuple[PatternDef, ...]
     networks: tuple[NetworkDef | NetworkAlias, ...]
     text: str = field(repr=False, default="")

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from archspec.graph.elaborate import elaborate
 from archspec.graph.ir import Network
 from archspec.errors import Loc, RunError, SpecError
-from archspec.language.loader import MAX_FILE_BYTES, Spec, define, check_size, load_file
+from archspec.language.loader import MAX_FILE_BYTES, Spec, check_size, define_all, load_file
 from archspec.language.syntax import parse_text
 from archspec.runtime.data import Dataset
 
@@ -121,10 +121,7 @@ def _load_saved(spec: Spec, files: Mapping[str, str], name: str, stack: list[str
         if target not in spec.keys:
             _load_saved(spec, files, target, stack)
     spec.files[name] = parsed
-    for d in parsed.layers:
-        define(spec, spec.layers, d, "layer")
-    for d in parsed.networks:
-        define(spec, spec.networks, d, "network")
+    define_all(spec, parsed)
 
 
 def _resolve_use(files: Mapping[str, str], using: str, path: str, loc: Loc) -> str:

@@ -303,8 +303,8 @@ def test_a_plugin_lowers_by_dotted_path(plugged):
     ("dup = archspec_testops.dup", {"dup.py": "from archspec.plugins import Op, register_op\n"
                                               "@register_op\nclass R(Op):\n    kind = 'relu'\n"},
      ["dup = archspec_testops.dup", "op 'relu' is registered twice"]),
-    ("notop = archspec_testops.ops:SwishBetaArgs", {}, ["notop", "not a module or an Op subclass"]),
-    ("empty = archspec_testops.modules", {}, ["empty", "registers no op"]),
+    ("notop = archspec_testops.ops:SwishBetaArgs", {}, ["notop", "not a module or an Op, Pattern or Merge subclass"]),
+    ("empty = archspec_testops.modules", {}, ["empty", "registers no op, pattern or merge"]),
     ("word = archspec_testops.word:Dense", {"word.py": "from archspec.plugins import Op\n"
                                                        "class Dense(Op):\n    kind = 'dense'\n"},
      ["word", "'dense' is a connection pattern"]),

@@ -97,7 +97,6 @@ def _syntax(text: str) -> SpecError:
     ("conv(4 if true, 1)", "if", ["conditional expression needs its `else`"]),
     ("conv(true ? 4 : 2, 1)", "?", ["`a if c else b`"]),
     ("let a = [i * 2 for i in range(3)]", "for", ["list comprehensions"]),
-    ("let a = 2 ** 3", "* 3", ["`**` (power)"]),
     ("let a = [1, 2, 3][0:2]", ":", ["slices"]),
     ("let a = x.y", ".", ["attributes"]),
     ("let a = 1 < 2 < 3", "< 3", ["comparisons do not chain"]),

@@ -91,7 +91,7 @@ class Slice(Op):
     kind = "slice"
     saves = Saves(inputs=False, output=False, view=True)
     Args = SliceArgs
-    user = False
+    keeps_channels = False
     colour = "#8172b3"
 
     @classmethod
