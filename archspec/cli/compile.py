@@ -15,6 +15,19 @@ from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, 
                      human, memory_limit, out, shape)
 
 
+def print_notes(net, most: int = 5) -> None:
+    """The choices archspec made that the spec's own file left open (a library's are its author's), once
+    per place, at most `most` of them."""
+    seen = {}
+    for loc, message in net.notes:
+        if loc.file == net.main_file and (loc.line, loc.column) not in seen:
+            seen[(loc.line, loc.column)] = f"note: {loc}: {message}"
+    for line in list(seen.values())[:most]:
+        out.print(line, markup=False)
+    if len(seen) > most:
+        out.print(f"note: and {len(seen) - most} more like these", markup=False)
+
+
 def print_summary(s) -> None:
     t = Table(title=f"{s.network}  input {shape(s.input_shape)}", title_justify="left")
     for col, just in (("group", "left"), ("layers", "right"), ("output", "right"), ("params", "right"),
@@ -47,6 +60,7 @@ def compile(
         if output is not None:
             output_target(output)  # refused before any work, not after it
         net, s = analyse(spec, set_, max_params, allow_path)
+        print_notes(net)
         if output is not None:
             from archspec.compiler.activation_memory import refuse_above
             from archspec.compiler.codegen import to_module
@@ -73,7 +87,8 @@ def check(spec: str = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: i
     """Validate SPEC (syntax, names, types, shapes, size) without building weights."""
 
     def run():
-        _, s = analyse(spec, set_, max_params, allow_path)
+        net, s = analyse(spec, set_, max_params, allow_path)
+        print_notes(net)
         out.print(f"ok: {s.network}: {s.params:,} params, {s.macs:,} MACs, output {shape(s.output_shape)}")
 
     guarded(run)

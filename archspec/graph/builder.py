@@ -74,6 +74,7 @@ class Builder:
     def __init__(self) -> None:
         self.g = nx.DiGraph()
         self.edges = 0  # kept here: networkx counts edges by walking every node
+        self.notes: list[tuple[Loc, str]] = []  # choices made for the spec that it did not write out
 
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["node"].shape

@@ -557,18 +557,20 @@ class Elaborator:
             margs = self.word_args(s.merge, merge.Args, env, x, f"merge '{merge_word}'") if s.merge else merge.Args()
         bscope = scope.child("block", numbered=True, kind="block")
         layers = self.layers(s.body, env, x)
-        run_template = lambda name, values, inp, sc: self.template(name, values, inp, sc, env, s.loc)  # noqa: E731
+        run_template = lambda name, values, inp, sc, builtin=(): self.template(  # noqa: E731
+            name, values, inp, sc, env, s.loc, builtin)
         ctx = BlockContext(self.b, self.streams, bscope, pattern.word, merge, margs, s.loc, run_template)
         return pattern.build(ctx, x, layers, pargs)
 
     def template(self, name: str, values: Sequence[Value], x: str, scope: Scope, env: Mapping[str, Value],
-                 loc: Loc) -> str:
+                 loc: Loc, builtin: Sequence[str] = ()) -> str:
         """Layer template `name` applied to `x` with positional `values`, as a pattern asks (a residual
-        projection); its errors point at the block `loc`."""
+        projection); its errors point at the block `loc`, naming the pattern's `builtin` choices too."""
         if name not in self.spec.layers:
-            raise SpecError(f"unknown layer template '{name}'", loc,
-                            did_you_mean(name, self.spec.layers)
-                            or f"layers: {', '.join(self.spec.layers) or 'none are defined'}")
+            what = f"unknown {'projection' if builtin else 'layer template'} '{name}'"
+            raise SpecError(what, loc, did_you_mean(name, list(builtin) + list(self.spec.layers))
+                            or f"{'built-in: ' + ', '.join(builtin) + '; ' if builtin else ''}layers: "
+                               f"{', '.join(self.spec.layers) or 'none are defined'}")
         call = T.Call(name, tuple(T.Const(v, loc) for v in values), (), loc)
         return self.call(call, env, x, scope, own_scope=scope)
 
@@ -651,7 +653,7 @@ class Elaborator:
         x = self.b.add("input", {"shape": dims}, [], root, "input", first.loc, role="input", numbered=False)
         out = self.run_body(body[1:], dict(env), x, root)  # the body's lets are not parameters
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
-                       sources=dict(self.spec.sources), main_file=self.spec.file)
+                       sources=dict(self.spec.sources), main_file=self.spec.file, notes=self.b.notes)
 
 
 def _names(e: Any) -> list[str]:

@@ -49,6 +49,7 @@ class Network:
     params: dict[str, Any]  # resolved network parameters
     sources: dict[str, str] = field(default_factory=dict)  # file → text, for error messages and checkpoints
     main_file: str = "<spec>"
+    notes: list[tuple[Loc, str]] = field(default_factory=list)  # choices archspec made that the spec left open
 
     def node(self, name: str) -> Node:
         return self.graph.nodes[name]["node"]

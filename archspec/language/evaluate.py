@@ -342,7 +342,8 @@ def _unknown_name(e: T.Name, env: Mapping[str, Value], dynamic: Mapping | None) 
     hint = did_you_mean(e.id, known, NAME_ALIASES)
     if hint is None:
         names = sorted(n for n in known if not n.startswith("_"))
-        hint = f"names here: {', '.join(names)}" if names and len(names) <= 12 else None
+        quoted = f'a word meant as text is written in quotes: "{e.id}"'
+        hint = f"names here: {', '.join(names)}; {quoted}" if names and len(names) <= 12 else quoted
     return SpecError(f"unknown name '{e.id}'", e.loc, hint)
 
 

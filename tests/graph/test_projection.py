@@ -139,7 +139,7 @@ def test_projection_none_refuses_a_layer_that_changes_the_shape():
 def test_an_unknown_or_misfitting_projection_template_is_located_at_the_block():
     down = "layer down(c: int, s: int) { conv(c, 1, stride=s) }\n"
     e = _error(_net('block residual(projection="dwn") { conv(8, 1) }', down))
-    assert "unknown layer template 'dwn'" in e.message and "did you mean 'down'" in e.hint
+    assert "unknown projection 'dwn'" in e.message and "did you mean 'down'" in e.hint
     assert (e.loc.line, e.loc.column) == (4, 3)
     wide = "layer wide(c: int, s: int) { conv(2 * c, 1) }\n"
     e = _error(_net('block residual(projection="wide") { conv(8, 1) }', wide))

@@ -174,11 +174,11 @@ def test_a_loop_that_builds_a_large_list_each_time_is_refused_at_once():
 
 
 def test_a_block_loop_that_keeps_many_names_per_layer_is_refused_in_bounded_memory():
-    """A layer sees the names around its block live, not copied: many names and many layers stay cheap,
-    and the graph's own bound ends the loop."""
+    """A layer sees the names around its block live, not copied: 3,000 layers under 2,000 names (6 million
+    copied names, past the budget, if each layer copied them) elaborate at once."""
     lets = "".join(f"  let v{i} = {i}\n" for i in range(2000))
-    r = bounded(net(lets + "  block chain { for i in range(100000) { relu } }"))
-    assert r["error"] and "more than 50,000 ops" in r["error"] and r["seconds"] < QUICK, r
+    r = bounded(net(lets + "  block chain { for i in range(3000) { relu } }"))
+    assert r["error"] is None and r["seconds"] < QUICK, r
 
 
 def test_a_block_loop_that_binds_many_names_per_layer_is_refused_in_bounded_memory():

@@ -28,8 +28,9 @@ class Layer:
         return self.run(x, scope)
 
 
-# Runs a layer template by name on a tensor: (name, positional values, input, scope) → output.
-TemplateRunner = Callable[[str, Sequence[object], str, Scope], str]
+# Runs a layer template by name on a tensor: (name, positional values, input, scope, the pattern's built-in
+# choices for an error's hint) → output.
+TemplateRunner = Callable[..., str]
 Where = Scope  # where a pattern's own ops are named: the block's scope or one of its layers'
 
 
@@ -64,12 +65,26 @@ class BlockContext:
         """Apply one of the block's layers to `x`, naming its ops in `scope`."""
         return layer(x, scope)
 
-    def template(self, name: str, values: Sequence[object], x: str, scope: Scope) -> str:
+    def template(self, name: str, values: Sequence[object], x: str, scope: Scope,
+                 builtin: Sequence[str] = ()) -> str:
         """Apply the spec's layer template `name` to `x` with these positional arguments (a pattern's own
-        sub-layer the spec names, such as a residual projection); errors point at the block."""
+        sub-layer the spec names, such as a residual projection); errors point at the block, and an
+        unknown name is told the `builtin` words that could stand there too."""
         if self._templates is None:
             raise SpecError(f"pattern '{self.pattern}' cannot call layer '{name}' here", self.loc)
-        return self._templates(name, values, x, scope)
+        return self._templates(name, values, x, scope, builtin)
+
+    def note(self, message: str) -> None:
+        """Record a choice the pattern made that the spec did not write out: shown by `check` and
+        `compile`."""
+        self._builder.notes.append((self.loc, message))
+
+    def readers(self, x: str, scope: Scope) -> list[str]:
+        """The ops of `scope` (a layer's) that read `x`, in the order they were made."""
+        return [n for n in self._builder.g.succ[x] if self._builder.g.nodes[n]["node"].layer == scope.layer]
+
+    def op_of(self, name: str) -> str:
+        return self._builder.g.nodes[name]["node"].op
 
     def refuse_lone_op(self, layer: Layer, x: str, y: str, what: str, allowed: tuple[str, ...] = ()) -> None:
         """An error when `layer` is one bare op without weights that keeps its input's shape (`bn`, `relu`):

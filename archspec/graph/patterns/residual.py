@@ -5,7 +5,10 @@ the shortcut is a projection with the layer's stride, as `projection` says:
     "conv"      a bare 1×1 convolution (the default)
     "conv_bn"   a 1×1 convolution then a batch norm (torchvision's ResNet downsample)
     "none"      no projection: a layer that changes the shape is an error
-    NAME        the spec's layer template NAME, called as NAME(channels, stride)
+    NAME        the spec's layer template NAME, called as NAME(channels, stride, *projection_args)
+
+A projection the spec leaves to the default is reported as a note by `archspec check` and `compile`.
+`drop_path` first in a layer is refused: there it would drop the layer's input, not its branch.
 
 Each call in the body is a layer with its own shortcut, so a lone op without weights that keeps the
 shape (`bn`, `relu`) is refused: `{ conv(...) bn relu conv(...) bn }` in braces is one layer.
@@ -24,6 +27,11 @@ from .pattern import Pattern, register
 class ResidualArgs(OpArgs):
     embedded: bool = False  # add the shortcut at the layer's `shortcut` marks, not after the layer
     projection: str = "conv"  # "conv", "conv_bn", "none" or a layer template's name
+    # more positional arguments for a projection template, after (channels, stride): a kernel size
+    projection_args: tuple[int | float | bool | str, ...] = ()
+
+
+PROJECTIONS = ("conv", "conv_bn", "none")
 
 
 @register
@@ -45,16 +53,24 @@ class Residual(Pattern):
                 continue
             y = ctx.run(layer, x, scope)
             ctx.refuse_lone_op(layer, x, y, f"a residual layer merged with its own input by {ctx.merge.word}")
+            if any(ctx.op_of(r) == "drop_path" for r in ctx.readers(x, scope)):
+                raise SpecError("drop_path first in a residual layer drops the layer's input for some samples, "
+                                "not its branch", layer.loc or ctx.loc,
+                                "put drop_path last in the layer, where it drops the branch before the sum")
             shortcut = x
             sx, sy = ctx.shape(x), ctx.shape(y)
             want = sy if ctx.merge.equal_shapes else (sx[0],) + sy[1:]
             if sx != want:
-                shortcut = cls.project(ctx, x, want, args.projection, scope)
+                shortcut = cls.project(ctx, x, want, args.projection, scope, args.projection_args)
+                if "projection" not in args.model_fields_set:
+                    ctx.note(f"residual: layer {i + 1} turns {fmt_shape(sx)} into {fmt_shape(want)}, so its "
+                             f"shortcut is a bare 1×1 convolution (projection=\"conv\", the default); say "
+                             f"projection=\"conv_bn\" for one followed by a batch norm, or name a template")
             x = ctx.merge_of([shortcut, y], scope)
         return x
 
     @classmethod
-    def project(cls, ctx, x: str, want: tuple[int, ...], how: str, scope) -> str:
+    def project(cls, ctx, x: str, want: tuple[int, ...], how: str, scope, extra: tuple = ()) -> str:
         """The shortcut that turns the layer's input `x` into the shape `want`, with the layer's stride."""
         sx = ctx.shape(x)
         if how == "none":
@@ -68,7 +84,7 @@ class Residual(Pattern):
             if how == "conv_bn":
                 out = ctx.add("bn", {}, [out], scope, "shortcut_bn", role="shortcut", numbered=False)
         else:
-            out = ctx.template(how, [want[0], stride], x, scope.child("shortcut"))
+            out = ctx.template(how, [want[0], stride, *extra], x, scope.child("shortcut"), PROJECTIONS)
         if ctx.shape(out) != want:
             via = f"projection '{how}'" if how not in ("conv", "conv_bn") else "a 1×1 projection"
             raise SpecError(f"a residual shortcut cannot turn {fmt_shape(sx)} into {fmt_shape(want)}: {via} "
