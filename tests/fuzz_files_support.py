@@ -8,7 +8,9 @@ through the CLI), `run` (a `Trainer` built with `--resume` on a run folder: noth
 `transfer` (`transfer.load_state_dict`, and `archspec transfer`), `cifar` (`data.load` on a CIFAR-10
 python folder) and `image` (`transforms.load`, the image loader). Every case must end in success or a
 refusal (RunError/SpecError, exit 0 or 2 through the CLI) within CPU_LIMIT seconds of CPU and
-MEMORY_LIMIT bytes above the worker's baseline, and write nothing outside its folder.
+MEMORY_LIMIT bytes above the worker's baseline, write nothing outside its folder, and open no file outside
+the roots (its folder, the Python installation and archspec's own files, and the few system files archspec
+reads by fixed name for the free memory): an audit hook records every file the case opens.
 
 As in tests/fuzz_support.py, the worker is a separate process so that a hang, a crash or a memory bomb
 costs one restart, and its resident high-water mark (`VmHWM`) measures one process the test run does
@@ -158,9 +160,46 @@ def _tree(root: Path, skip: Path) -> set[str]:
     return out
 
 
+# Files archspec opens by a fixed name, whatever it reads: the memory available and its own process status.
+SYSTEM_READS = ("/proc/meminfo", "/proc/self/", "/proc/" + str(os.getpid()), "/sys/fs/cgroup/", "/dev/null",
+                "/dev/urandom")
+_opened: list[str] | None = None  # the paths the running case opened; None between cases
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _opened is not None and event == "open" and isinstance(args[0], (str, bytes)):
+        _opened.append(os.fsdecode(args[0]))
+
+
+def _roots(folder: Path) -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    installed = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
+                 *(sysconfig.get_paths().values())}
+    paths = installed | {str(folder), str(ROOT)}
+    return tuple({str(Path(p).resolve()) + os.sep for p in paths if p} | {os.path.abspath(p) + os.sep for p in paths if p})
+
+
+def reads_outside(opened: list[str], roots: tuple[str, ...], cwd: Path) -> list[str]:
+    """The opened paths (made absolute from `cwd`) that lie under no root and are none of archspec's fixed
+    system reads. A path is judged as it was opened: a symbolic link the case itself holds names its
+    target, as a data set of links to images does; what must never happen is a path the case did not
+    hand over (one taken from a file's contents, or a default location)."""
+    out = []
+    for p in opened:
+        full = os.path.abspath(os.path.join(cwd, p))
+        if not (full + os.sep).startswith(roots) and not full.startswith(SYSTEM_READS):
+            out.append(full)
+    return sorted(set(out))
+
+
 def serve() -> None:
     """Answer one JSON request per line on stdin ({kind, files, cli, warm}) with one JSON line on stdout."""
+    global _opened
     import torch
+
+    sys.addaudithook(_audit)
 
     torch.set_num_threads(1)
     base_dir = Path(tempfile.mkdtemp(prefix="archspec-fuzz-files-"))
@@ -178,11 +217,14 @@ def serve() -> None:
             wall, cpu = time.monotonic(), time.process_time()
             try:
                 _write_case(folder, request["files"])
+                _opened = []
                 outcomes = _enter(request["kind"], folder, request.get("cli", False))
             except BaseException as e:  # noqa: BLE001 - a harness failure is reported, not hidden
                 outcomes = [{"outcome": "crash", "type": type(e).__name__, "message": str(e)[:500]}]
+            opened, _opened = _opened or [], None
             out = {"outcomes": outcomes, "cpu": time.process_time() - cpu, "wall": time.monotonic() - wall,
-                   "outside": sorted(_tree(base_dir, folder) - before)[:10]}
+                   "outside": sorted(_tree(base_dir, folder) - before)[:10],
+                   "read": reads_outside(opened, _roots(folder), cwd)[:10]}
             shutil.rmtree(folder, ignore_errors=True)
             if request.get("warm"):  # the warm-up cases: the baseline is taken after them
                 baseline = high_water()
@@ -259,7 +301,7 @@ class Worker:
             self.stats.restarts += 1
             out = {"outcomes": [{"outcome": "crash", "type": "Hang" if died is None else "WorkerDied",
                                  "message": f"no answer (worker exit status {died})"}],
-                   "cpu": HARD_WALL, "wall": HARD_WALL, "peak": 0, "outside": []}
+                   "cpu": HARD_WALL, "wall": HARD_WALL, "peak": 0, "outside": [], "read": []}
         s = self.stats
         s.cases[kind] += 1
         first = out["outcomes"][0].get("outcome")
@@ -292,6 +334,8 @@ def problem(out: dict) -> str | None:
         return f"reached {out['peak'] / 2**20:.0f} MiB above the baseline, more than {MEMORY_LIMIT >> 20} MiB"
     if out["outside"]:
         return f"wrote outside the case folder: {out['outside']}"
+    if out.get("read"):
+        return f"opened files outside the roots: {out['read']}"
     return None
 
 

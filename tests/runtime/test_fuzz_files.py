@@ -5,7 +5,8 @@ and compression, .safetensors with changed dtype labels), CIFAR pickles (shared 
 huge declared sizes) and images (huge declared dimensions, truncated, other formats under image names).
 
 Every case must succeed or be refused (RunError/SpecError; exit 0 or 2 through the CLI, no traceback),
-within 10 s of CPU and 1 GiB above the worker's baseline, writing nothing outside its own folder. The
+within 10 s of CPU and 1 GiB above the worker's baseline, writing nothing outside its own folder and
+opening nothing outside the roots (its folder, the installation, archspec's fixed system reads). The
 default run is a small deterministic guard; `pytest -m fuzz tests/runtime/test_fuzz_files.py` (or
 ARCHSPEC_FUZZ_CASES=N) runs a campaign of 10,000 cases (N) over all generators and prints its figures.
 A case is reproduced by its generator and seed: `GENERATORS[kind](random.Random(seed), seeds)`."""
@@ -68,8 +69,26 @@ def test_the_harness_catches_a_crash_a_bad_exit_a_bomb_and_a_stray_file():
     assert "CPU" in FF.problem({**ok, "cpu": 11.0, "outcomes": [{"outcome": "ok"}]})
     assert "MiB" in FF.problem({**ok, "peak": 2 << 30, "outcomes": [{"outcome": "ok"}]})
     assert "outside" in FF.problem({**ok, "outside": ["/tmp/x"], "outcomes": [{"outcome": "ok"}]})
+    assert "outside the roots" in FF.problem({**ok, "read": ["/etc/passwd"], "outcomes": [{"outcome": "ok"}]})
+
     refused = [{"outcome": "refused", "message": "bad"}, {"exit": 2, "traceback": False}]
     assert FF.problem({**ok, "outcomes": refused}) is None
+
+
+def test_reads_outside_the_roots_are_seen(tmp_path):
+    """The audit hook's paths are judged as opened: the case folder's own files (a link it holds
+    included: the case named its target), the installation and the fixed system reads are inside; a path
+    the case never handed over is outside."""
+    outside = tmp_path / "secret"
+    outside.write_text("x")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "link").symlink_to(outside)
+    roots = FF._roots(folder)
+    got = FF.reads_outside([str(folder / "a.png"), "link", os.__file__, "/proc/meminfo", "/etc/hostname"],
+                           roots, folder)
+    assert got == ["/etc/hostname"]
+    assert FF.reads_outside([str(outside)], roots, folder) == [str(outside)]
 
 
 def test_the_worker_measures_what_a_case_costs(worker):
