@@ -7,7 +7,6 @@ a different structure is refused with the first mismatching tensors named, and n
 from __future__ import annotations
 
 import copy
-import importlib
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import archspec
+import references
 from archspec.cli import app
 from archspec.compiler.transfer import (TransferError, load_state_dict, save_state_dict, transfer_weights)
 from archspec.runtime.bench.handwritten import handwritten_for
@@ -314,13 +314,19 @@ def test_files_torch_and_safetensors(tmp_path, one_thread):
         assert transfer_weights(tmp_path / name, gm).order == "file", name
         _same_function(hand, gm, (3, 8, 8))
     assert list(load_state_dict(tmp_path / "hand.safetensors")) == list(hand.state_dict())
-    # a plain safetensors file keeps no order: names the target shares pair by name, others are refused
+    # a plain safetensors file keeps no order: names the target shares pair by name, others along the
+    # target's modules by their names' tree; a structure that differs is refused
     save_file({k: v.contiguous() for k, v in gm.state_dict().items()}, str(tmp_path / "own.safetensors"))
     assert transfer_weights(tmp_path / "own.safetensors", _build(TINY_RESNET, 10)).order == "names"
     save_file({k: v.contiguous() for k, v in hand.state_dict().items()}, str(tmp_path / "bare.safetensors"))
-    with pytest.raises(TransferError) as e:
-        transfer_weights(tmp_path / "bare.safetensors", _build(TINY_RESNET, 10))
-    assert "keeps no order" in e.value.hint
+    gm = _build(TINY_RESNET, 10)
+    assert transfer_weights(tmp_path / "bare.safetensors", gm).order == "name-tree"
+    _same_function(hand, gm, (3, 8, 8))
+    other = {k: v.contiguous() for k, v in hand.state_dict().items() if not k.startswith("fc.")}
+    other.update({"fc.weight": torch.zeros(7, 16), "fc.bias": torch.zeros(7)})
+    save_file(other, str(tmp_path / "other.safetensors"))
+    with pytest.raises(TransferError, match="structures differ"):
+        transfer_weights(tmp_path / "other.safetensors", _build(TINY_RESNET, 10))
 
 
 def test_a_training_checkpoints_model_tensors(tmp_path, one_thread):
@@ -412,10 +418,7 @@ def test_torchvision_specs_have_torchvisions_parameter_count(name):
 
 
 def _torchvision():
-    try:
-        return importlib.import_module("torchvision.models")
-    except Exception as e:  # not installed, or its wheel does not load against this torch
-        pytest.skip(f"torchvision cannot be imported here ({type(e).__name__}: {e})")
+    return references.torchvision().models
 
 
 @pytest.mark.slow
