@@ -159,6 +159,50 @@ REFERENCE = [
     # (CLDC over 3) 18,688; block 2 (CLDC L = 1..3, then 4 for the output): 13,568 + 13,824 + 13,952 + 512;
     # head BN 128 + linear 650
     Reference("tiny_delugenet", 71_674, input=(1, 8, 8)),
+    # The cross-layer zoo, written with named tensors and spec-written patterns: timm 1.0.31's counts
+    # unless said otherwise.
+    # -- HarDNet (PingoLH/Pytorch-HarDNet), VoVNet, SelecSLS
+    imagenet("hardnet85", 36_670_212),
+    imagenet("hardnet39ds", 3_488_228),
+    imagenet("vovnet57a", 36_640_296),
+    imagenet("selecsls60", 30_670_768),
+    # -- DLA, DPN, HRNet
+    # (MACs: half the FLOPs torch's flop counter counts in each timm module's forward pass at 224×224)
+    # variants: timm's dla34, dla46_c, dla46x_c, dla60x; dla102x, dla102x2, dla169; dpn68, dpn98, dpn131, dpn107;
+    # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w64
+    imagenet("dla60", 22_036_632, 4_235_878_400, variants=(
+        Variant({"levels": [1, 1, 1, 2, 2, 1], "widths": [16, 32, 64, 128, 256, 512], "unit": "basic"}, 15_742_104),
+        Variant({"levels": [1, 1, 1, 2, 2, 1], "widths": [16, 32, 64, 64, 128, 256]}, 1_301_400),
+        Variant({"levels": [1, 1, 1, 2, 2, 1], "widths": [16, 32, 64, 64, 128, 256], "cardinality": 32,
+                 "base_width": 4}, 1_068_440),
+        Variant({"cardinality": 32, "base_width": 4}, 17_352_344))),
+    imagenet("dla102", 33_268_888, 7_164_551_168, variants=(
+        Variant({"cardinality": 32, "base_width": 4}, 26_309_272),
+        Variant({"cardinality": 64, "base_width": 4}, 41_282_200),
+        Variant({"levels": [1, 1, 2, 3, 5, 1]}, 53_389_720))),
+    imagenet("dpn92", 37_668_392, 6_501_684_224, variants=(
+        Variant({"stem_width": 10, "stem_kernel": 3, "k_r": 128, "depths": [3, 4, 12, 3], "incs": [16, 32, 32, 64],
+                 "widths": [64, 128, 256, 512]}, 12_611_602),
+        Variant({"stem_width": 96, "k_r": 160, "groups": 40, "depths": [3, 6, 20, 3], "incs": [16, 32, 32, 128]},
+                61_570_728),
+        Variant({"stem_width": 128, "k_r": 160, "groups": 40, "depths": [4, 8, 28, 3], "incs": [16, 32, 32, 128]},
+                79_254_504),
+        Variant({"stem_width": 128, "k_r": 200, "groups": 50, "depths": [4, 8, 20, 3], "incs": [20, 64, 64, 128]},
+                86_917_800))),
+    imagenet("hrnet_w18_small_v2", 15_597_464, 2_595_712_864, variants=(
+        Variant({"widths": [16, 32, 64, 128], "modules": [1, 1, 1], "stage1_blocks": 1, "stage1_width": 32},
+                13_187_464),
+        Variant({"modules": [1, 4, 3], "blocks": 4, "stage1_blocks": 4}, 21_299_004),
+        Variant({"widths": [32, 64, 128, 256], "modules": [1, 4, 3], "blocks": 4, "stage1_blocks": 4}, 41_232_680),
+        Variant({"widths": [64, 128, 256, 512], "modules": [1, 4, 3], "blocks": 4, "stage1_blocks": 4}, 128_059_944))),
+    # -- Res2Net, Res2NeXt, CSPResNeXt, FractalNet (khanrc/pt.fractalnet)
+    # (MACs: half the FLOPs torch's flop counter counts in each reference module's forward pass)
+    imagenet("res2net101_26w_4s", 45_206_688, 8_066_974_464),
+    imagenet("res2next50", 24_671_464, 4_172_677_120),
+    imagenet("cspresnext50", 20_569_896, 3_074_424_832),
+    # FractalNet((3, 32, 32, 10), n_columns=4, init_channels=64, p_ldrop=0.15, dropout_probs=[0, .1, .2, .3, .4],
+    # gdrop_ratio=0.5)
+    Reference("fractalnet40", 76_106_634, 2_036_077_568),
 ]
 
 BY_NAME = {r.spec: r for r in REFERENCE}

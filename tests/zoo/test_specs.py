@@ -36,6 +36,18 @@ ROUND_TRIP = {
     "resnetlike146": {}, "seqresnetb_k16r7": {}, "shufflenet_v2_x1_0": dict(size=64),
     "squeezenet1_1": dict(size=64), "tiny_delugenet": {},
     "vgg11": dict(widths=[8, 8, 16, 16, 16], hidden=32, size=32),
+    # the cross-layer zoo
+    "hardnet39ds": dict(size=64),
+    "vovnet57a": dict(stem_widths=[8, 8, 16], mids=[8, 8, 8, 8], outs=[16, 16, 16, 16], blocks=[1, 2, 1, 1], layers=2,
+                      size=64),
+    "selecsls60": dict(mids=[8, 16, 16], outs=[[8, 16], [16, 16, 16], [16, 16]], top=[[16, 3, 2], [16, 1, 1]], size=64),
+    "res2next50": dict(blocks=[1, 2, 1, 1], widths=[16, 32, 32, 64], size=32),
+    "cspresnext50": dict(depths=[1, 1, 1, 1], widths=[64, 128, 128, 256], groups=8, size=32),
+    "fractalnet40": dict(columns=3, width=4),
+    "dla60": dict(widths=[8, 8, 16, 16, 32, 32], size=32),
+    "dpn92": dict(depths=[1, 2, 1, 1], incs=[4, 4, 4, 8], widths=[16, 16, 32, 32], k_r=8, groups=4, stem_width=8, size=32),
+    "hrnet_w18_small_v2": dict(widths=[4, 8, 8, 16], incre=[4, 4, 8, 8], features=32, stage1_width=8, stage1_blocks=1,
+                               blocks=1, modules=[1, 1, 1], size=32),
 }
 
 
