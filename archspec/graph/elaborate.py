@@ -621,6 +621,17 @@ class Elaborator:
         return Closure(dict(local), *names.maps[1:])
 
     # ---- the network ------------------------------------------------------------------
+    def refuse_unread(self, out: str) -> None:
+        """An error at the first op whose result nothing reads (the network's output and taps aside): its
+        work and weights would be counted and computed for nothing."""
+        g = self.b.g
+        for name in g.nodes:
+            if g.out_degree(name) == 0 and name != out:
+                node = g.nodes[name]["node"]
+                if node.op != "tap":
+                    raise SpecError(f"the result of this {node.op} ({name}) is never read", node.loc,
+                                    _unread_hint(node))
+
     def input_shape(self, first: T.Call, env: Mapping[str, Value]) -> tuple[int, ...]:
         if first.kwargs:
             k, v = first.kwargs[0]
@@ -652,8 +663,14 @@ class Elaborator:
         root = Scope()
         x = self.b.add("input", {"shape": dims}, [], root, "input", first.loc, role="input", numbered=False)
         out = self.run_body(body[1:], dict(env), x, root)  # the body's lets are not parameters
+        self.refuse_unread(out)
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
                        sources=dict(self.spec.sources), main_file=self.spec.file, notes=self.b.notes)
+
+
+def _unread_hint(node) -> str:
+    return ("merge it where it is meant to go, or remove it; a merge of one tensor passes that tensor on "
+            "alone, so `sum(short)` drops the current tensor: name it first, as in `-> y sum(y, short)`")
 
 
 def _names(e: Any) -> list[str]:

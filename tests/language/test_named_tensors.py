@@ -49,9 +49,17 @@ def test_a_template_takes_tensors_and_gives_its_current_one():
 
 
 def test_a_tensor_named_in_a_block_layer_is_read_by_later_layers_and_after_the_block():
-    n = archspec.network(net("block chain { { conv(4, 1) -> a } { conv(4, 1) } { -> b sum(a, b) } }\n  from a"))
+    n = archspec.network(net("block chain { { conv(4, 1) -> a } { conv(4, 1) } { -> b sum(a, b) } }\n  -> c\n"
+                             "  concat(a, c)"))
     assert n.inputs("block1.layer3.sum1") == ["block1.layer1.conv1", "block1.layer2.conv1"]
-    assert n.output == "block1.layer1.conv1"
+    assert n.inputs(n.output) == ["block1.layer1.conv1", "block1.layer3.sum1"]
+
+
+def test_a_result_nothing_reads_is_refused_where_it_is_made():
+    """A one-tensor merge passes that tensor on alone: the work before it would be computed for nothing."""
+    e = error(net("conv(4, 1) -> a\n  conv(4, 3, padding=1) bn sum(a) relu"))
+    assert "never read" in e.message and "bn" in e.message and "-> y sum(y, short)" in e.hint
+    assert (e.loc.line, e.loc.column) == (5, 25)  # the `bn` of the second line of the body
 
 
 def test_an_aggregation_tree_has_one_edge_per_link():

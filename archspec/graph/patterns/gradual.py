@@ -82,7 +82,7 @@ class Gradual(Pattern):
         new: list[str] = []
         for i in range(P):
             scope = ctx.layer_scope(i)
-            old = piece(i * o, (i + 1) * o, scope, "segment")
+            old = piece(i * o, (i + 1) * o, scope, "segment") if args.identity else None
             if args.order == "gradual":
                 inp = join(new + [piece(i * o, C, scope, "rest")], scope)
             else:
