@@ -17,7 +17,7 @@ from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
 from .ir import Network
 from .merges import Merge
-from .ops import OpArgs
+from .ops import NoArgs, OpArgs
 from .patterns import BlockContext, Layer
 from .streams import Streams
 from .vocabulary import MERGES, OPS, PATTERNS, PRIMITIVES
@@ -59,13 +59,27 @@ def _live(env: MutableMapping[str, Value]) -> MutableMapping[str, Value]:
     return env.maps[-1] if isinstance(env, ChainMap) else env
 
 
+@dataclass(frozen=True)
+class TemplateMerge:
+    """A layer template of the spec used as a merge word: `layer weighted(xs: list) { ... }` merges the
+    inflows of `block dense weighted { ... }`, called with them as its one argument, a list of tensors."""
+
+    word: str
+    run: Callable[[list[str], Scope], str]  # (inflows, scope) → the merged tensor
+    equal_shapes: bool = False
+    Args: type[OpArgs] = NoArgs
+
+    def combine(self, ctx: BlockContext, inputs: list[str], where: Scope, args: OpArgs) -> str:
+        return inputs[0] if len(inputs) == 1 else self.run(inputs, where)
+
+
 @dataclass
 class PatternRun:
     """A spec-written pattern wiring one block: its layers, merge, scope, and which layers it has applied."""
 
     name: str
     layers: list[Layer]
-    merge: type[Merge] | None
+    merge: type[Merge] | TemplateMerge | None
     merge_args: OpArgs | None
     scope: Scope
     loc: Loc
@@ -406,10 +420,39 @@ class Elaborator:
                             f"{c.name}(a, b)`; a block merges its inflows by it as in `block dense {c.name} "
                             "{ ... }`")
         inputs = self.inflows(c, env, x)
+        return self.merge_by(merge, margs, inputs, scope, merge.word, c.loc, run.name if run else "chain")
+
+    def merge_by(self, merge: type[Merge] | TemplateMerge, margs: OpArgs, inputs: list[str], scope: Scope, base: str,
+                 loc: Loc, pattern: str, numbered: bool = True) -> str:
+        """`inputs` merged by `merge` (a merge word's op, or a template of the spec); one passes on."""
         if len(inputs) == 1:
             return inputs[0]
-        return self.b.add(merge.op, margs, inputs, scope, merge.word, c.loc,
-                          pattern=run.name if run else "chain", role="merge")
+        if isinstance(merge, TemplateMerge):
+            return merge.run(inputs, scope)
+        return self.b.add(merge.op, margs, inputs, scope, base, loc, pattern=pattern, role="merge", numbered=numbered)
+
+    def template_merge(self, name: str, env: Mapping[str, Value], loc: Loc) -> TemplateMerge:
+        """The spec's layer template `name` as a merge word: called on the inflows, as one list."""
+        d = self.spec.layers[name]
+        if not d.params or d.params[0].type != "list" or any(p.default is None for p in d.params[1:]):
+            raise SpecError(f"layer '{name}' cannot merge a block's inflows", loc,
+                            f"a template used as a merge takes them as its first parameter, a list, and has "
+                            f"defaults for the rest: `layer {name}(xs: list) {{ concat(xs) ... }}`; defined at "
+                            f"{loc_of(d.name, d.loc)}")
+
+        def run(inputs: list[str], scope: Scope) -> str:
+            tensors = [Tensor(i, self.b.shape(i)) for i in inputs]
+            return self.template(name, [tensors], inputs[0], scope.child(name, numbered=True), env, loc)
+
+        return TemplateMerge(name, run)
+
+    def merge_word(self, name: str, loc: Loc, env: Mapping[str, Value]) -> type[Merge] | TemplateMerge | None:
+        """The merge a block names: a merge word, or a layer template of the spec; None for neither."""
+        if name in MERGES:
+            return MERGES[name]
+        if name in self.spec.layers:
+            return self.template_merge(name, env, loc)
+        return None
 
     def apply(self, c: T.Call, env: Mapping[str, Value], x: str) -> str:
         """`apply(k)` in a pattern's body: the block's layer k (from 1) on the current tensor;
@@ -438,9 +481,7 @@ class Elaborator:
             if len(inputs) > 1 and run.merge is None:
                 raise SpecError(f"pattern '{run.name}' has no merge word to merge a layer's inflows by", c.loc,
                                 f"name one in the block (`block {run.name} concat {{ ... }}`)")
-            x = inputs[0] if len(inputs) == 1 else self.b.add(
-                run.merge.op, run.merge_args, inputs, lscope, "merge", c.loc, pattern=run.name, role="merge",
-                numbered=False)
+            x = self.merge_by(run.merge, run.merge_args, inputs, lscope, "merge", c.loc, run.name, numbered=False)
         self.running.append(None)  # the layer's own statements are not the pattern's
         try:
             return run.layers[k - 1](x, lscope)
@@ -462,7 +503,7 @@ class Elaborator:
         if merge_word is not None:
             merge_name = str(merge_word.name if isinstance(merge_word, T.Word) else merge_word)
             where = merge_word.loc if isinstance(merge_word, T.Word) else loc_of(d.merge, d.loc)
-            merge = MERGES.get(merge_name)
+            merge = self.merge_word(merge_name, where, env)
             if merge is None:
                 raise SpecError(f"unknown merge '{merge_name}'", where.span(len(merge_name)),
                                 did_you_mean(merge_name, MERGES, aliases(MERGES)) or f"merges: {', '.join(MERGES)}")
@@ -541,7 +582,7 @@ class Elaborator:
                 raise SpecError(f"pattern '{pattern.word}' takes no merge word", s.merge.loc.span(len(merge_word)),
                                 f"'{pattern.word}' has no inflows to merge; patterns with a merge: "
                                 + ", ".join(p for p, v in PATTERNS.items() if v.default_merge))
-            merge = MERGES.get(merge_word)
+            merge = self.merge_word(merge_word, s.merge.loc if s.merge else s.loc, env)
             if merge is None and s.merge is None:
                 raise RunError(f"pattern '{pattern.word}' merges by default with '{merge_word}', which is not a merge",
                                f"merges: {', '.join(MERGES)}; name one in the block, as in `block {word.name} "

@@ -358,6 +358,39 @@ def test_padding_momentum_and_activation_differences_are_named():
                                "nothing was written")
 
 
+PADDED = "network padded() { input(3, 8, 8) conv(4, 3, padding=1) bn relu }"
+
+
+def _pad_first(pad: nn.Module) -> nn.Sequential:
+    return _randomise(nn.Sequential(pad, nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU()), 3).double()
+
+
+@pytest.mark.parametrize("pad", [nn.ZeroPad2d(1), nn.ConstantPad2d(1, 0.0)], ids=["ZeroPad2d", "ConstantPad2d"])
+def test_zero_padding_before_a_convolution_is_its_padding(pad):
+    """A padding module of zeros right before an unpadded convolution (as FractalNet's reference writes
+    it) pads as the convolution's own padding would: the weights pair with no warning, and compute the
+    same."""
+    gm = _build(PADDED, 0)
+    hand = _pad_first(pad)
+    report = transfer_weights(hand, gm)
+    assert report.warnings == [] and report.tensors == len(gm.state_dict())
+    _same_function(hand, gm, (3, 8, 8))
+
+
+@pytest.mark.parametrize("pad, has", [(nn.ZeroPad2d(2), "(2, 2)"), (nn.ZeroPad2d((1, 0, 1, 0)), "(0, 0)"),
+                                      (nn.ConstantPad2d(1, 0.5), "(0, 0)")], ids=["wider", "uneven", "not-zero"])
+def test_other_padding_before_a_convolution_is_refused(pad, has):
+    """Zero padding of another amount counts with the convolution's own and still differs; padding that
+    is uneven or not of zeros is no convolution's padding, and leaves the convolution's own to compare."""
+    gm = _build(PADDED, 0)
+    conv = next(n for n, m in gm.named_modules() if isinstance(m, nn.Conv2d))
+    before = {k: v.clone() for k, v in gm.state_dict().items()}
+    with pytest.raises(TransferError) as e:
+        transfer_weights(_pad_first(pad), gm)
+    assert e.value.message.startswith(f"conv padding: source 1 has {has}, target {conv} has (1, 1)")
+    assert not _changed(before, gm)
+
+
 class BatchNormAct(nn.BatchNorm2d):
     """timm's BatchNormAct2d: a batch norm module that holds its ReLU, which a trace does not see into."""
 

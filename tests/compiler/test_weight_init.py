@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import archspec
+import references
 from archspec.compiler.transfer import transfer_weights
 from conftest import built
 from reference_counts import BY_NAME
@@ -225,20 +226,12 @@ def test_the_zoo_starts_as_torchvisions_constructors_do(name):
     ZOO[name][1](built(name, **_sets(name)))
 
 
-def _torchvision():
-    try:
-        import torchvision.models as models
-    except Exception as e:  # not installed, or its wheel does not load against this torch
-        pytest.skip(f"torchvision cannot be imported here ({type(e).__name__}: {e})")
-    return models
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ZOO if not ZOO[n][0]])  # the 60M+ ones are narrowed above
 def test_each_weight_starts_with_the_spread_of_its_torchvision_twin(name):
     """Where torchvision imports: every tensor paired by weight transfer starts with the same spread. The
     spec is built at its quick input: the weights do not depend on it (global pooling)."""
-    models = _torchvision()
+    models = references.torchvision().models
     torch.manual_seed(0)
     options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     tv = getattr(models, name)(weights=None, **options)

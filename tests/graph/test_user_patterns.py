@@ -267,3 +267,45 @@ def test_an_error_in_a_plugin_pattern_names_the_pattern(clean_registry):  # noqa
     finally:
         PATTERNS.pop("broken_wiring", None)
     assert "broken_wiring" not in OPS
+
+
+def test_the_readmes_worked_examples_compile():
+    """The section "Writing a connection pattern" teaches with HarDNet's rule and DLA's tree: both build."""
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Writing a connection pattern"):text.index("## Your own ops")]
+    blocks = section.split("```")[1::2]
+    harmonic, tree = blocks[0], blocks[1]
+    net = archspec.network(harmonic + tree + "\nnetwork t() { input(3, 16, 16) tree(8, 2, 2) }")
+    assert net.shape(net.output) == (8, 8, 8)
+    assert sum(1 for n in net.nodes() if n.op == "concat") == 3
+    assert archspec.summary(harmonic).params > 0
+
+
+MERGE_TEMPLATE = """
+# a learned merge written in the spec: the inflows side by side, mixed by a 1×1 convolution
+layer mix(xs: list, width: int = 6) { concat(xs) conv(width, 1) }
+"""
+
+
+def test_a_template_is_a_merge_word_of_any_pattern():
+    net = archspec.network(MERGE_TEMPLATE + "network n() { input(3, 8, 8) conv(6, 1)\n"
+                           "  block dense mix { repeat 3 { conv(6, 3, padding=1) } } }")
+    convs = [n for n in net.nodes() if n.op == "conv" and ".mix" in n.name]
+    # layers 2 and 3 read two and three inflows, the block's output four: a mix for each
+    assert [len(net.inputs(net.inputs(c.name)[0])) for c in convs] == [2, 3, 4]
+    assert net.shape(net.output) == (6, 8, 8)
+
+
+def test_a_template_merges_a_spec_patterns_inflows():
+    net = archspec.network(MERGE_TEMPLATE + HARMONIC + harmonic_net().replace(HARMONIC, "").replace(
+        "block harmonic  {", "block harmonic mix {"))
+    assert net.node("block1.layer8.mix1.conv1").shape[0] == 6
+    assert net.inputs("block1.layer8.mix1.concat1")[0] == "block1.layer7.conv1"
+
+
+def test_a_template_that_cannot_merge_is_refused_at_the_block():
+    with pytest.raises(SpecError, match="cannot merge a block's inflows"):
+        archspec.network("layer two(c: int) { conv(c, 1) }\nnetwork n() { input(3, 8, 8) conv(6, 1)\n"
+                         "  block dense two { conv(6, 1) conv(6, 1) } }")
