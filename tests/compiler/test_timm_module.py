@@ -124,12 +124,47 @@ def test_both_names_for_one_parameter_are_refused():
         api.network("resnet18", num_classes=10, classes=5)
 
 
-def test_inside_timm_data_helpers(resnet):
-    try:
-        from timm.data import create_transform, resolve_data_config
-    except Exception:  # not installed, or built for another torch
-        pytest.skip("timm does not import here")
-    cfg = resolve_data_config({}, model=resnet)
-    assert cfg["input_size"] == (1, 32, 32)
-    transform = create_transform(**cfg)
-    assert transform is not None
+def test_a_timm_training_script_runs_unchanged():
+    """The shape of timm's train.py: the data config and transform resolved from the model, timm's
+    optimizer factory (no weight decay on norms and biases), its scheduler, its loss and its EMA, a few
+    steps on images through the transform; then the timm-style head calls agree with the forward."""
+    from PIL import Image
+
+    from references import timm
+
+    timm()  # or a skip where timm does not import
+    from timm.data import create_transform, resolve_data_config
+    from timm.loss import LabelSmoothingCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    torch.manual_seed(0)
+    model = archspec.build("resnet18", num_classes=10, in_chans=1, img_size=32)
+    cfg = resolve_data_config({}, model=model)
+    assert cfg["input_size"] == (1, 32, 32) and cfg["mean"] == model.pretrained_cfg["mean"]
+    transform = create_transform(**cfg, is_training=True)
+    images = [Image.fromarray((torch.rand(40, 40) * 255).byte().numpy(), mode="L") for _ in range(4)]
+    x = torch.stack([transform(im) for im in images])
+    y = torch.tensor([0, 1, 2, 3])
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
+    assert len(optimizer.param_groups) == 2  # timm's own split: no decay on norms and biases
+    scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=2, warmup_epochs=0)
+    ema = ModelEmaV3(model, decay=0.9)
+    loss_fn = LabelSmoothingCrossEntropy(0.1)
+    model.train()
+    losses = []
+    for epoch in range(2):
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(model)
+        scheduler.step(epoch + 1)
+        losses.append(loss.item())
+    assert losses[1] < losses[0]
+    model.eval()
+    model.reset_classifier(5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x), rtol=0, atol=0)
+        assert ema.module(x).shape == (4, 10)
