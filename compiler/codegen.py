@@ -12,6 +12,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from archspec.collector import paused
 from archspec.graph.ir import Network, Node
 from archspec.graph.ops import OPS, Build, Call, Op, OpArgs, Shape
 from archspec.graph.ops.weight_init import InitArgs
@@ -98,11 +99,12 @@ def to_graph(net: Network, drawn: bool = False) -> tuple[dict[str, nn.Module], f
 def to_module(net: Network, init: bool = True) -> fx.GraphModule:
     """A runnable GraphModule of plain ops for `net`, its weights initialised as the reference describes.
     Memory and speed passes (`passes.memory`) are the caller's choice."""
-    modules, graph = to_graph(net, drawn=init)
-    gm = fx.GraphModule(modules, graph, class_name=_class_name(net.name))  # makes the module tree once
-    _in_graph_order(gm, list(modules))
-    if init:
-        initialise(gm, {n.name: n for n in net.nodes()})
+    with paused():
+        modules, graph = to_graph(net, drawn=init)
+        gm = fx.GraphModule(modules, graph, class_name=_class_name(net.name))  # makes the module tree once
+        _in_graph_order(gm, list(modules))
+        if init:
+            initialise(gm, {n.name: n for n in net.nodes()})
     return gm
 
 

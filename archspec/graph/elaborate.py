@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 from ..language import tree as T
+from ..collector import paused
 from ..errors import Loc, RunError, SpecError, did_you_mean, loc_of
 from ..language.evaluate import (FUNCTIONS, Budget, Env, Tensor, Value, budget, coerce, describe, evaluate, render,
                                   truth)
@@ -730,7 +731,7 @@ def elaborate(spec: Spec, overrides: Mapping[str, Any] | None = None) -> Network
     el = None
     try:
         el = Elaborator(spec)
-        with budget(el.budget):
+        with budget(el.budget), paused():
             return el.network(dict(overrides or {}))
     except SpecError as e:
         raise e.with_sources(spec.sources) from None
