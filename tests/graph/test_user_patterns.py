@@ -91,6 +91,16 @@ def test_a_spec_pattern_draws(tmp_path):
     assert (tmp_path / "h.svg").read_text().count("<svg") == 1
 
 
+def test_a_spec_pattern_exports(tmp_path, one_thread):
+    net = archspec.network(harmonic_net())
+    torch.manual_seed(0)
+    gm = archspec.build(net).eval()
+    out = export_model(net, gm, ExportOptions("pt2", tmp_path / "h.pt2", batch=2), Console(quiet=True))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(str(out)).module()(x), gm(x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_spec_pattern_trains_alike_under_fast_and_lean(one_thread):
     torch.manual_seed(0)
     plain = archspec.build(harmonic_net(), memory="fast").double()
