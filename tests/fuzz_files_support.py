@@ -689,7 +689,7 @@ def gen_image(rng: random.Random, seeds: dict) -> dict:
         data = _bytes_mutation(rng, data, start=rng.choice([0, 8, 32]))
     elif r < 0.92:
         return {"x.png": {"fifo": True} if rng.random() < 0.5 else {"link": rng.choice(["/dev/zero", "/etc/passwd"])}}
-    if rng.random() < 0.2 and fmt != "EPS":
+    if rng.random() < 0.2 and fmt != "EPS" and len(data) > 1:
         data = data[:rng.randrange(len(data))]
     return {rng.choice(["x.png", "x.jpg", "x.png", "x.webp", "x.bmp"]): data}
 
