@@ -12,7 +12,8 @@ _LAZY = {
     **dict.fromkeys(("build", "load", "network", "parse", "state_dict", "summary"), ".api"),
     **dict.fromkeys(("FeatureInfo", "feature_info", "features_only", "forward_intermediates", "get_classifier",
                      "reset_classifier"), ".compiler.features"),
-    "register_op": ".plugins",  # the op registry: no torch
+    "predict": ".runtime.predict",
+    **dict.fromkeys(("register_op", "register_pattern", "register_merge"), ".plugins"),  # the registries: no torch
     "transfer_weights": ".compiler.transfer",
 }
 

@@ -27,11 +27,13 @@ _DRAWN_WHOLE = (nn.Conv2d, nn.Linear)
 
 
 def _unfilled(m: nn.Module) -> nn.Module:
-    """`m`, built on the meta device, given empty CPU tensors for its parameters (`to_empty` does the same
+    """`m`, built on the meta device, given empty tensors for its parameters (`to_empty` does the same
     through `_apply`, at twice the cost)."""
     for name, p in m._parameters.items():
         if p is not None:
-            m._parameters[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+            # where modules are built now (the CPU, or a caller's `with torch.device(...)`)
+            m._parameters[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device=torch.get_default_device()),
+                                               p.requires_grad)
     return m
 
 

@@ -1,15 +1,18 @@
 """`archspec export`: a network as a deployment artefact — a torch.export program (needs only torch to
 load), ONNX, or a TensorRT program and engine — always from its inference form (eval mode, each batch
 norm folded into a convolution or merge beside it where that is exact: `fold_bn.fold`), optionally
-checked against eager PyTorch."""
+checked against eager PyTorch. The torch.export program and the ONNX file carry what `archspec predict`
+needs (`artefact_metadata`): the class names and preprocessing, the spec's name and archspec's version."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import importlib.util
+import importlib.metadata
 import inspect
 import itertools
+import json
 import logging
 import os
 import re
@@ -25,9 +28,11 @@ from rich.console import Console
 from rich.table import Table
 from torch import fx, nn
 
+from archspec import __version__
 from archspec.compiler.passes.fold_bn import fold
 from archspec.graph.ir import Network
 from archspec.errors import RunError, did_you_mean
+from archspec.runtime.data.preprocessing import default_preprocessing
 from archspec.runtime.process import alive
 
 FORMATS = ("pt2", "onnx", "tensorrt")
@@ -43,6 +48,10 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 ONNX_OPSET = 18
 _ONNX_INLINE_LIMIT = 1_500_000_000  # bytes of weights a single .onnx file holds (protobuf stops at 2 GiB)
+# the metadata keys of an artefact: ONNX metadata_props, and the extra files of a torch.export program
+META_SPEC, META_VERSION, META_CLASSES, META_PREPROCESSING = (
+    "archspec.spec", "archspec.version", "archspec.classes", "archspec.preprocessing")
+META_KEYS = (META_SPEC, META_VERSION, META_CLASSES, META_PREPROCESSING)
 
 
 # ---- options -----------------------------------------------------------------------------------------
@@ -147,9 +156,27 @@ def _choices(what: str, names, suggestion: str | None) -> str:
 # ---- export ------------------------------------------------------------------------------------------
 
 
-def export_model(net: Network, model: nn.Module, opts: ExportOptions, console: Console) -> Path:
+def artefact_metadata(net: Network, preprocessing: dict[str, Any] | None = None) -> dict[str, str]:
+    """The metadata an exported file carries, as strings: the spec's name, archspec's version, the class
+    names (a JSON list) and the rest of `preprocessing` (a JSON object: size, channels, crop, mean, std,
+    interpolation; `data.preprocessing.default_preprocessing` for a network not trained here)."""
+    prep = dict(preprocessing) if preprocessing is not None else default_preprocessing(
+        tuple(net.shape(net.input)), _classes(net))
+    classes = prep.pop("classes")
+    return {META_SPEC: net.name, META_VERSION: __version__, META_CLASSES: json.dumps(classes),
+            META_PREPROCESSING: json.dumps(prep, sort_keys=True)}
+
+
+def _classes(net: Network) -> int:
+    out = tuple(net.shape(net.output))
+    return int(out[0]) if len(out) == 1 else 0
+
+
+def export_model(net: Network, model: nn.Module, opts: ExportOptions, console: Console,
+                 preprocessing: dict[str, Any] | None = None) -> Path:
     """Write `model` (the network `net`) as `opts` asks, print what was written and, with `verify`, how
-    far the artefact's outputs are from eager PyTorch's; returns the artefact's path."""
+    far the artefact's outputs are from eager PyTorch's; returns the artefact's path. pt2 and ONNX files
+    carry `artefact_metadata(net, preprocessing)`."""
     shape = tuple(net.shape(net.input))
     output = Path(opts.output) if opts.output is not None else Path(f"{net.name}{SUFFIXES[opts.format]}")
     if output.is_dir():
@@ -158,16 +185,16 @@ def export_model(net: Network, model: nn.Module, opts: ExportOptions, console: C
         raise RunError(f"-o {output}: name the .ep program; the raw engine is written beside it as .engine")
     folded = fold(model) if isinstance(model, fx.GraphModule) else copy.deepcopy(model).eval()
     exporter = {"pt2": _export_pt2, "onnx": _export_onnx, "tensorrt": _export_tensorrt}[opts.format]
-    return exporter(model, folded, shape, opts, output, console)
+    return exporter(model, folded, shape, opts, output, console, artefact_metadata(net, preprocessing))
 
 
 def _export_pt2(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
-                output: Path, console: Console) -> Path:
+                output: Path, console: Console, metadata: dict[str, str]) -> Path:
     r, dtype = opts.batches, opts.dtype
     device = _device_of(folded)
     program = _trace(folded.to(dtype), shape, r, dtype, device)
     with _staged(output) as tmp:
-        torch.export.save(program, str(tmp / output.name))
+        torch.export.save(program, str(tmp / output.name), extra_files=metadata)
     _wrote(console, output, f"torch.export program, {r}, {opts.precision}")
     if opts.verify:
         loaded = torch.export.load(str(output)).module()
@@ -176,14 +203,17 @@ def _export_pt2(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...]
 
 
 def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
-                 output: Path, console: Console) -> Path:
+                 output: Path, console: Console, metadata: dict[str, str]) -> Path:
     require_onnx()
     r = opts.batches
     folded = folded.cpu()
     example = torch.randn(r.example, *shape)
     big = sum(t.numel() * t.element_size() for t in folded.state_dict().values()) > _ONNX_INLINE_LIMIT
     with _staged(output) as tmp:
-        how = write_onnx(folded, example, r, tmp / output.name, big)
+        how = write_onnx(folded, example, r, tmp / output.name, big, metadata)
+    if how.startswith("TorchScript"):
+        console.print(f"the torch.export-based ONNX exporter failed on this network, so PyTorch's TorchScript-based "
+                      f"exporter (deprecated) wrote {output}")
     _wrote(console, output, f"ONNX opset {ONNX_OPSET}, {r}, fp32, {how}" + (", weights in a .data file" if big else ""))
     if opts.verify:
         session = _ort_session(output, ["CPUExecutionProvider"])
@@ -197,27 +227,38 @@ def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...
     return output
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path, big: bool = False) -> str:
-    """`model` as an ONNX file at `path`; returns which exporter wrote it. The TorchScript-based exporter
-    first: on a network of a few hundred plain ops it takes seconds where the torch.export-based one takes
-    a minute (it translates every decomposed op and then optimises the graph). The torch.export-based
-    exporter where the other is missing from this torch or fails on the model, and for weights too large
-    for one protobuf file, which it alone writes beside the graph."""
+def write_onnx(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path, big: bool = False,
+               metadata: dict[str, str] | None = None) -> str:
+    """`model` as an ONNX file at `path` with `metadata` as its metadata_props, constants folded and no
+    Identity node; returns which exporter wrote it. PyTorch's torch.export-based exporter, which optimises
+    the graph itself and alone writes weights too large for one protobuf file beside it (`big`); the
+    TorchScript-based exporter where that one is missing from this torch or fails on the model, its graph
+    then optimised here (`tidy_onnx`)."""
     with _quiet_onnx():
-        if not big:
-            try:
-                _onnx_torchscript(model, example, r, path)
-                return "TorchScript exporter"
-            except Exception as e:  # an op it cannot translate, or a torch without it
-                why = _first_line(e)
-                path.unlink(missing_ok=True)
-        else:
-            why = "weights too large for one file"
+        try:
+            _onnx_dynamo(model, example, r, path, big, metadata or {})
+            return "torch.export-based exporter"
+        except Exception as e:  # an op it cannot translate, no onnxscript, or a torch without it
+            if big:
+                raise RunError(f"the torch.export-based ONNX exporter failed: {_first_line(e)}",
+                               "the weights are too large for one ONNX file, which only that exporter "
+                               "writes; use --format pt2") from None
+            why = _first_line(e)
+            for leftover in (path, path.with_name(path.name + ".data")):
+                leftover.unlink(missing_ok=True)
+        _onnx_torchscript(model, example, r, path)
+        how = tidy_onnx(path, metadata or {})
+    return f"TorchScript exporter, {how} (the torch.export-based exporter failed: {why})"
+
+
+def _onnx_dynamo(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path, big: bool,
+                 metadata: dict[str, str]) -> None:
+    with torch.no_grad(), _one_thread():
         program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=ONNX_OPSET,
                                     dynamic_shapes=r.dynamic_shapes(), input_names=["x"], output_names=["logits"],
-                                    verbose=False)
-        program.save(str(path), external_data=big)
-    return f"torch.export-based exporter ({why})"
+                                    optimize=True, verbose=False)
+    program.model.metadata_props.update(metadata)
+    program.save(str(path), external_data=big)
 
 
 def _onnx_torchscript(model: nn.Module, example: torch.Tensor, r: BatchRange, path: Path) -> None:
@@ -227,13 +268,66 @@ def _onnx_torchscript(model: nn.Module, example: torch.Tensor, r: BatchRange, pa
                           output_names=["logits"], dynamic_axes=axes, verbose=False)
 
 
+def tidy_onnx(path: Path, metadata: dict[str, str]) -> str:
+    """Rewrite the ONNX file at `path` with its constants folded and its Identity nodes removed (by
+    onnxscript's optimizer where it imports; else by `remove_identities` alone) and `metadata` in its
+    metadata_props; says which optimiser ran."""
+    import onnx
+
+    model = onnx.load(str(path))
+    try:
+        from onnxscript import optimizer
+    except ImportError:  # onnx itself no longer ships an optimiser, so the one pass needed is written here
+        how = "Identity nodes removed (constants not folded: onnxscript is not installed)"
+    else:
+        model = optimizer.optimize(model)
+        how = "optimised by onnxscript"
+    remove_identities(model.graph)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return how
+
+
+def remove_identities(graph) -> int:
+    """Remove the Identity nodes of an ONNX `graph` (a GraphProto) by rewiring their consumers to their
+    input; an Identity whose output is a graph output renames its input's producer instead. A graph with
+    subgraphs (If, Loop, Scan) is left as it is: their nodes may read the names rewired. Returns the
+    count removed."""
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in graph.node for a in n.attribute):
+        return 0
+    outputs = {o.name for o in graph.output}
+    fixed = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    removed = 0
+    for node in [n for n in graph.node if n.op_type == "Identity" and len(n.input) == 1 and len(n.output) == 1]:
+        src, dst = node.input[0], node.output[0]
+        if dst in outputs:
+            if src in fixed or src in outputs:
+                continue  # a graph input or weight that is also an output keeps its Identity
+            old, new = src, dst
+        else:
+            old, new = dst, src
+        graph.node.remove(node)
+        for n in graph.node:
+            for names in (n.input, n.output):
+                for i, name in enumerate(names):
+                    if name == old:
+                        names[i] = new
+        for info in [v for v in graph.value_info if v.name == old]:
+            graph.value_info.remove(info)
+        removed += 1
+    return removed
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def _export_tensorrt(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...], opts: ExportOptions,
-                     output: Path, console: Console) -> Path:
+                     output: Path, console: Console, metadata: dict[str, str]) -> Path:
     trt = load_tensorrt()
     r, dtype, device = opts.batches, opts.dtype, torch.device("cuda")
     engine_path = output.with_suffix(".engine")
@@ -260,14 +354,35 @@ def _export_tensorrt(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int,
 # ---- TensorRT ----------------------------------------------------------------------------------------
 
 
+def tensorrt_requirement(torch_version: str | None = None) -> str:
+    """The torch-tensorrt releases built for a torch version (this one's by default): those of its
+    major.minor, as `torch-tensorrt>=2.13,<2.14` for torch 2.13.x."""
+    major, minor = _major_minor(torch_version or torch.__version__)
+    return f"torch-tensorrt>={major}.{minor},<{major}.{minor + 1}"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def load_tensorrt(purpose: str = "TensorRT export"):
-    """The `torch_tensorrt` module, or a RunError that says what `purpose` is missing: the package or a
-    GPU."""
+    """The `torch_tensorrt` module, or a RunError that says what `purpose` is missing (the package, one
+    built for this torch, or a GPU) and which torch-tensorrt to install."""
+    want = tensorrt_requirement()
+    install = f"pip install '{want}' (needs a CUDA GPU and NVIDIA's TensorRT; 'archspec[tensorrt]' pins the same)"
+    try:
+        installed = importlib.metadata.version("torch-tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed is not None and _major_minor(installed) != _major_minor(torch.__version__):
+        raise RunError(f"{purpose} needs the torch-tensorrt built for torch "
+                       f"{'.'.join(map(str, _major_minor(torch.__version__)))}; torch-tensorrt {installed} is "
+                       "installed, built for another torch", install)
     try:
         import torch_tensorrt
     except ImportError:
-        raise RunError(f"{purpose} needs torch-tensorrt, which is not installed",
-                       "pip install 'archspec[tensorrt]' (needs a CUDA GPU and NVIDIA's TensorRT)") from None
+        raise RunError(f"{purpose} needs torch-tensorrt, which is not installed", install) from None
     except OSError as e:  # installed, but its TensorRT or CUDA libraries do not load
         raise RunError(f"torch-tensorrt is installed but does not load: {e}",
                        "install the TensorRT and CUDA versions that this torch-tensorrt was built for") from None
@@ -322,12 +437,10 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def require_onnx() -> None:
-    """Both exporters' packages present; found, not imported (onnxscript takes seconds to import, and
-    only the torch.export-based exporter uses it)."""
-    for name in ("onnx", "onnxscript"):
-        if importlib.util.find_spec(name) is None:
-            raise RunError(f"ONNX export needs the onnx and onnxscript packages ({name} is not installed)",
-                           "pip install 'archspec[onnx]'")
+    """The onnx package present; found, not imported. onnxscript is optional: without it the
+    torch.export-based exporter fails and the TorchScript-based one writes the file (`write_onnx`)."""
+    if importlib.util.find_spec("onnx") is None:
+        raise RunError("ONNX export needs the onnx package, which is not installed", "pip install 'archspec[onnx]'")
 
 
 def _ort_session(path: Path, providers: list[str]):

@@ -47,7 +47,7 @@ def _batch_sizes(text: str, example: str) -> list[int]:
 def bench_compile(
     spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    repeat: int = typer.Option(7, min=1, help="Timed repetitions (the median is shown)."),
+    repeat: int = typer.Option(7, "--repeat", min=1, metavar="N", help="Timed repetitions (the median is shown)."),
     max_params: int = MaxParamsOpt,
 ) -> None:
     """Time each compile stage (parse, elaborate, passes, codegen) against a hand-written module."""
@@ -66,27 +66,30 @@ def bench_compile(
 def bench_train(
     spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    batch: str = typer.Option("64", "--batch-size", "--batch",
+    batch: str = typer.Option("64", "--batch-size", "--batch", metavar="N[,N...]",
                               help="Batch size, or comma-separated sizes (64,128,256): one row per size and module."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
-    memory: str = typer.Option("fast", "--memory",
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("fp32", "--dtype", metavar="TYPE", help="fp32 or bf16 (autocast)."),
+    memory: str = typer.Option("fast", "--memory", metavar="MODE",
                                help="Memory policy of archspec's module: fast (plain ops), lean (memory linear "
                                     "in depth) or auto (lean where the fast step would not fit)."),
-    compile_: str = typer.Option("none", "--compile",
+    compile_: str = typer.Option("none", "--compile", metavar="MODE[,MODE...]",
                                  help="none; whole (torch.compile both modules); regional (archspec's module "
                                       "compiled once per layer structure, the baseline whole); cudagraph (each "
                                       "module's whole training step captured as one CUDA graph); "
                                       "regional+cudagraph (both: archspec's layers compiled, each step captured); "
                                       "several, comma-separated; or all."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="Channels-last weights and input [default: on for CUDA, "
-                                                      "off for CPU]."),
-    baseline: str = typer.Option("auto", "--baseline",
+                                                 show_default="on for CUDA, off for the CPU",
+                                                 help="Channels-last weights and input."),
+    baseline: str = typer.Option("auto", "--baseline", metavar="NAME",
                                  help="handwritten, naive (plain codegen), or auto (hand-written where one exists)."),
-    steps: int = typer.Option(10, "--steps", min=2, help="Timed steps per module, interleaved with the "
-                                                         "others' (the median and spread are shown)."),
-    warmup: int = typer.Option(3, "--warmup", min=0),
+    steps: int = typer.Option(10, "--steps", min=2, metavar="N",
+                              help="Timed steps per module, interleaved with the others' (the median and spread are "
+                                   "shown)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, metavar="N",
+                               help="Warm-up steps per module before the timed ones, counting the first step "
+                                    "(timed on its own, as the compile time), which always runs."),
     depth_sweep: Optional[str] = typer.Option(None, "--depth-sweep", metavar="PARAM",
                                               help="Instead: bytes held for backward with the spec parameter "
                                                    "PARAM (e.g. n or depth) at 8, 16 and 32."),
@@ -131,14 +134,16 @@ def bench_train(
 def bench_data(
     folder: Path = typer.Argument(..., metavar="FOLDER",
                                   help="An image-folder data set (train/ and val/), or one folder of class folders."),
-    size: int = typer.Option(224, "--size", min=1, help="The crop side (evaluation resizes to size/0.875 first)."),
-    split: str = typer.Option("train", "--split",
+    size: int = typer.Option(224, "--size", min=1, metavar="N",
+                             help="The crop side (evaluation resizes to size/0.875 first)."),
+    split: str = typer.Option("train", "--split", metavar="NAME",
                               help="train (random resized crops and flips) or val (resize and centre crop)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="Loader processes [default: one per usable core, at most 8]."),
-    batch: int = typer.Option(64, "--batch-size", "--batch", min=1),
-    images: int = typer.Option(2048, "--images", min=1, help="Images to time, after one untimed batch."),
-    backend: str = typer.Option("auto", "--backend",
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N",
+                                          show_default="one per usable core, at most 8",
+                                          help="Loader processes; 0 decodes in this process."),
+    batch: int = typer.Option(64, "--batch-size", "--batch", min=1, metavar="N", help="Images per batch."),
+    images: int = typer.Option(2048, "--images", min=1, metavar="N", help="Images to time, after one untimed batch."),
+    backend: str = typer.Option("auto", "--backend", metavar="NAME",
                                 help="auto (torchvision.transforms.v2 where it imports), torchvision or pil."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the figures as JSON."),
@@ -169,11 +174,12 @@ def bench_data(
 def bench_infer(
     spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
-    backends: str = typer.Option("eager,compile,onnxruntime,tensorrt,cudagraph", "--backends",
+    backends: str = typer.Option("eager,compile,onnxruntime,tensorrt,cudagraph", "--backends", metavar="NAME[,NAME...]",
                                  help="Comma-separated: eager, compile, onnxruntime, tensorrt, cudagraph."),
-    batch: str = typer.Option("1,64", "--batch-size", "--batch", help="Batch size, or comma-separated sizes (1,64)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    repeat: int = typer.Option(20, "--repeat", min=3, help="Timed runs per backend and batch."),
+    batch: str = typer.Option("1,64", "--batch-size", "--batch", metavar="N[,N...]",
+                              help="Batch size, or comma-separated sizes (1,64)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu or cuda."),
+    repeat: int = typer.Option(20, "--repeat", min=3, metavar="N", help="Timed runs per backend and batch."),
     threads: Optional[int] = ThreadsOpt,
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH",
                                              help="Also write the environment and figures as JSON."),

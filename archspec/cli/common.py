@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+import rich
 import typer
-from rich.console import Console
 
 from .. import __version__
 from ..errors import Loc, SpecError, loc_of, printable
@@ -22,10 +22,12 @@ from ..language import tree as T
 from ..language.evaluate import evaluate
 from ..language.loader import MAX_FILE_BYTES
 from ..language.syntax import parse_expr
+from .completion import complete_spec
+from .helptext import App
 
-app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compile, check and benchmark neural-network architecture specs.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+app = App(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+          help="Compile, check and benchmark neural-network architecture specs.")
+bench_app = App(no_args_is_help=True, help="Benchmarks that print figures.")
 app.add_typer(bench_app, name="bench")
 
 
@@ -41,7 +43,10 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
     """Compile, check and benchmark neural-network architecture specs."""
 
 
-out = Console(highlight=False, soft_wrap=True)
+# What every command prints on: rich's own console, which progress bars (`runtime.train.progress`) draw on
+# too, so that a line printed while a bar is shown lands above it rather than after its last frame.
+rich.reconfigure(highlight=False, soft_wrap=True)
+out = rich.get_console()
 
 EXIT_SPEC = 2  # a problem in the spec, its values or the command line
 EXIT_INTERNAL = 1  # a bug in archspec itself
@@ -93,7 +98,7 @@ def memory_limit(text: str | None) -> int | None:
 
 
 SpecArg = typer.Argument(..., metavar="SPEC", help="A spec file (.arch), or a shipped model's name (see `archspec "
-                                                  "list`).", show_default=False)
+                                                  "list`).", show_default=False, autocompletion=complete_spec)
 
 
 def parse_sets(items: Optional[List[str]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import RunError, printable
 from ..files import output_target, write_atomic
+from .completion import model_names
 from .common import (AllowPathOpt, MaxMemoryOpt, MaxParamsOpt, SetOpt, SpecArg, ThreadsOpt, analyse, app, guarded,
                      human, memory_limit, out, shape)
 
@@ -97,7 +98,7 @@ def check(spec: str = SpecArg, set_: Optional[List[str]] = SetOpt, max_params: i
 @app.command("list")
 def list_(pattern: Optional[str] = typer.Argument(None, metavar="PATTERN",
                                                  help="Only models whose names match this shell wildcard "
-                                                      "(quote it: 'resnet*')."),
+                                                      "(quote it: 'resnet*').", autocompletion=model_names),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table.")) -> None:
     """The shipped models, usable by name anywhere: family, parameters, MACs and input, from their graphs
     (computed once per spec version, then read from a cache)."""

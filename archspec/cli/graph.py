@@ -17,8 +17,8 @@ def graph(
     spec: str = SpecArg,
     set_: Optional[List[str]] = SetOpt,
     output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE",
-                                          help=".svg, .png or .dot (default: SPEC's name with .svg)."),
-    level: str = typer.Option("layer", "--level", help="block, layer or op."),
+                                          show_default="SPEC's name with .svg", help=".svg, .png or .dot."),
+    level: str = typer.Option("layer", "--level", metavar="LEVEL", help="block, layer or op."),
     allow_path: Optional[List[Path]] = AllowPathOpt,
 ) -> None:
     """Draw the network: blocks, layers and their cross-layer connections, by pattern and merge."""

@@ -14,10 +14,12 @@ from .common import AllowNonfiniteOpt, ThreadsOpt, TrustLegacyOpt, app, guarded,
 
 @app.command()
 def inspect(
-    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT"),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .safetensors file from archspec train."),
     connections: bool = typer.Option(True, "--connections/--no-connections",
                                      help="What the network learned about its cross-layer connections."),
-    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png"),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", "--output", metavar="FILE.png",
+                                          show_default="CHECKPOINT's name with .connections.png; none with --json",
+                                          help="Where to draw the picture."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers behind the picture."),
     threads: Optional[int] = ThreadsOpt,
     trust_legacy: bool = TrustLegacyOpt,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -22,6 +22,11 @@ def val_dir(path: Path) -> Path | None:
     return next((path / d for d in ("val", "test") if (path / d).is_dir()), None)
 
 
+def folder_classes(root: Path) -> list[str]:
+    """The classes of an image folder: its subfolders' names, sorted (their order is the label order)."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+
+
 def _images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
     index = {name: i for i, name in enumerate(classes)}
     samples = []
@@ -29,13 +34,13 @@ def _images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
         if d.name not in index:
             raise RunError(f"{d}: class '{d.name}' is not among the classes of the training folders",
                            hint=f"the classes are the folders of {root.parent / 'train'}")
-        samples.extend((f, index[d.name]) for f in _image_files(d))
+        samples.extend((f, index[d.name]) for f in image_files(d))
     if not samples:
         raise RunError(f"{root} holds no images", hint="expected <class>/*.jpg|jpeg|png|webp|bmp under it")
     return samples
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The files of `folder` named as images (`transforms.SUFFIXES`), sorted; one that is not a regular
     file (a FIFO, a device, a folder, a socket, a broken link) is refused here, before any is opened."""
     files = []
@@ -54,7 +59,8 @@ class ImageFolder(torch.utils.data.Dataset):
     """`root/<class>/*.jpg|jpeg|png|webp|bmp` as uint8 3×size×size tensors and labels, by ImageNet's standard
     transforms (`transforms.py`): a random resized crop and a flip for training, drawn from (seed,
     epoch, index) so that the result does not depend on the worker that decodes it; a resize to
-    size/crop and a centre crop for evaluation. An item is read by index (in `epoch`) or by
+    size/crop and a centre crop for evaluation; then, for training, `augment` where set (a recipe's
+    `transforms.AutoAugment`), seeded from the same draws. An item is read by index (in `epoch`) or by
     (epoch, index), as the loader's sampler hands it to workers that outlive an epoch."""
 
     def __init__(self, root: Path, size: int, *, train: bool, classes: list[str] | None = None, seed: int = 0,
@@ -66,8 +72,9 @@ class ImageFolder(torch.utils.data.Dataset):
         self.size = T.check_image_size(size, "image size")
         self.crop = T.check_crop(crop, "crop")
         self.backend = T.pick_backend(backend)
-        self.classes = classes if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.classes = classes if classes is not None else folder_classes(root)
         self.samples = _images(root, self.classes)
+        self.augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,7 +83,10 @@ class ImageFolder(torch.utils.data.Dataset):
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         file, label = self.samples[i]
         rng = random.Random(((self.seed * 100003 + epoch) * 1000003 + i) % 2**63)
-        return T.load(file, self.size, train=self.train, rng=rng, backend=self.backend, crop=self.crop), label
+        x = T.load(file, self.size, train=self.train, rng=rng, backend=self.backend, crop=self.crop)
+        if self.train and self.augment is not None:
+            x = self.augment(x, rng.getrandbits(62))
+        return x, label
 
 
 class _Unreadable:
@@ -163,6 +173,13 @@ class FolderLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_augment(self, augment: Callable[[torch.Tensor, int], torch.Tensor] | None) -> None:
+        """Augment each training image with `augment(image, seed)` after its crop and flip; set before the
+        first iteration, while no worker holds a copy of the folder."""
+        if getattr(self.loader, "_iterator", None) is not None:
+            raise RuntimeError("set_augment after the loader's workers started")
+        self.dataset.augment = augment
 
     def __len__(self) -> int:
         return len(self.loader)

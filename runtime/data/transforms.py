@@ -4,7 +4,9 @@ size/crop and a centre crop (crop 0.875 by default: 256 → 224 at ImageNet's si
 — a box of the source image and a flip — drawn from a seeded `random.Random`, so that an image's
 augmentation depends on (seed, epoch, index) alone, never on the loader worker that decodes it. A plan
 is then carried out by torchvision.transforms.v2 where torchvision imports, by PIL otherwise; files are
-always opened by PIL, which lets a JPEG decode at a reduced scale when the crop allows it.
+always opened by PIL, which lets a JPEG decode at a reduced scale when the crop allows it. A recipe may
+add torchvision.transforms.v2's RandAugment or TrivialAugment after the crop (`AutoAugment`), its draws
+seeded from the same (seed, epoch, index).
 
 What is decoded is bounded: a file is read through the bounded reader (a regular file of at most
 `MAX_IMAGE_BYTES`, opened without waiting), only the `FORMATS` are decoded, recognised by their content
@@ -120,6 +122,35 @@ def torchvision_functional() -> tuple[Any, str]:
         text = str(e).strip().splitlines()
         return None, f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
     return functional, ""
+
+
+AUTO_AUGMENTS = ("randaugment", "trivialaugment")
+
+
+class AutoAugment:
+    """torchvision.transforms.v2's RandAugment (`ops` operations of strength `magnitude` of 30) or
+    TrivialAugmentWide, on a uint8 3×H×W image. `augment(x, seed)` draws from `seed` alone (the global
+    generator is left as it was), so an image's augmentation depends on (seed, epoch, index) only.
+    Made where torchvision does not import, it is a RunError naming it."""
+
+    def __init__(self, policy: str, ops: int = 2, magnitude: int = 9):
+        if policy not in AUTO_AUGMENTS:
+            raise RunError(f"unknown auto_augment '{policy}'", f"policies: none, {', '.join(AUTO_AUGMENTS)}")
+        try:
+            from torchvision.transforms import v2
+        except Exception as e:  # absent, or built for another torch
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(f"auto_augment {policy} needs torchvision, whose transforms do not import here "
+                           f"({type(e).__name__}: {why})", "pip install torchvision (built for this torch), or "
+                           "auto_augment none") from None
+        self.policy = policy
+        self.transform = (v2.RandAugment(num_ops=ops, magnitude=magnitude) if policy == "randaugment"
+                          else v2.TrivialAugmentWide())
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(x)
 
 
 def pick_backend(name: str = "auto") -> str:

@@ -1,18 +1,20 @@
-"""Training checkpoints as single safetensors files: written atomically so a crash never costs the last
-good checkpoint, and read without unpickling so a checkpoint from anywhere cannot run code.
+"""Training checkpoints as single safetensors files: written atomically so a crash never costs the last good
+checkpoint, and read without unpickling so a checkpoint from anywhere cannot run code.
 
 A file holds the model's tensors under their plain state_dict names, so that
 `model.load_state_dict(safetensors.torch.load_file(path))` reads a weights-only file directly, and the
-optimizer, scheduler and RNG states (when present) under the prefixes `optimizer/`, `scheduler/` and `rng/`;
-its string metadata holds `format`, `version`, the epoch, a JSON skeleton per part (the nesting around the
-tensors, naming each tensor), `meta` as plain JSON, `digests`, the SHA-256 of every tensor's dtype, shape
-and bytes, and `header_digest`, the SHA-256 of every other metadata entry (the digests included), so that
-a flipped bit, a relabelled dtype, a changed shape or edited metadata is reported instead of trained on.
-Every file `save` writes carries both. A file without them (written by an older archspec, or stripped)
-is refused unless the caller trusts it (`trust_legacy`); its byte digests, where present, are still
-checked. Weights that are NaN or infinite are refused unless the caller allows them (`allow_nonfinite`).
-Files whose model tensors carry a `model/` prefix (written before) load the same way, as the skeleton
-names them."""
+optimizer, scheduler and RNG states (when present) under the prefixes `optimizer/`, `scheduler/` and
+`rng/`, and a run's moving average of the weights, where it keeps one, under `ema/` (as
+`AveragedModel.state_dict()` names them: `module.<name>` and `n_averaged`); its string metadata holds
+`format`, `version`, the epoch, a JSON skeleton per part (the nesting around the tensors, naming each
+tensor; `ema` only where there is one), `meta` as plain JSON, `digests`, the SHA-256 of every tensor's
+dtype, shape and bytes, and `header_digest`, the SHA-256 of every other metadata entry (the digests
+included), so that a flipped bit, a relabelled dtype, a changed shape or edited metadata is reported
+instead of trained on. Every file `save` writes carries both. A file without them (written by an older
+archspec, or stripped) is refused unless the caller trusts it (`trust_legacy`); its byte digests, where
+present, are still checked. Weights that are NaN or infinite are refused unless the caller allows them
+(`allow_nonfinite`). Files whose model tensors carry a `model/` prefix (written before) load the same
+way, as the skeleton names them."""
 
 from __future__ import annotations
 
@@ -39,11 +41,12 @@ from archspec.files import kind_of, open_nonblocking, write_atomic
 
 
 __all__ = ["Checkpoint", "RunMeta", "flatten", "unflatten", "save", "load", "rng_state", "set_rng_state",
-           "seal", "tensor_digest", "header_digest", "FORMAT", "VERSION"]
+           "seal", "ema_weights", "tensor_digest", "header_digest", "FORMAT", "VERSION"]
 
 FORMAT = "archspec-checkpoint"
 VERSION = "1"
 _PARTS = ("model", "optimizer", "scheduler", "rng")
+_EMA = "ema"  # the optional part: a file without it is a run without a moving average
 # Deepest JSON nesting a checkpoint's metadata may hold: real skeletons are under ten levels deep, and
 # every reader of the metadata recurses.
 MAX_JSON_DEPTH = 64
@@ -76,6 +79,12 @@ class Checkpoint:
     epoch: int
     rng: dict[str, torch.Tensor]
     meta: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None  # AveragedModel.state_dict() of the weights' moving average
+
+
+def ema_weights(ema: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The averaged module's state_dict out of an AveragedModel's: its `module.` names, without the count."""
+    return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
 
 
 class RunMeta(BaseModel):
@@ -257,7 +266,7 @@ def _encode_checkpoint(ck: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[st
         raise TypeError(f"Checkpoint.meta must be a dict, not {type(ck.meta).__name__}")
     metadata = {"format": FORMAT, "version": VERSION, "epoch": json.dumps(ck.epoch), "meta": json.dumps(ck.meta)}
     tensors: dict[str, torch.Tensor] = {}
-    for part in _PARTS:
+    for part in _PARTS + ((_EMA,) if ck.ema is not None else ()):
         found, skeleton = flatten(getattr(ck, part), "" if part == "model" else part)
         clash = next((name for name in found if name in tensors), None)
         if clash is not None:
@@ -302,10 +311,14 @@ def _reason(e: BaseException) -> str:
 # -- loading
 
 def load(path: str | Path, *, map_location: str | torch.device = "cpu", trust_legacy: bool = False,
-         allow_nonfinite: bool = False) -> Checkpoint:
+         allow_nonfinite: bool = False, weights: str = "model") -> Checkpoint:
     """Read a checkpoint written by `save`, using only safetensors and JSON: nothing in the file can run
     code. Every way a file can be wrong is a RunError that names the file: a file without digests is
-    refused unless `trust_legacy`, a NaN or infinite weight unless `allow_nonfinite`."""
+    refused unless `trust_legacy`, a NaN or infinite weight unless `allow_nonfinite`. With `weights`
+    "ema", the returned `model` is the moving average of the weights the run kept (`ema_weights`), and a
+    file without one is a RunError."""
+    if weights not in ("model", "ema"):
+        raise ValueError(f"weights is 'model' or 'ema', not {weights!r}")
     path = Path(path)
     if not path.exists():
         raise RunError(f"no checkpoint at {path}")
@@ -337,6 +350,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu", trust_le
     device = torch.device(map_location)
     placed = tensors if device.type == "cpu" else {k: t.to(device) for k, t in tensors.items()}
     parts = {part: _decode(path, metadata, part, tensors if part == "rng" else placed) for part in _PARTS}
+    ema = _decode(path, metadata, _EMA, placed) if _EMA in metadata else None
     epoch = _json(path, metadata, "epoch")
     meta = _json(path, metadata, "meta")
 
@@ -353,15 +367,24 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu", trust_le
     model, rng = parts["model"], parts["rng"]
     if not _tensor_dict(model):
         raise _unreadable(path, "its model is not a mapping of names to tensors")
+    if ema is not None and not _tensor_dict(ema):
+        raise _unreadable(path, "its ema is not a mapping of names to tensors")
+    if weights == "ema":
+        if ema is None:
+            raise RunError(f"{path} holds no moving average of the weights", "its run was trained without "
+                           "ema (--recipe-set ema=true); evaluate its own weights")
+        model = ema_weights(ema)
     if not allow_nonfinite:
         _check_finite(path, model)
+        if ema is not None:
+            _check_finite(path, ema)
     if not _tensor_dict(rng) or any(t.dtype != torch.uint8 for t in rng.values()):
         raise _unreadable(path, "its rng is not a mapping of names to byte tensors")
     for part in ("optimizer", "scheduler"):
         if parts[part] is not None and not isinstance(parts[part], dict):
             raise _unreadable(path, f"its {part} state is not a dict")
     return Checkpoint(model=model, optimizer=parts["optimizer"], scheduler=parts["scheduler"], epoch=epoch,
-                      rng=rng, meta=meta)
+                      rng=rng, meta=meta, ema=ema)
 
 
 def _kind(path: Path) -> str | None:

@@ -102,12 +102,16 @@ def eval_source(path: str | Path, data: str | None, meta: Mapping[str, Any]) -> 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str = "auto",
                         batch_size: int = 256, max_memory: int | None = None, *, trust_legacy: bool = False,
-                        allow_nonfinite: bool = False) -> dict:
+                        allow_nonfinite: bool = False, confusion: bool = False, weights: str = "model") -> dict:
     """Test loss and accuracy (and top-5 accuracy, where there are more than 5 classes) of a checkpoint,
     rebuilt from the spec it carries, on `data` (see `eval_source` for the default). The file is read as
-    `load_trained` reads it (`trust_legacy`, `allow_nonfinite`)."""
+    `load_trained` reads it (`trust_legacy`, `allow_nonfinite`). With `confusion`, the report's
+    `confusion` holds the test images' counts per (true, predicted) class pair, a list of rows, where
+    there are at most `scores.MAX_CONFUSION_CLASSES` classes (`runtime.viz.confusion` draws them). With
+    `weights` "ema", the moving average of the weights the run kept is evaluated."""
     dev = pick_device(device, Dist())
-    ck = ckpt.load(path, map_location=dev, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite)
+    ck = ckpt.load(path, map_location=dev, trust_legacy=trust_legacy, allow_nonfinite=allow_nonfinite,
+                   weights=weights)
     meta = ck.meta
     source = eval_source(path, data, meta)  # before the network is built or any data is read
     net, model, ck = _trained(ck, path, dev, batch_size, max_memory)
@@ -118,10 +122,13 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, device: str =
                        f"images and {net.shape(net.output)[0]} classes; data set '{ds.name}' does not match")
     model.eval()
     feed = Feed(ds, batch_size, dev)
-    scores = tally_batches(model, feed.batches("test")[0], Tally(dev, ds.classes)).totals()
+    tally = tally_batches(model, feed.batches("test")[0], Tally(dev, ds.classes, confusion=confusion))
+    scores = tally.totals()
     report = {"network": net.name, "data": ds.name, "epoch": ck.epoch, "test_loss": scores["loss"],
               "test_acc": scores["acc"]}
     if "top5" in scores:
         report["test_top5"] = scores["top5"]
     report["images"] = feed.size("test")
+    if tally.confusion is not None:
+        report["confusion"] = tally.matrix()
     return report

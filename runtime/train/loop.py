@@ -1,8 +1,13 @@
 """The training loop: one rank's model, optimizer and data, epoch after epoch, each ending in an
 evaluation (of the held-out validation images, where there are any, and of the test split), a metrics
 row (metrics.jsonl, metrics.csv, TensorBoard) and an atomic checkpoint. `best` is chosen on the
-validation images only: the test split is reported, never selected on. Every tensor the loop makes is
-made on the training device, so one code path serves the CPU, a GPU and DDP ranks."""
+validation images only: the test split is reported, never selected on. A recipe's random erasing, mixup
+and CutMix change each training batch on the device, drawn from a generator of (seed, epoch, rank), and
+the loss takes the mixed soft targets (label smoothing on top); accuracy is scored on the images' own
+labels. Its RandAugment or TrivialAugment runs where an image folder's images are decoded. Under a
+recipe with `ema`, a moving average of the weights follows every step, is evaluated beside them each
+epoch (`ema_val_*`, `ema_test_*` in the metrics) and is saved in both checkpoints. Every tensor the loop
+makes is made on the training device, so one code path serves the CPU, a GPU and DDP ranks."""
 
 from __future__ import annotations
 
@@ -22,7 +27,11 @@ from torch import nn
 from archspec.compiler.activation_memory import refuse_above
 from archspec.errors import RunError
 from archspec.runtime import data as D
+from archspec.runtime.data.augment import Mixing, random_erasing
+from archspec.runtime.data.preprocessing import preprocessing_of
+from archspec.runtime.data.transforms import AutoAugment
 from archspec.runtime.threads import usable_cores
+from archspec.runtime.viz.confusion import write_confusion
 
 from . import checkpoint as ckpt
 from .board import Board
@@ -33,7 +42,7 @@ from .lock import RunLock
 from .metrics import read_metrics, write_metrics
 from . import optim
 from .progress import RunClock, progress_bar
-from .recipes import Recipe, recipe as get_recipe
+from .recipes import Recipe, default_recipe, recipe as get_recipe
 from .runconfig import run_config, write_run_config
 from .scores import Tally, tally_batches
 from .specfiles import fit_network, read_spec, spec_files
@@ -46,6 +55,18 @@ def make_optimizer(model: nn.Module, r: Recipe, cfg: StepConfig) -> torch.optim.
     return optim.make_optimizer(model, r, captures=cfg.captures, device=cfg.device)
 
 
+def make_mixing(r: Recipe, classes: int) -> Mixing | None:
+    """The recipe's mixup and CutMix of training batches, or None where it mixes none."""
+    mixing = Mixing(classes, r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob)
+    return mixing if mixing.active else None
+
+
+def batch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The CPU generator an epoch's random erasing and mixing draw from: of (seed, epoch, rank) alone, so a
+    resumed run augments as one that never stopped."""
+    return torch.Generator().manual_seed(((seed * 1000033 + epoch) * 65537 + rank + 17) % 2**63)
+
+
 def make_loss(r: Recipe) -> Callable:
     """The training loss: cross-entropy, with the recipe's label smoothing."""
     if not r.label_smoothing:
@@ -56,16 +77,21 @@ def make_loss(r: Recipe) -> Callable:
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist: Dist | None = None, log: Callable[[str], None] = print):
         self.cfg, self.dist = cfg, dist or Dist()
+        self.confusion = None  # the last test evaluation's counts, (true, predicted), for ≤ 100 classes
         self.log = log if self.dist.main else (lambda s: None)
         self.device = pick_device(cfg.device, self.dist)
         cuda = self.device.type == "cuda"
         if cuda:  # batch shapes are static (the last, partial one adds one more search): cuDNN picks its fastest kernels
             torch.backends.cudnn.benchmark = True
-        self.recipe = get_recipe(cfg.recipe, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                                                "lr": cfg.lr})
         self.ds = D.load(cfg.data, seed=cfg.seed, image_size=cfg.image_size, crop=cfg.crop)
         self.spec = read_spec(cfg.spec, cfg.allow_paths)
         self.net = fit_network(self.spec, cfg.sets, self.ds)
+        named = cfg.recipe if cfg.recipe is not None else default_recipe(self.net.name)
+        self.recipe = get_recipe(named, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                                           "lr": cfg.lr})
+        if cfg.recipe is None and named != "quick":  # quick: the recipe of any network without its own
+            self.log(f"recipe {named}: {self.net.name}'s own (--recipe names another)")
+        self.auto_augment = self._auto_augment()
         self.start_epoch, self.best, self.best_epoch = 0, -1.0, 0
         self.out = Path(cfg.out)
         self.metrics: list[dict] = []
@@ -84,6 +110,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model, self.run = assemble(self.net, self.step_cfg, self.memory)  # `model`: the module whose state is saved
         self.opt = make_optimizer(self.model, self.recipe, self.step_cfg)
+        self.ema = optim.make_ema(self.model, self.recipe)
+        self.mixing = make_mixing(self.recipe, self.ds.classes)
         torch.manual_seed((cfg.seed * 7919 + self.dist.rank) % 2**63)  # dropout differs across ranks
         self.step = Step(self.model, self.run, self.opt, self.step_cfg, self.recipe.batch_size,
                          loss_fn=make_loss(self.recipe), clip=self.recipe.clip_grad)
@@ -91,6 +119,8 @@ class Trainer:
         self.feed = Feed(self.ds, self.recipe.batch_size, self.device, seed=cfg.seed, rank=self.dist.rank,
                          world=self.dist.world, workers=cfg.workers, val=held)
         D.check_batch_size(self.feed.sizes()[0], self.recipe.batch_size, self.dist.world, self.ds.name)
+        if self.auto_augment is not None:
+            self.feed.loaders[0].set_augment(self.auto_augment)
         # the schedule counts this rank's training steps; neither it nor the feed draws from the global RNG
         self.sched = optim.make_scheduler(self.opt, self.recipe, self.feed.batches("train", 0)[1])
         self.sched_each_step = optim.steps_each(self.recipe)
@@ -102,6 +132,16 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
 
     # -- data
+    def _auto_augment(self) -> AutoAugment | None:
+        """The recipe's RandAugment or TrivialAugment, for an image folder's training images."""
+        r = self.recipe
+        if r.auto_augment == "none":
+            return None
+        if self.ds.folder is None:
+            raise RunError(f"auto_augment {r.auto_augment} augments image folders' images as they are decoded; "
+                           f"{self.ds.name} is held in memory", "use random_erasing, mixup_alpha or cutmix_alpha")
+        return AutoAugment(r.auto_augment, r.randaugment_ops, r.randaugment_magnitude)
+
     def _train_images(self) -> int:
         return self.ds.train_images  # image folders: as the folder was counted (the feed refuses a split)
 
@@ -145,7 +185,7 @@ class Trainer:
                 "recipe": self.recipe.model_dump(), "data": self.ds.name, "data_source": self.cfg.data,
                 "seed": self.cfg.seed, "memory": self.memory, "val_split": self.val_split,
                 "val_images": self.feed.size("val"), "best_val_acc": self.best, "best_epoch": self.best_epoch,
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "preprocessing": preprocessing_of(self.ds)}
 
     def _resumed_checkpoint(self) -> ckpt.Checkpoint | None:
         """The run's last checkpoint, on the training device, checked to be of this network."""
@@ -163,10 +203,15 @@ class Trainer:
 
     def _resume(self, ck: ckpt.Checkpoint) -> None:
         path = self.out / "last.safetensors"
+        if self.ema is not None and ck.ema is None:
+            raise RunError(f"{path} was trained without a moving average of the weights (ema)",
+                           "resume with the run's recipe, or give another --out")
         try:
             self.model.load_state_dict(ck.model)
             self.opt.load_state_dict(ck.optimizer)
             self.sched.load_state_dict(ck.scheduler)
+            if self.ema is not None:
+                self.ema.load_state_dict(ck.ema)
         except (RuntimeError, KeyError, ValueError) as e:
             raise RunError(f"{path} does not fit this network: {e}") from None
         self.start_epoch = ck.epoch
@@ -184,13 +229,17 @@ class Trainer:
         if not self.dist.main:
             return
         write_metrics(self.out / "metrics.jsonl", self.metrics)
+        if self.confusion is not None:
+            write_confusion(self.out, self.confusion)
         weights, meta = self.model.state_dict(), self._meta()
+        ema = self.ema.state_dict() if self.ema is not None else None
         ckpt.save(self.out / "last.safetensors",
                   ckpt.Checkpoint(model=weights, optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
-                                  epoch=epoch, rng=ckpt.rng_state(), meta=meta))
+                                  epoch=epoch, rng=ckpt.rng_state(), meta=meta, ema=ema))
         if improved:
             ckpt.save(self.out / "best.safetensors",
-                      ckpt.Checkpoint(model=weights, optimizer=None, scheduler=None, epoch=epoch, rng={}, meta=meta))
+                      ckpt.Checkpoint(model=weights, optimizer=None, scheduler=None, epoch=epoch, rng={}, meta=meta,
+                                      ema=ema))
 
     def _batches(self, part: str, epoch: int) -> tuple[Iterator, int]:
         return self.feed.batches(part, epoch)
@@ -213,9 +262,15 @@ class Trainer:
         task = bar.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=n, stats="")
         every = max(1, n // 20)
         readout = Readout(self.device)
+        erasing, mixing = self.recipe.random_erasing, self.mixing
+        draws = batch_generator(self.cfg.seed, epoch, self.dist.rank) if erasing or mixing is not None else None
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(it):
-            logits, loss = self.step(x, y)
+            if erasing:
+                x = random_erasing(x, erasing, draws)
+            logits, loss = self.step(*mixing(x, y, draws)) if mixing is not None else self.step(x, y)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             if self.sched_each_step:
                 self.sched.step()
             tally.add(logits, y, loss * len(y))
@@ -230,11 +285,23 @@ class Trainer:
         return tally.totals(self._reduce)
 
     @torch.no_grad()
-    def evaluate(self, part: str = "test") -> dict[str, float]:
-        """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode."""
+    def evaluate(self, part: str = "test", ema: bool = False) -> dict[str, float]:
+        """Mean loss, top-1 (and top-5) accuracy of `part` (val or test) over all ranks, in eval mode, of the
+        weights or (`ema`) of their moving average."""
         self.step.train(False)
         it, _ = self._batches(part, 0)
-        return tally_batches(self.step.predict, it, Tally(self.device, self.ds.classes)).totals(self._reduce)
+        forward = self.step.predict if not ema else self._ema_predict
+        counted = part == "test" and not ema  # the test split's confusion matrix, of the weights themselves
+        tally = tally_batches(forward, it, Tally(self.device, self.ds.classes, confusion=counted))
+        if counted:
+            self.confusion = tally.matrix(tdist.all_reduce if self.dist.joined else None)
+        return tally.totals(self._reduce)
+
+    def _ema_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) of the moving average of the weights, computed as the step's forward is."""
+        self.ema.train(False)
+        with self.step_cfg.autocast():
+            return self.ema(self.step_cfg.layout(x)).float()
 
     def fit(self) -> list[dict]:
         r = self.recipe
@@ -284,16 +351,22 @@ class Trainer:
                 self.sched.step()
             val = self.evaluate("val") if self.feed.has_val else None
             test = self.evaluate("test")
+            averaged = {}
+            if self.ema is not None:
+                averaged = {**(_prefixed("ema_val", self.evaluate("val", ema=True)) if val else {}),
+                            **_prefixed("ema_test", self.evaluate("test", ema=True))}
             seconds = time.perf_counter() - t0
             improved = val is not None and val["acc"] > self.best
             if improved:
                 self.best, self.best_epoch = val["acc"], epoch + 1
             row = {"epoch": epoch + 1, **_prefixed("train", trained), **(_prefixed("val", val) if val else {}),
-                   **_prefixed("test", test), "lr": lr, "seconds": round(seconds, 3),
+                   **_prefixed("test", test), **averaged, "lr": lr, "seconds": round(seconds, 3),
                    "images_per_s": round(trained["images"] / seconds, 1)}
             losses = [trained["loss"], test["loss"]] + ([val["loss"]] if val else [])
+            losses += [v for k, v in averaged.items() if k.endswith("_loss")]
             if not all(math.isfinite(v) for v in losses):
-                raise RunError(f"the loss became {trained['loss']} in epoch {epoch + 1}",
+                bad = next(v for v in losses if not math.isfinite(v))
+                raise RunError(f"the loss became {bad} in epoch {epoch + 1}",
                                "lower the learning rate (--lr)")
             self.metrics.append(row)
             self._save(epoch + 1, improved)
@@ -316,8 +389,9 @@ def _epoch_line(row: dict, epochs: int, best: bool) -> str:
         top5 = f" top5 {row[f'{name}_top5']:.4f}" if f"{name}_top5" in row else ""
         return f"  {name} loss {row[f'{name}_loss']:.4f} acc {row[f'{name}_acc']:.4f}{top5}"
 
-    return (f"epoch {row['epoch']:>3}/{epochs}{part('train')}{part('val')}{part('test')}  lr {row['lr']:.4g}  "
-            f"{row['seconds']:.1f} s" + ("  (best)" if best else ""))
+    parts = "".join(part(name) for name in ("train", "val", "test", "ema_test"))
+    return (f"epoch {row['epoch']:>3}/{epochs}{parts}  lr {row['lr']:.4g}  {row['seconds']:.1f} s"
+            + ("  (best)" if best else ""))
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict]:

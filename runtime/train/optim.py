@@ -6,13 +6,17 @@ For a step replayed as a CUDA graph (`captures`), the learning rate lives on the
 so that a scheduler's change reaches the replayed step: SGD and AdamW update in one fused kernel,
 RMSprop in its capturable multi-tensor form (`build_optimizer` with `lr_device`). Such a step takes
 only the optimizers whose state the capture's warm-up puts back (`CAPTURED`), and no schedule that
-changes a hyperparameter the captured step holds as a number (one-cycle's momentum)."""
+changes a hyperparameter the captured step holds as a number (one-cycle's momentum).
+
+The moving average of the weights (`make_ema`) is torch.optim.swa_utils' AveragedModel with its EMA
+update, over parameters and buffers alike."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as S
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from archspec.compiler.modules import CrossDepthwise, Scale
 from archspec.errors import RunError
@@ -119,3 +123,12 @@ def make_scheduler(opt: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int) 
 def steps_each(r: Recipe) -> bool:
     """Whether the schedule is stepped after every training step (else after every epoch)."""
     return r.schedule_per == "step"
+
+
+def make_ema(model: nn.Module, r: Recipe) -> AveragedModel | None:
+    """Under a recipe with `ema`, a copy of `model` holding the exponential moving average of its
+    parameters and buffers, `ema_decay` to the average so far at each `update_parameters(model)` (the
+    first copies the weights); else None."""
+    if not r.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r.ema_decay), use_buffers=True)

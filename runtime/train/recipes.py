@@ -1,12 +1,15 @@
 """Training recipes: the papers' settings as named presets. Every field can be overridden. A recipe
 names the optimizer (torch.optim's SGD, AdamW or RMSprop), the schedule (torch.optim.lr_scheduler's
 step drops, cosine or one-cycle, after an optional linear warmup, stepped per epoch or per step), label
-smoothing, gradient clipping and whether norms, biases and scales are exempt from weight decay; `optim`
-builds them."""
+smoothing, mixup and CutMix of the training batches, random erasing, RandAugment or TrivialAugment
+(image folders), gradient clipping, whether norms, biases and scales are exempt from weight decay, and an
+exponential moving average of the weights (EMA); `optim` builds them. A network trains with its paper's
+recipe when none is named (`default_recipe`)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import fnmatch
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -41,6 +44,16 @@ class Recipe(BaseModel):
     pct_start: float = Field(0.3, gt=0, lt=1)  # the share of one-cycle spent rising
     label_smoothing: float = Field(0, ge=0, lt=1)
     clip_grad: PositiveFloat | None = None  # the largest gradient norm a step applies; None: no clipping
+    mixup_alpha: float = Field(0, ge=0)  # mixup's Beta(alpha, alpha); 0: no mixup
+    cutmix_alpha: float = Field(0, ge=0)  # CutMix's Beta(alpha, alpha); 0: no CutMix
+    mix_prob: float = Field(1.0, ge=0, le=1)  # the share of batches mixed (where an alpha is set)
+    switch_prob: float = Field(0.5, ge=0, le=1)  # the share of mixed batches cut, not blended, where both are set
+    random_erasing: float = Field(0, ge=0, le=1)  # the share of training images with a box erased
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"  # image folders: torchvision's policy
+    randaugment_ops: PositiveInt = 2  # RandAugment's N, operations an image
+    randaugment_magnitude: int = Field(9, ge=0, le=30)  # and M, their strength of 30
+    ema: bool = False  # an exponential moving average of the weights and buffers, evaluated and saved alongside
+    ema_decay: float = Field(0.9999, ge=0, lt=1)  # its weight on the average so far, at every step
 
     @field_validator("betas")
     @classmethod
@@ -117,6 +130,31 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
+SPEC_RECIPES: tuple[tuple[str, str], ...] = (
+    # the recipe a shipped network trains with when none is named: its paper's (network-name patterns,
+    # fnmatch's, first match wins); any other network trains with `quick`
+    ("tiny_delugenet", "quick"),
+    ("convnext_*", "imagenet-convnext"),
+    ("efficientnet_b[0-9]", "imagenet-efficientnet"),
+    # the CIFAR networks of DenseNet, DelugeNet, GUNN/SUNN, SeqConv, FractalNet, WRN and pre-activation ResNet
+    *((p, "cifar") for p in ("densenet40_k12", "densenet100_k*", "densenet_bc*", "delugenet146", "delugenet218",
+                             "wide_delugenet146", "resnetlike*", "wide_resnetlike146", "gunn15*", "gunn24", "sunn15",
+                             "sunn24", "seqconv_s*", "seqresnet_k*", "seqresnetb_k*", "preresnet164", "fractalnet40",
+                             "wrn28_10")),
+    # ImageNet ResNets, ResNeXts, wide ResNets, DenseNets and DelugeNets: ResNet's step schedule
+    *((p, "imagenet") for p in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext*",
+                                "wide_resnet*_2", "densenet121", "densenet161", "densenet169", "densenet201",
+                                "delugenet143", "delugenet152")),
+)
+"""A spec names no recipe in its own text (the language has no place for one yet): the defaults are this
+table's, by network name."""
+
+
+def default_recipe(network: str) -> str:
+    """The recipe `network` trains with when none is named (`SPEC_RECIPES`); `quick` for any other."""
+    return next((name for pattern, name in SPEC_RECIPES if fnmatch.fnmatchcase(network, pattern)), "quick")
+
+
 def parse_fields(items: list[str] | tuple[str, ...]) -> dict[str, object]:
     """`FIELD=VALUE` words (`--recipe-set`) as recipe overrides: a comma, or a field that holds several,
     makes a tuple (`betas=0.9,0.95`, `milestones=0.5`); `none` is None; anything else stays text for the
@@ -138,12 +176,15 @@ def parse_fields(items: list[str] | tuple[str, ...]) -> dict[str, object]:
     return out
 
 
-def recipe(name: str, **overrides) -> Recipe:
-    """The named recipe with the fields given (None values keep the recipe's)."""
-    base = RECIPES.get(name)
+def recipe(name: str | Mapping[str, Any], **overrides) -> Recipe:
+    """The named recipe, or the recipe whose fields `name` holds (as `model_dump` writes them: a run's
+    config.json), with the fields given (None values keep the recipe's). A RunError about one field
+    carries its name as `field`."""
+    base = RECIPES.get(name) if isinstance(name, str) else _whole(name)
     if base is None:
         raise RunError(f"unknown recipe '{name}'",
                        did_you_mean(name, RECIPES) or f"recipes: {', '.join(RECIPES)}")
+    name = base.name
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("milestones") is not None and "step_every" not in changes:
         changes["step_every"] = None  # milestones given replace a recipe's regular drops
@@ -154,10 +195,24 @@ def recipe(name: str, **overrides) -> Recipe:
         changes["warmup_epochs"] = base.warmup_epochs * changes["epochs"] / base.epochs
     if "lr" in changes and "lr_batch" not in changes:
         changes["lr_batch"] = None  # an lr given is the rate applied, not one to scale to the batch size
+    return _validated(name, {**base.model_dump(), **changes})
+
+
+def _whole(fields: Mapping[str, Any]) -> Recipe:
+    """The recipe of the fields given, as they are; a field left out is the named recipe's where the
+    name is one (else its default: no name is `custom`)."""
+    known = RECIPES.get(fields.get("name")) if isinstance(fields.get("name"), str) else None
+    start = known.model_dump() if known is not None else {"name": "custom"}
+    return _validated(str(fields.get("name", "custom")), {**start, **fields})
+
+
+def _validated(name: str, fields: Mapping[str, Any]) -> Recipe:
     try:
-        return Recipe.model_validate({**base.model_dump(), **changes})
+        return Recipe.model_validate(fields)
     except ValueError as e:
         first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
         msg = first["msg"].removeprefix("Value error, ")
         field = f"{first['loc'][0]} " if first.get("loc") else ""
-        raise RunError(f"recipe '{name}': {field}{msg[:1].lower()}{msg[1:]}") from None
+        err = RunError(f"recipe '{name}': {field}{msg[:1].lower()}{msg[1:]}")
+        err.field = str(first["loc"][0]) if first.get("loc") else None
+        raise err from None

@@ -1,7 +1,8 @@
 """`config.json` of a run folder: what this run resolved its request to — the network and its
 parameters, the overrides given, the recipe with every field, seed, data and split sizes, device and
 the versions of archspec, torch and Python — so that a run can be read, compared and repeated later
-without its command line. Rewritten (atomically) each time the run starts or resumes."""
+without its command line, or replayed (`archspec train --config config.json`: `config.read_config_file`).
+Rewritten (atomically) each time the run starts or resumes."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def run_config(trainer: Any) -> dict[str, Any]:
         "amp": trainer.amp,
         "channels_last": trainer.channels_last,
         "compile": cfg.compile,
+        "image_size": cfg.image_size,
+        "crop": cfg.crop,
+        "threads": torch.get_num_threads(),
         "resumed_after_epoch": trainer.start_epoch if cfg.resume else None,
         "versions": versions(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

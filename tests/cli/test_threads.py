@@ -104,6 +104,7 @@ COMMANDS = {
                 "archspec.runtime.viz.connections.connection_strengths", 2),
     "bench train": (["bench", "train", TINY, "--threads", "2"], "archspec.cli.common.analyse", 2),
     "bench infer": (["bench", "infer", TINY, "--threads", "2"], "archspec.runtime.bench.infer.run_bench_infer", 2),
+    "predict": (["predict", "m.safetensors", "x.png", "--threads", "2"], "archspec.runtime.predict.image_paths", 2),
     "bench data": (["bench", "data", "nowhere", "--threads", "3", "--workers", "2"],
                    "archspec.runtime.data.decode_throughput", 1),
 }

@@ -1,8 +1,9 @@
 """Export and inference benchmarks on the CPU (the inference form itself: test_fold_bn.py): each network
 family exports to a torch.export program and to ONNX that match eager at both ends of a dynamic batch
 range; a program loads with torch alone; checkpoints export with their trained weights; ONNX falls back
-to the torch.export-based exporter; bad options exit 2; TensorRT is real code, run only where
-torch-tensorrt and CUDA are."""
+to the TorchScript-based exporter, whose graph is then optimised (by onnxscript, or by removing Identity
+nodes where it is missing); bad options exit 2; the tensorrt extra pins the torch-tensorrt of this torch;
+TensorRT is real code, run only where torch-tensorrt and CUDA are."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import archspec
 from archspec.cli import app
 from archspec.errors import RunError
 from archspec.runtime.bench.infer import run_bench_infer
-from archspec.runtime.export import BatchRange, ExportOptions, _verify, export_model, parse_dynamic_batch
+from archspec.runtime.export import (BatchRange, ExportOptions, _verify, export_model, parse_dynamic_batch,
+                                     tensorrt_requirement)
 from archspec.runtime.train import TrainConfig, load_trained, model_from_source, train
 from conftest import SPECS
 from families import FAMILIES, _close, _family, _inputs, _perturbed
@@ -182,8 +184,34 @@ def test_cli_tensorrt_missing_exits_2(cli, tmp_path):
     result = cli("export", TINY, *TINY_SETS, "--format", "tensorrt", "-o", tmp_path / "t.ep")
     assert result.exit_code == 2, result.output
     assert "TensorRT export needs torch-tensorrt, which is not installed" in result.output
-    assert "pip install 'archspec[tensorrt]'" in result.output and "Traceback" not in result.output
+    assert f"pip install '{tensorrt_requirement()}'" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []  # nothing written in its place
+
+
+def test_a_torch_tensorrt_for_another_torch_is_refused_with_the_one_to_install(cli, tmp_path, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    other = f"{major}.{minor - 1}.1"
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: other if name == "torch-tensorrt" else real(name))
+    result = cli("export", TINY, *TINY_SETS, "--format", "tensorrt", "-o", tmp_path / "t.ep")
+    assert result.exit_code == 2, result.output
+    assert f"torch-tensorrt {other} is installed, built for another torch" in result.output
+    assert f"pip install 'torch-tensorrt>={major}.{minor},<{major}.{minor + 1}'" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tensorrt_extra_pins_the_torch_tensorrt_of_this_torch():
+    """The extra names the torch-tensorrt releases built for the installed torch's minor version (each
+    release requires one torch minor version); a newer torch needs the pin moved with it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+
+    from conftest import ROOT
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert config["tensorrt"] == [tensorrt_requirement()]
+    assert tensorrt_requirement("2.9.1+cu126") == "torch-tensorrt>=2.9,<2.10"
 
 
 @pytest.mark.skipif(not HAS_TRT or HAS_CUDA, reason="needs torch-tensorrt installed on a machine without CUDA")
@@ -255,24 +283,69 @@ def test_cli_bench_infer_unknown_backend(cli):
 
 
 @pytest.mark.slow
-def test_onnx_falls_back_to_the_torch_export_based_exporter(tmp_path, monkeypatch, one_thread):
-    """Where the TorchScript-based exporter fails (or this torch lacks it), the other one writes the
-    file, and the output line says which exporter wrote it and why."""
+def test_onnx_falls_back_to_the_torchscript_exporter(tmp_path, monkeypatch, one_thread):
+    """Where the torch.export-based exporter fails (or this torch lacks it), the TorchScript-based one
+    writes the file, a line says so and why, and its graph is optimised as the other's is: no Identity
+    node, the metadata, outputs as eager PyTorch's."""
+    import onnx
+
     from archspec.runtime import export as ex
 
     def broken(*args, **kwargs):
-        raise RuntimeError("no symbolic for this op\nmore detail")
+        raise RuntimeError("no translation for this op\nmore detail")
 
     net, model = model_from_source(TINY, {"n": 1, "w": 4}, seed=0)
     console = Console(record=True, width=300)
     export_model(net, model, ExportOptions("onnx", tmp_path / "a.onnx", verify=True), console)
-    assert "TorchScript exporter" in console.export_text()
-    monkeypatch.setattr(ex, "_onnx_torchscript", broken)
+    assert "torch.export-based exporter" in console.export_text() and "TorchScript" not in console.export_text()
+    monkeypatch.setattr(ex, "_onnx_dynamo", broken)
     console = Console(record=True, width=300)
     export_model(net, model, ExportOptions("onnx", tmp_path / "b.onnx", verify=True), console)
     text = console.export_text()
-    assert "torch.export-based exporter (RuntimeError: no symbolic for this op)" in text and "ok" in text
+    assert "the torch.export-based ONNX exporter failed on this network, so PyTorch's TorchScript-based" in text
+    assert "TorchScript exporter, optimised by onnxscript (the torch.export-based exporter failed: RuntimeError: " \
+           "no translation for this op)" in text and "ok" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
+    for name in ("a.onnx", "b.onnx"):
+        m = onnx.load(str(tmp_path / name))
+        assert not {"Identity", "Constant"} & {n.op_type for n in m.graph.node}
+        assert {p.key: p.value for p in m.metadata_props}["archspec.spec"] == "tiny_delugenet"
+
+
+def test_identity_nodes_are_removed_without_onnxscript(tmp_path, monkeypatch):
+    """Without onnxscript the TorchScript-based exporter's Identity nodes (and one in front of the
+    graph output) are removed by rewiring: the graph computes what it did."""
+    import onnx
+    import onnxruntime as ort
+
+    from archspec.runtime.export import _onnx_torchscript, _quiet_onnx, remove_identities, tidy_onnx
+
+    from archspec.compiler.passes.fold_bn import fold
+
+    net, model = model_from_source(TINY, {"n": 1, "w": 4}, seed=0)
+    model = fold(model)  # the inference form export writes (its equal fresh weights become Identity nodes)
+    path = tmp_path / "m.onnx"
+    with _quiet_onnx():
+        _onnx_torchscript(model, _inputs(net, 2), BatchRange(2, 2, 2), path)
+    m = onnx.load(str(path))
+    last = m.graph.output[0].name
+    for node in m.graph.node:  # an Identity in front of the output, which renames its producer
+        node.output[:] = [f"{o}_pre" if o == last else o for o in node.output]
+    m.graph.node.append(onnx.helper.make_node("Identity", [f"{last}_pre"], [last]))
+    onnx.save(m, str(path))
+    before = sum(n.op_type == "Identity" for n in m.graph.node)
+    assert before > 1
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    assert "onnxscript is not installed" in tidy_onnx(path, {"archspec.spec": "tiny_delugenet"})
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    assert "Identity" not in {n.op_type for n in m.graph.node} and m.graph.output[0].name == last
+    assert [(p.key, p.value) for p in m.metadata_props] == [("archspec.spec", "tiny_delugenet")]
+    x = _inputs(net, 2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        _close(torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]), model(x), 1e-5)
+    assert remove_identities(m.graph) == 0
 
 
 def test_onnx_export_leaves_the_thread_count_alone(tmp_path):
