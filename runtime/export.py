@@ -216,7 +216,7 @@ def _export_onnx(eager: nn.Module, folded: fx.GraphModule, shape: tuple[int, ...
                       f"exporter (deprecated) wrote {output}")
     _wrote(console, output, f"ONNX opset {ONNX_OPSET}, {r}, fp32, {how}" + (", weights in a .data file" if big else ""))
     if opts.verify:
-        session = _ort_session(output, ["CPUExecutionProvider"])
+        session = ort_session(output, ["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
 
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -443,14 +443,16 @@ def require_onnx() -> None:
         raise RunError("ONNX export needs the onnx package, which is not installed", "pip install 'archspec[onnx]'")
 
 
-def _ort_session(path: Path, providers: list[str]):
+def ort_session(path: Path, providers: list[str], purpose: str = "checking an ONNX file"):
+    """An onnxruntime session of the file at `path`, quiet, on torch's thread count (the one `--threads`
+    set); a RunError naming `purpose` where onnxruntime is missing."""
     try:
         import onnxruntime as ort
     except ImportError:
-        raise RunError("checking an ONNX file needs onnxruntime, which is not installed",
-                       "pip install 'archspec[onnx]'") from None
+        raise RunError(f"{purpose} needs onnxruntime, which is not installed", "pip install 'archspec[onnx]'") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = torch.get_num_threads()
     return ort.InferenceSession(str(path), options, providers=providers)
 
 

@@ -20,7 +20,7 @@ from archspec.files import regular_file
 from archspec.runtime.data import transforms as T
 from archspec.runtime.data.folders import image_files
 from archspec.runtime.data.preprocessing import checked_preprocessing, checkpoint_preprocessing, default_preprocessing
-from archspec.runtime.export import META_CLASSES, META_KEYS, META_PREPROCESSING
+from archspec.runtime.export import META_CLASSES, META_KEYS, META_PREPROCESSING, ort_session
 from archspec.runtime.train.evaluation import load_trained
 
 SUFFIXES = {".safetensors": "checkpoint", ".onnx": "ONNX file", ".pt2": "torch.export program"}
@@ -76,15 +76,9 @@ def _checkpoint(path: Path, max_memory: int | None, trust_legacy: bool, allow_no
 
 def _onnx(path: Path) -> Predictor:
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RunError("predicting with an ONNX file needs onnxruntime, which is not installed",
-                       "pip install 'archspec[onnx]'") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.intra_op_num_threads = torch.get_num_threads()  # the count `--threads` set
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, ["CPUExecutionProvider"], "predicting with an ONNX file")
+    except RunError:
+        raise
     except Exception as e:  # onnxruntime raises its own types for unreadable or invalid files
         raise RunError(f"cannot read {path} as an ONNX model: {_first_line(e)}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()

@@ -149,3 +149,43 @@ def assert_same_steps(plain, new, x, steps: int = 2, **tol) -> None:
                 for p in m.parameters():
                     p -= 0.1 * p.grad
                 m.zero_grad(set_to_none=True)
+
+
+class Stopped(Exception):
+    """A run stopped from outside, as a killed process stops."""
+
+
+def stop_after_first_save(run, out) -> None:
+    """`run(out)` stopped right after the trainer's first save (the end of its first epoch), as a run that
+    is killed there: what a `--resume` starts from."""
+    from archspec.runtime.train.loop import Trainer
+
+    save = Trainer._save
+
+    def save_then_stop(self, epoch, improved):
+        save(self, epoch, improved)
+        raise Stopped
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "_save", save_then_stop)
+        with pytest.raises(Stopped):
+            run(out)
+
+
+def cli_commands(groups: bool = False) -> dict[tuple[str, ...], object]:
+    """Every command of the command line (typer's click objects) by its path of names (`("bench", "train")`);
+    with `groups`, the command groups too (the root's path is `()`)."""
+    import typer
+
+    from archspec.cli import app
+
+    def walk(group, prefix):
+        if groups:
+            yield prefix, group
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, prefix + (name,))
+            else:
+                yield prefix + (name,), cmd
+
+    return dict(walk(typer.main.get_command(app), ()))

@@ -113,10 +113,11 @@ def guard_hooks(op: type[Op], origin: str, fix: str = "fix or remove the op") ->
         raw = owner.__dict__[name]
         if getattr(raw, "__func__", None) is not None and getattr(raw.__func__, "_archspec_guarded", False):
             continue
+        what, where = f"plugin op '{op.kind}'", f"{op.__module__}.{op.__qualname__}.{name}"
         if isinstance(raw, classmethod):
-            op_method = classmethod(_guarded(raw.__func__, op, name, origin, fix))
+            op_method = classmethod(_guarded(raw.__func__, what, where, origin, fix))
         elif isinstance(raw, staticmethod):
-            op_method = staticmethod(_guarded(raw.__func__, op, name, origin, fix))
+            op_method = staticmethod(_guarded(raw.__func__, what, where, origin, fix))
         else:
             continue  # not a rule archspec calls on the class
         setattr(op, name, op_method)
@@ -127,7 +128,9 @@ def _is_archspec(cls: type) -> bool:
     return module == "archspec" or module.startswith("archspec.")
 
 
-def _guarded(fn: Any, op: type[Op], hook: str, origin: str, fix: str) -> Any:
+def _guarded(fn: Any, what: str, where: str, origin: str, fix: str) -> Any:
+    """`fn`, a plugin's own code, with what it raises (other than the errors archspec's callers expect)
+    turned into a PluginError naming `what` (`plugin op 'x'`), `where` (its qualified name) and `origin`."""
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -135,16 +138,11 @@ def _guarded(fn: Any, op: type[Op], hook: str, origin: str, fix: str) -> Any:
         except _PASSED:
             raise
         except BaseException as e:
-            raise _failure(op, hook, origin, fix, e) from e
+            raise PluginError(f"{what} ({where}, from {origin}) failed: {_why(e)}",
+                              f"the error is in the plugin's code, not in archspec or the spec: {fix}") from e
 
     run._archspec_guarded = True  # type: ignore[attr-defined]
     return run
-
-
-def _failure(op: type[Op], hook: str, origin: str, fix: str, e: BaseException) -> PluginError:
-    where = f"{op.__module__}.{op.__qualname__}.{hook}"
-    return PluginError(f"plugin op '{op.kind}' ({where}, from {origin}) failed: {_why(e)}",
-                       f"the error is in the plugin's code, not in archspec or the spec: {fix}")
 
 
 def _why(e: BaseException) -> str:
@@ -185,7 +183,7 @@ def register_pattern(cls: type[Pattern]) -> type[Pattern]:
     origin, fix = _current or (f"module {cls.__module__}", "fix or remove the pattern")
     raw = cls.__dict__.get("build")
     if isinstance(raw, classmethod) and not getattr(raw.__func__, "_archspec_guarded", False):
-        cls.build = classmethod(_guarded_word(raw.__func__, f"plugin pattern '{word}'",
+        cls.build = classmethod(_guarded(raw.__func__, f"plugin pattern '{word}'",
                                               f"{cls.__module__}.{cls.__qualname__}.build", origin, fix))
     PATTERNS[word] = cls
     return cls
@@ -233,21 +231,6 @@ def unregister_merge(word: str) -> type[Merge]:
     if cls.op == word and word in OPS and word not in BUILTIN:
         unregister(word)
     return cls
-
-
-def _guarded_word(fn: Any, what: str, where: str, origin: str, fix: str) -> Any:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _PASSED:
-            raise
-        except BaseException as e:
-            raise PluginError(f"{what} ({where}, from {origin}) failed: {_why(e)}",
-                              f"the error is in the plugin's code, not in archspec or the spec: {fix}") from e
-
-    run._archspec_guarded = True  # type: ignore[attr-defined]
-    return run
 
 
 def _registered() -> set[tuple[str, str]]:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from archspec.cli import app
+from conftest import cli_commands
 
-ROOT = typer.main.get_command(app)
-
-
-def _commands(group=ROOT, prefix: tuple[str, ...] = ()):  # a command group (typer's click objects)
-    for name, cmd in group.commands.items():
-        if hasattr(cmd, "commands"):
-            yield from _commands(cmd, prefix + (name,))
-        else:
-            yield prefix + (name,), cmd
-
-
-COMMANDS = dict(_commands())
+COMMANDS = cli_commands(groups=False)
 
 
 def test_every_command_is_seen():

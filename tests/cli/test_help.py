@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from archspec import library
 from archspec.cli import app
+from conftest import cli_commands
 from archspec.cli.completion import complete_spec
 from archspec.cli.helptext import escape_brackets, unescape_brackets
 
@@ -24,17 +25,7 @@ ROOT = typer.main.get_command(app)
 WIDTH = 200
 
 
-def _commands(group=ROOT, prefix: tuple[str, ...] = ()):
-    """Every command and command group (typer's click objects) by its path of names."""
-    yield prefix, group
-    for name, cmd in group.commands.items():
-        if hasattr(cmd, "commands"):
-            yield from _commands(cmd, prefix + (name,))
-        else:
-            yield prefix + (name,), cmd
-
-
-COMMANDS = dict(_commands())
+COMMANDS = cli_commands(groups=True)
 
 
 def _help(path: tuple[str, ...]) -> str:

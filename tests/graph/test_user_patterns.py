@@ -5,7 +5,6 @@ drawn, trains a step under the `fast` and `lean` memory policies with the same r
 
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 import torch

@@ -18,7 +18,7 @@ from archspec.errors import RunError
 from archspec.runtime.train import optim
 from archspec.runtime.train.recipes import RECIPES, parse_fields, recipe
 from archspec.runtime.train.step import Step, StepConfig
-from conftest import SPECS, on_meta
+from conftest import SPECS, on_meta, stop_after_first_save
 
 TINY = str(SPECS / "tiny_delugenet.arch")
 
@@ -264,14 +264,11 @@ def test_a_per_step_schedule_moves_in_training(tmp_path):
     assert [row["lr"] for row in rows] == [want[0], want[per]]
 
 
-class _Stopped(Exception):
-    pass
-
 
 def test_resume_is_bit_identical_under_a_modern_recipe(tmp_path, monkeypatch):
     """AdamW, per-step cosine after a warmup, smoothing, clipping, no decay on norms: 2 epochs straight, or
     stopped after the first and resumed, give the same weights, optimizer and schedule state, bit for bit."""
-    from archspec.runtime.train import TrainConfig, Trainer, checkpoint as ckpt, train
+    from archspec.runtime.train import TrainConfig, checkpoint as ckpt, train
 
     tweaks = {"optimizer": "adamw", "schedule": "cosine", "schedule_per": "step", "warmup_epochs": 0.5,
               "label_smoothing": 0.1, "clip_grad": 1.0, "no_decay_norms": True, "weight_decay": 0.05}
@@ -283,16 +280,7 @@ def test_resume_is_bit_identical_under_a_modern_recipe(tmp_path, monkeypatch):
         return ckpt.load(out / "last.safetensors")
 
     straight = run(tmp_path / "a")
-    save = Trainer._save
-
-    def save_then_stop(self, epoch, improved):
-        save(self, epoch, improved)
-        raise _Stopped
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_save", save_then_stop)
-        with pytest.raises(_Stopped):
-            run(tmp_path / "b")
+    stop_after_first_save(run, tmp_path / "b")
     assert ckpt.load(tmp_path / "b/last.safetensors").epoch == 1
     resumed = run(tmp_path / "b", resume=True)
     assert straight.scheduler == resumed.scheduler and straight.scheduler["last_epoch"] > 2

@@ -19,7 +19,7 @@ from archspec.runtime.data.transforms import AutoAugment
 from archspec.runtime.train import TrainConfig, Trainer, checkpoint as ckpt, train
 from archspec.runtime.train.loop import make_loss, make_mixing
 from archspec.runtime.train.recipes import RECIPES, SPEC_RECIPES, default_recipe, recipe
-from conftest import SPECS
+from conftest import SPECS, stop_after_first_save
 
 TINY = str(SPECS / "tiny_delugenet.arch")
 
@@ -28,9 +28,6 @@ def _config(out, epochs=2, **tweaks) -> TrainConfig:
     return TrainConfig(spec=TINY, sets={"n": 1, "w": 4}, out=out, epochs=epochs, batch_size=256, progress=False,
                        device="cpu", tensorboard=False, tweaks=tweaks)
 
-
-class _Stopped(Exception):
-    pass
 
 
 def test_ema_equals_torchs_averaged_model_stepped_on_the_same_weights(tmp_path, monkeypatch):
@@ -86,16 +83,7 @@ def test_ema_is_saved_evaluated_and_resumed_bit_identically(tmp_path, monkeypatc
         return train(cfg, log=lambda m: None)
 
     straight = run(tmp_path / "a")
-    save = Trainer._save
-
-    def save_then_stop(self, epoch, improved):
-        save(self, epoch, improved)
-        raise _Stopped
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_save", save_then_stop)
-        with pytest.raises(_Stopped):
-            run(tmp_path / "b")
+    stop_after_first_save(run, tmp_path / "b")
     resumed = run(tmp_path / "b", resume=True)
     a, b = (ckpt.load(tmp_path / d / "last.safetensors") for d in "ab")
     assert a.ema.keys() == b.ema.keys()

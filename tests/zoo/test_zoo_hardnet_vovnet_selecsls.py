@@ -14,9 +14,8 @@ from torch import nn
 
 import archspec
 from conftest import SPECS, built, network_of, on_meta
-from references import timm_model
+from references import TOL, assert_same_after_transfer, timm_model, with_random_norms
 
-TOL = dict(rtol=1e-9, atol=1e-9)
 
 
 # ---- PingoLH/Pytorch-HarDNet's hardnet.py, its loading of pretrained weights left out -------------------
@@ -276,64 +275,6 @@ def test_selecsls_later_blocks_read_their_stages_first_block_by_name():
 
 # ---- the same function as the references ----------------------------------------------------------------
 
-def _randomised(ref: nn.Module) -> nn.Module:
-    """`ref` in float64, its batch norms given random affine weights and statistics, every other weight as
-    its code draws it."""
-    g = torch.Generator().manual_seed(0)
-    ref = ref.double()
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-    return ref
-
-
-def _same_after_a_step(ref: nn.Module, gm: nn.Module, pairs, x: torch.Tensor) -> None:
-    """In training mode (each forward pass from the same random state, so that dropout drops the same
-    values on both sides): outputs, the input's and every parameter's gradient (all nonzero) agree; after an
-    SGD step on both, every paired tensor (weights and running statistics) and the next training-mode
-    outputs agree."""
-    ref.train(), gm.train()
-    src = dict(ref.named_parameters()) | dict(ref.named_buffers())
-    dst = dict(gm.named_parameters()) | dict(gm.named_buffers())
-    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-    outs = [_seeded(m, xi) for m, xi in zip((ref, gm), xs)]
-    w = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(2), dtype=outs[0].dtype)
-    for out in outs:
-        (out * w).sum().backward()
-    torch.testing.assert_close(outs[1], outs[0], **TOL)
-    torch.testing.assert_close(xs[1].grad, xs[0].grad, **TOL)
-    assert xs[0].grad.abs().sum() > 0
-    assert len(pairs) == len(src)
-    for p in pairs:
-        a, b = src[p.source[0]], dst[p.target]
-        if isinstance(b, nn.Parameter):
-            assert a.grad is not None and a.grad.abs().sum() > 0, p.source[0]
-            torch.testing.assert_close(b.grad, a.grad, **TOL, msg=lambda m: f"{p.target}: {m}")
-    with torch.no_grad():
-        for m in (ref, gm):
-            for q in m.parameters():
-                q -= 0.1 * q.grad
-            m.zero_grad(set_to_none=True)
-    for p in pairs:
-        torch.testing.assert_close(dst[p.target], src[p.source[0]], **TOL, msg=lambda m: f"{p.target}: {m}")
-    with torch.no_grad():
-        outs = [_seeded(m, x) for m in (ref, gm)]
-    assert torch.isfinite(outs[0]).all()
-    torch.testing.assert_close(outs[1], outs[0], **TOL)
-
-
-def _seeded(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`m(x)` from random seed 1, the caller's random state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        return m(x)
-
-
 REFERENCES = [
     ("hardnet85", lambda: HarDNet(arch=85)),
     ("hardnet39ds", lambda: HarDNet(depth_wise=True, arch=39)),
@@ -351,7 +292,7 @@ def test_reference_weights_transfer_and_compute_the_same(name, reference):
     the transfer reports is such an activation, and the comparison of outputs and gradients is what shows
     the two compute the same."""
     torch.manual_seed(0)
-    ref = _randomised(reference()).eval()
+    ref = with_random_norms(reference()).eval()
     gm = copy.deepcopy(built(name, size=64)).double().eval()
     report = archspec.transfer_weights(ref, gm, force=True)
     assert all(w.startswith("activation: ") for w in report.warnings)
@@ -359,4 +300,4 @@ def test_reference_weights_transfer_and_compute_the_same(name, reference):
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(gm(x), ref(x), **TOL)
-    _same_after_a_step(ref, gm, report.pairs, x)
+    assert_same_after_transfer(ref, gm, report.pairs, x)

@@ -19,9 +19,8 @@ from torch import nn
 import archspec
 from archspec.compiler.modules import Mean
 from conftest import assert_same_steps, built, network_of
-from references import timm, timm_model
+from references import TOL, assert_same_after_transfer, timm, timm_model, with_random_norms
 
-TOL = dict(rtol=1e-9, atol=1e-9)
 
 
 # ---- khanrc/pt.fractalnet's fractal.py (per-sample drop path): its printing and the options the model
@@ -141,52 +140,6 @@ class FractalNet(nn.Module):
 
 # ---- one comparison for all four ---------------------------------------------------------------------
 
-def _randomised(ref: nn.Module) -> nn.Module:
-    """`ref` in float64, its batch norms given random affine weights and statistics (timm starts the last
-    one of each block at γ = 0, which would hide gradients), every other weight as its code draws it."""
-    g = torch.Generator().manual_seed(0)
-    ref = ref.double()
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-    return ref
-
-
-def _same_after_a_step(ref: nn.Module, gm: nn.Module, pairs, x: torch.Tensor) -> None:
-    """In training mode: outputs, the input's and every parameter's gradient (all nonzero) agree; after an
-    SGD step on both, every paired tensor (weights and running statistics) and the next outputs agree."""
-    ref.train(), gm.train()
-    src = dict(ref.named_parameters()) | dict(ref.named_buffers())
-    dst = dict(gm.named_parameters()) | dict(gm.named_buffers())
-    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-    outs = [ref(xs[0]), gm(xs[1])]
-    w = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(2), dtype=outs[0].dtype)
-    for out in outs:
-        (out * w).sum().backward()
-    torch.testing.assert_close(outs[1], outs[0], **TOL)
-    torch.testing.assert_close(xs[1].grad, xs[0].grad, **TOL)
-    assert xs[0].grad.abs().sum() > 0
-    for p in pairs:
-        a, b = src[p.source[0]], dst[p.target]
-        if isinstance(b, nn.Parameter):
-            assert a.grad is not None and a.grad.abs().sum() > 0, p.source[0]
-            torch.testing.assert_close(b.grad, a.grad, **TOL, msg=lambda m: f"{p.target}: {m}")
-    with torch.no_grad():
-        for m in (ref, gm):
-            for q in m.parameters():
-                q -= 0.1 * q.grad
-            m.zero_grad(set_to_none=True)
-    for p in pairs:
-        torch.testing.assert_close(dst[p.target], src[p.source[0]], **TOL, msg=lambda m: f"{p.target}: {m}")
-    with torch.no_grad():
-        torch.testing.assert_close(gm(x), ref(x), **TOL)
-
-
 def _transferred(ref: nn.Module, name: str, **sets):
     """The spec's module (one build per run), a float64 copy of it holding `ref`'s weights, and the pairs.
     Where the transfer's comparison of hyper-parameters cannot see what the reference does (`FORCED`),
@@ -261,7 +214,7 @@ def _check(name: str, sets: dict, reference) -> None:
     step (FractalNet's with its drops set to 0, the joins' means against the reference's masked sum over
     the count of columns)."""
     torch.manual_seed(0)
-    ref = _randomised(reference())
+    ref = with_random_norms(reference())
     gm, pairs = _transferred(ref, name, **sets)
     side = sets.get("size", 32)
     x = torch.randn(2, 3, side, side, dtype=torch.float64)
@@ -269,7 +222,7 @@ def _check(name: str, sets: dict, reference) -> None:
         torch.testing.assert_close(gm(x), ref(x), **TOL)
     if name == "fractalnet40":
         _without_drops(ref, gm)
-    _same_after_a_step(ref, gm, pairs, x)
+    assert_same_after_transfer(ref, gm, pairs, x)
 
 
 @pytest.mark.parametrize("name,sets,reference", SMALL, ids=[s[0] for s in SMALL])

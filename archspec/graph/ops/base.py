@@ -216,6 +216,13 @@ def window(size: int, k: int, s: int, p: int, what: str) -> int:
     return out
 
 
+def one_shape(ins: list[Shape], what: str) -> Shape:
+    """The shape every input has (an element-wise merge's), or a ShapeError naming them."""
+    if len(set(ins)) > 1:
+        raise ShapeError(f"{what} needs inputs of one shape, got " + ", ".join(fmt_shape(s) for s in ins))
+    return ins[0]
+
+
 def same_spatial(ins: list[Shape], what: str) -> None:
     """Every input an image of one spatial size, or a ShapeError."""
     for s in ins:

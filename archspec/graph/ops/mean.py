@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Build, Op, OpArgs, Saves, ShapeError, fmt_shape, register
+from .base import Build, Op, OpArgs, Saves, one_shape, register
 
 
 class MeanArgs(OpArgs):
@@ -24,9 +24,7 @@ class Mean(Op):
 
     @classmethod
     def shape(cls, ins, a):
-        if len(set(ins)) > 1:
-            raise ShapeError("a mean needs inputs of one shape, got " + ", ".join(fmt_shape(s) for s in ins))
-        return ins[0]
+        return one_shape(ins, "a mean")
 
     @classmethod
     def lower(cls, args, ins):

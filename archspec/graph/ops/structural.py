@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from .base import Call, Op, OpArgs, Saves, ShapeError, fmt_shape, image, register, same_spatial
+from .base import Call, Op, OpArgs, Saves, ShapeError, image, one_shape, register, same_spatial
 
 
 class InputArgs(OpArgs):
@@ -75,9 +75,7 @@ class Add(Op):
 
     @classmethod
     def shape(cls, ins, a):
-        if len(set(ins)) > 1:
-            raise ShapeError("a sum needs inputs of one shape, got " + ", ".join(fmt_shape(s) for s in ins))
-        return ins[0]
+        return one_shape(ins, "a sum")
 
     @classmethod
     def lower(cls, args, ins):
