@@ -146,7 +146,7 @@ def train(
 
     def run():
         from archspec.runtime.train.config import check_out_dir
-        from archspec.runtime.train.recipes import default_recipe, parse_fields, recipe as check_recipe
+        from archspec.runtime.train.recipes import parse_fields, recipe as check_recipe, spec_recipe
 
         from archspec.runtime.train.config import read_config_file
 
@@ -171,7 +171,12 @@ def train(
                 tweaks["milestones"] = tuple(float(m) for m in milestones.split(",") if m.strip())
             except ValueError:
                 raise RunError(f"--milestones needs fractions such as 0.5,0.75, got {milestones!r}") from None
-        named = v["recipe"] if v["recipe"] is not None else default_recipe(Path(str(v["spec"])).stem)
+        if v["recipe"] is not None:
+            named = v["recipe"]
+        else:  # the spec's own: read (not elaborated) to see which
+            from archspec import api, library
+
+            named = spec_recipe(api.parse(library.find(str(v["spec"])), allow_path))
         check_recipe(named, **{**tweaks, "epochs": v["epochs"], "batch_size": v["batch_size"], "lr": v["lr"]})
         from archspec.runtime.train.split import parse_val_split
 

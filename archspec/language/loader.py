@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 from . import tree as T
 from .. import files
-from ..errors import Loc, SpecError, loc_of
+from ..errors import Ident, Loc, SpecError, loc_of
 from .syntax import parse_text
 
 # Bounds that refuse a file before it costs memory or time. A real spec is a few kilobytes and a few
@@ -314,3 +314,18 @@ def define(spec: Spec, table: dict, d, what: str) -> None:
             raise SpecError(f"'{name}' is already a {kind}", where,
                             f"defined at {loc_of(other[name].name, other[name].loc)}")
     table[name] = d
+
+
+def declared_recipe(spec: Spec) -> Ident | None:
+    """The training recipe the spec's main network declares (`recipe "name"`): its own, or for
+    `network b = a(...)` the nearest one along the networks it names; None where none does."""
+    name, seen = spec.main, set()
+    while name in spec.networks and name not in seen:
+        seen.add(name)
+        d = spec.networks[name]
+        if d.recipe is not None:
+            return d.recipe
+        if not isinstance(d, T.NetworkAlias):
+            return None
+        name = str(d.base)
+    return None

@@ -211,12 +211,15 @@ class _ToTree(Transformer):
         merge = self._ident(c[2]) if c[2] is not None else None
         return T.PatternDef(self._ident(c[0]), c[1] or (), merge, c[3], self._loc(meta))
 
+    def recipe(self, meta, c):
+        return Ident(str(c[0])[1:-1], self._tok_loc(c[0]))
+
     def network_def(self, meta, c):
-        return T.NetworkDef(self._ident(c[0]), c[1] or (), c[2], self._loc(meta))
+        return T.NetworkDef(self._ident(c[0]), c[1] or (), c[3], self._loc(meta), c[2])
 
     def network_alias(self, meta, c):
         pos, kw = _split_args(c[2])
-        return T.NetworkAlias(self._ident(c[0]), self._ident(c[1]), pos, kw, self._loc(meta))
+        return T.NetworkAlias(self._ident(c[0]), self._ident(c[1]), pos, kw, self._loc(meta), c[3])
 
     def start(self, meta, c):
         return list(c)

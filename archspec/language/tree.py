@@ -215,6 +215,7 @@ class NetworkDef:
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
     loc: Loc
+    recipe: str | None = None  # `recipe "name"`: the training recipe a run takes when it names none
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class NetworkAlias:
     args: tuple[Expr, ...]
     kwargs: tuple[tuple[str, Expr], ...]
     loc: Loc
+    recipe: str | None = None  # its own recipe; None: the recipe of the network it names
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class TrainConfig:
     sets: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     recipe: str | dict[str, Any] | None = "quick"  # a recipe's name, or all its fields (a config file's); None:
-    # the network's own (`recipes.default_recipe`)
+    # the network's own (`recipes.spec_recipe`)
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None

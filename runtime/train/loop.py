@@ -42,7 +42,7 @@ from .lock import RunLock
 from .metrics import read_metrics, write_metrics
 from . import optim
 from .progress import RunClock, progress_bar
-from .recipes import Recipe, default_recipe, recipe as get_recipe
+from .recipes import Recipe, recipe as get_recipe, spec_recipe
 from .runconfig import run_config, write_run_config
 from .scores import Tally, tally_batches
 from .specfiles import fit_network, read_spec, spec_files
@@ -86,7 +86,7 @@ class Trainer:
         self.ds = D.load(cfg.data, seed=cfg.seed, image_size=cfg.image_size, crop=cfg.crop)
         self.spec = read_spec(cfg.spec, cfg.allow_paths)
         self.net = fit_network(self.spec, cfg.sets, self.ds)
-        named = cfg.recipe if cfg.recipe is not None else default_recipe(self.net.name)
+        named = cfg.recipe if cfg.recipe is not None else spec_recipe(self.spec)
         self.recipe = get_recipe(named, **{**cfg.tweaks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                                            "lr": cfg.lr})
         if cfg.recipe is None and named != "quick":  # quick: the recipe of any network without its own

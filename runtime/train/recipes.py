@@ -4,16 +4,16 @@ step drops, cosine or one-cycle, after an optional linear warmup, stepped per ep
 smoothing, mixup and CutMix of the training batches, random erasing, RandAugment or TrivialAugment
 (image folders), gradient clipping, whether norms, biases and scales are exempt from weight decay, and an
 exponential moving average of the weights (EMA); `optim` builds them. A network trains with its paper's
-recipe when none is named (`default_recipe`)."""
+recipe when none is named: the one its spec declares (`spec_recipe`)."""
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from archspec.errors import RunError, did_you_mean
+from archspec.errors import RunError, SpecError, did_you_mean
+from archspec.language.loader import Spec, declared_recipe
 
 
 class Recipe(BaseModel):
@@ -130,29 +130,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
-SPEC_RECIPES: tuple[tuple[str, str], ...] = (
-    # the recipe a shipped network trains with when none is named: its paper's (network-name patterns,
-    # fnmatch's, first match wins); any other network trains with `quick`
-    ("tiny_delugenet", "quick"),
-    ("convnext_*", "imagenet-convnext"),
-    ("efficientnet_b[0-9]", "imagenet-efficientnet"),
-    # the CIFAR networks of DenseNet, DelugeNet, GUNN/SUNN, SeqConv, FractalNet, WRN and pre-activation ResNet
-    *((p, "cifar") for p in ("densenet40_k12", "densenet100_k*", "densenet_bc*", "delugenet146", "delugenet218",
-                             "wide_delugenet146", "resnetlike*", "wide_resnetlike146", "gunn15*", "gunn24", "sunn15",
-                             "sunn24", "seqconv_s*", "seqresnet_k*", "seqresnetb_k*", "preresnet164", "fractalnet40",
-                             "wrn28_10")),
-    # ImageNet ResNets, ResNeXts, wide ResNets, DenseNets and DelugeNets: ResNet's step schedule
-    *((p, "imagenet") for p in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext*",
-                                "wide_resnet*_2", "densenet121", "densenet161", "densenet169", "densenet201",
-                                "delugenet143", "delugenet152")),
-)
-"""A spec names no recipe in its own text (the language has no place for one yet): the defaults are this
-table's, by network name."""
-
-
-def default_recipe(network: str) -> str:
-    """The recipe `network` trains with when none is named (`SPEC_RECIPES`); `quick` for any other."""
-    return next((name for pattern, name in SPEC_RECIPES if fnmatch.fnmatchcase(network, pattern)), "quick")
+def spec_recipe(spec: Spec) -> str:
+    """The recipe a run of `spec` takes when it names none: the one its network declares (`network
+    convnext_imagenet(...) recipe "imagenet-convnext" { ... }`; an alias's own or the network's it names),
+    `quick` where none does. A name that is no recipe is an error at the spec's text."""
+    declared = declared_recipe(spec)
+    if declared is None:
+        return "quick"
+    if str(declared) not in RECIPES:
+        raise SpecError(f"unknown recipe '{declared}'", getattr(declared, "loc", None),
+                        did_you_mean(str(declared), RECIPES) or f"recipes: {', '.join(RECIPES)}", spec.sources)
+    return str(declared)
 
 
 def parse_fields(items: list[str] | tuple[str, ...]) -> dict[str, object]:

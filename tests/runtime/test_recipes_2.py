@@ -18,7 +18,7 @@ from archspec.runtime.data.augment import (ERASE_RATIO, ERASE_SCALE, Mixing, cut
 from archspec.runtime.data.transforms import AutoAugment
 from archspec.runtime.train import TrainConfig, Trainer, checkpoint as ckpt, train
 from archspec.runtime.train.loop import make_loss, make_mixing
-from archspec.runtime.train.recipes import RECIPES, SPEC_RECIPES, default_recipe, recipe
+from archspec.runtime.train.recipes import RECIPES, recipe, spec_recipe
 from conftest import SPECS, stop_after_first_save
 
 TINY = str(SPECS / "tiny_delugenet.arch")
@@ -296,16 +296,31 @@ def test_augment_fields_are_checked():
 
 
 def test_each_network_has_its_papers_recipe_by_default():
-    import fnmatch
+    """A network's recipe is declared in its spec (`recipe "..."` after the parameters, an alias's own or
+    the network's it names), every declared one exists, and a spec that declares none trains `quick`."""
+    import archspec
+    from archspec import library
 
-    shipped = sorted(p.stem for p in SPECS.glob("*.arch"))
-    assert {name for _, name in SPEC_RECIPES} <= RECIPES.keys()
-    for pattern, _ in SPEC_RECIPES:  # no entry names a network that is not shipped
-        assert any(fnmatch.fnmatchcase(n, pattern) for n in shipped), pattern
-    assert (default_recipe("convnext_tiny"), default_recipe("efficientnet_b0"), default_recipe("densenet40_k12"),
-            default_recipe("resnet50"), default_recipe("tiny_delugenet"), default_recipe("mynet")) == \
-        ("imagenet-convnext", "imagenet-efficientnet", "cifar", "imagenet", "quick", "quick")
-    assert default_recipe("efficientnet_v2_s") == "quick"  # its paper's recipe is not one of these
+    declared = {n: spec_recipe(archspec.parse(n)) for n in library.names()}
+    assert set(declared.values()) <= RECIPES.keys()
+    assert (declared["convnext_tiny"], declared["efficientnet_b0"], declared["densenet40_k12"],
+            declared["resnet50"], declared["tiny_delugenet"]) == \
+        ("imagenet-convnext", "imagenet-efficientnet", "cifar", "imagenet", "quick")
+    assert declared["efficientnet_v2_s"] == "quick"  # its paper's recipe is not one of these
+    text = "network mine() recipe \"cifar\" { input(3, 8, 8) conv(4, 1) }\nnetwork yours = mine()"
+    assert spec_recipe(archspec.parse(text)) == "cifar"
+    assert spec_recipe(archspec.parse(text + " recipe \"quick\"")) == "quick"
+    assert spec_recipe(archspec.parse("network n() { input(3, 8, 8) conv(4, 1) }")) == "quick"
+
+
+def test_an_unknown_declared_recipe_is_a_located_error():
+    import archspec
+    from archspec.errors import SpecError
+
+    with pytest.raises(SpecError) as e:
+        spec_recipe(archspec.parse("network n() recipe \"cifra\" { input(3, 8, 8) conv(4, 1) }"))
+    assert "unknown recipe 'cifra'" in e.value.message and "cifar" in e.value.hint
+    assert (e.value.loc.line, e.value.loc.column) == (1, 20)  # the name, in its quotes
 
 
 def test_a_run_without_a_recipe_takes_its_networks(tmp_path, monkeypatch):
@@ -315,6 +330,6 @@ def test_a_run_without_a_recipe_takes_its_networks(tmp_path, monkeypatch):
     cfg.recipe = None
     t = Trainer(cfg, log=said.append)
     assert t.recipe.name == "quick" and t.recipe.epochs == 2 and not any("recipe" in m for m in said)
-    monkeypatch.setattr("archspec.runtime.train.loop.default_recipe", lambda name: "cifar")
+    monkeypatch.setattr("archspec.runtime.train.loop.spec_recipe", lambda spec: "cifar")
     assert Trainer(cfg, log=said.append).recipe.milestones == RECIPES["cifar"].milestones
     assert any("recipe cifar: tiny_delugenet's own" in m for m in said)  # said where it is not quick
