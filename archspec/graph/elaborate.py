@@ -331,10 +331,12 @@ class Elaborator(Wiring):
             cycle = chain[start:]
             what = "calls itself" if len(set(cycle)) == 1 else "calls itself through " + \
                 ", ".join(f"'{n}'" for n in dict.fromkeys(cycle[1:-1]))
-            return SpecError(f"layer '{c.name}' {what} without end", c.loc.span(len(c.name)),
-                             f"layer templates nest more than {MAX_TEMPLATE_DEPTH} deep: {' → '.join(cycle)}; "
-                             "a template may call itself only under a condition that ends it")
-        return SpecError(f"layer templates nest more than {MAX_TEMPLATE_DEPTH} deep", c.loc.span(len(c.name)))
+            kind = "pattern" if c.name in self.spec.patterns else "layer"
+            return SpecError(f"{kind} '{c.name}' {what} without end", c.loc.span(len(c.name)),
+                             f"layer templates and patterns nest more than {MAX_TEMPLATE_DEPTH} deep: "
+                             f"{' → '.join(cycle)}; a template may call itself only under a condition that ends it")
+        return SpecError(f"layer templates and patterns nest more than {MAX_TEMPLATE_DEPTH} deep",
+                         c.loc.span(len(c.name)))
 
     def block(self, s: T.Block, env: MutableMapping[str, Value], x: str, scope: Scope) -> str:
         word = s.pattern

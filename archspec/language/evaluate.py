@@ -208,7 +208,10 @@ def _pow(loc: Loc, x: Value, y: Value) -> int | float:
         raise SpecError(f"the result is too large (the largest int is {MAX_INT})", loc)
     if isinstance(x, int) and isinstance(y, int) and y < 0:
         return float(x) ** y
-    result = x ** y
+    try:
+        result = x ** y
+    except (OverflowError, ZeroDivisionError):
+        raise SpecError("the result is too large", loc) from None
     if isinstance(result, complex):
         raise SpecError(f"{render(x)} ** {render(y)} is not a real number", loc)
     return result

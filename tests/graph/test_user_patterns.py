@@ -143,6 +143,7 @@ def test_pattern_words_outside_a_pattern_are_refused(text, words):
     ("apply(1)", ["never applies layer 2"]),
     ("apply(3)", ["numbered 1 to 2"]),
     ("-> a apply(1) -> b apply(2) concat(a, b) merge(a, b)", ["no merge word"]),
+    ("block p { conv(4, 1) conv(4, 1) } apply(1) apply(2)", ["pattern 'p' calls itself without end"]),
 ])
 def test_a_pattern_that_miswires_its_block_is_refused_at_the_block(body, words):
     text = f"pattern p() {{ {body} }}\nnetwork n() {{ input(3, 8, 8) block p {{ conv(4, 1) conv(4, 1) }} }}"
