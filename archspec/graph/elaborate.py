@@ -54,7 +54,14 @@ class Elaborator(Wiring):
         for name, d in spec.layers.items():
             if name in PRIMITIVES or name == "input":
                 raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", loc_of(d.name, d.loc))
+            if name in MERGES or name in ("apply", "merge", "shortcut"):
+                what = "a merge" if name in MERGES else "a word of the language"
+                raise SpecError(f"'{name}' is {what}; a layer cannot take its name", loc_of(d.name, d.loc))
         for name, d in spec.patterns.items():
+            for p in d.params:
+                if str(p.name) == "layers":
+                    raise SpecError("a pattern's body is given `layers`, the number of its block's layers: a "
+                                    "parameter cannot take that name", loc_of(p.name, p.loc))
             taken = ("a built-in connection pattern" if name in PATTERNS else "a merge" if name in MERGES
                      else "an op" if name in OPS or name == "input" else
                      "a word of spec patterns" if name in ("apply", "merge") else None)

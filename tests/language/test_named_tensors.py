@@ -138,3 +138,15 @@ def test_misused_tensors_are_located_errors(body, words):
 def test_a_tensor_name_that_is_a_keyword_is_a_syntax_error():
     e = error(net("conv(4, 1) -> stem"))
     assert "reserved word" in (e.hint or "") + e.message
+
+
+@pytest.mark.parametrize("text, words", [
+    ("layer concat(c: int) { conv(c, 1) }\nnetwork n() { input(3, 8, 8) concat(4) }", ["'concat' is a merge"]),
+    ("layer apply() { relu }\nnetwork n() { input(3, 8, 8) apply }", ["'apply' is a word of the language"]),
+    ("pattern p(layers: int = 2) { apply(1) }\nnetwork n() { input(3, 8, 8) block p { conv(4, 1) } }",
+     ["given `layers`"]),
+])
+def test_a_name_the_language_gives_a_meaning_cannot_be_defined(text, words):
+    e = error(text)
+    assert all(w in e.message for w in words) and e.loc is not None and e.loc.line == 1
+
