@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 from ..language import tree as T
 from ..collector import paused
 from ..errors import Loc, RunError, SpecError, did_you_mean, loc_of
-from ..language.evaluate import FUNCTIONS, Budget, Env, Value, budget, coerce, describe, evaluate, render, truth
+from ..language.evaluate import (FUNCTIONS, Budget, Env, Tensor, Value, budget, coerce, describe, evaluate, render,
+                                  truth)
 from ..language.loader import Spec
 from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
@@ -39,6 +40,14 @@ def _python_value(v: Any) -> Value:
     return v
 
 
+class Returned(Exception):
+    """`return` in a layer template: its value, and where it was written."""
+
+    def __init__(self, value: Value, loc: Loc):
+        super().__init__()
+        self.value, self.loc = value, loc
+
+
 class Elaborator(Wiring):
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -51,11 +60,12 @@ class Elaborator(Wiring):
         self.where: Loc | None = None  # the statement being run, for errors with no better place
         # the spec-written patterns running, innermost last; None where a layer or template runs inside one
         self.running: list[PatternRun | None] = []
+        self.template_envs: list[Env] = []  # the names of each layer template running: where `return` may stand
         for name, d in spec.layers.items():
             if name in PRIMITIVES or name == "input":
                 raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", loc_of(d.name, d.loc))
-            if name in MERGES or name in ("apply", "merge", "shortcut"):
-                what = "a merge" if name in MERGES else "a word of the language"
+            if name in MERGES or name in FUNCTIONS or name in ("apply", "merge", "shortcut"):
+                what = "a merge" if name in MERGES else "a function" if name in FUNCTIONS else "a word of the language"
                 raise SpecError(f"'{name}' is {what}; a layer cannot take its name", loc_of(d.name, d.loc))
         for name, d in spec.patterns.items():
             for p in d.params:
@@ -149,8 +159,18 @@ class Elaborator(Wiring):
     def run_stmt(self, s: T.Stmt, env: dict[str, Value], x: str, scope: Scope) -> str:
         self.step(s.loc)
         dyn = self.dynamic(x)
-        if isinstance(s, T.Let):
+        if isinstance(s, T.Let) and isinstance(s.value, T.Func) and s.value.name in self.spec.layers:
+            # `let ys = template(...)`: the template runs on the current tensor and gives its result as a
+            # value (what it returns, or its last tensor); the current tensor stays
+            f = s.value
+            env[str(s.name)] = self.call(T.Call(f.name, f.args, f.kwargs, f.loc), env, x, scope, None, value=True)
+        elif isinstance(s, T.Let):
             env[str(s.name)] = evaluate(s.value, env, dyn)
+        elif isinstance(s, T.Return):
+            if not (self.template_envs and env is self.template_envs[-1]):
+                raise SpecError("return ends a layer template: only in one's own body", s.loc,
+                                "a network, a pattern or a block's layer gives its last tensor")
+            raise Returned(evaluate(s.value, env, dyn), s.value.loc)
         elif isinstance(s, T.Assert):
             self.check(s, env, dyn)
         elif isinstance(s, T.Bind):
@@ -246,10 +266,13 @@ class Elaborator(Wiring):
                 hint += f"; layers: {', '.join(self.spec.layers)}"
         return SpecError(f"unknown layer or op '{name}'", loc, hint)
 
-    def call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope, own_scope: Scope | None) -> str:
+    def call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope, own_scope: Scope | None,
+             value: bool = False) -> Any:
         """Apply a primitive op or a layer template to `x`, or merge named tensors (`concat(a, b)`), or,
-        in a pattern's body, apply the block's layers and merge. `own_scope` names a template's ops (a
-        block's layer scope); otherwise a template gets a numbered child scope."""
+        in a pattern's body, apply the block's layers and merge; the result's node. `own_scope` names a
+        template's ops (a block's layer scope); otherwise a template gets a numbered child scope. With
+        `value` (a template in a `let`), the template's result as a value: what it returns (a tensor or
+        a list of them), else its last tensor."""
         dyn = self.dynamic(x)
         op = PRIMITIVES.get(c.name)
         layer = self.spec.layers.get(c.name) if op is None else None
@@ -272,15 +295,25 @@ class Elaborator(Wiring):
         self.stack.append(c.name)
         self.sites.append(c.loc.span(len(c.name)))
         self.running.append(None)  # a template's body is not its caller's pattern body
+        self.template_envs.append(lenv)
         taps = self.streams.taps_made()
         try:
             out = self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
+        except Returned as r:
+            if value:
+                return r.value
+            if not isinstance(r.value, Tensor):
+                raise SpecError(f"layer '{c.name}' is called as a layer, so it returns a tensor, not "
+                                f"{describe(r.value)}", r.loc,
+                                f"take another result in a let: `let ys = {c.name}(...)`") from None
+            out = r.value.node
         finally:
             self.stack.pop()
             self.sites.pop()
             self.running.pop()
+            self.template_envs.pop()
         self.streams.layer_done(out, taps)
-        return out
+        return Tensor(out, self.b.shape(out)) if value else out
 
     def bind_params(self, what: str, d: T.LayerDef | T.PatternDef, pos: list[Value], kw: dict[str, Value],
                     pos_locs: list[Loc], kw_locs: dict[str, Loc], loc: Loc, env: Mapping[str, Value],

@@ -8,7 +8,7 @@ from importlib import resources
 from lark import Lark
 
 TYPES = ("int", "float", "bool", "str", "list", "shape", "size", "tensor")
-KEYWORDS = ("use", "layer", "pattern", "network", "recipe", "block", "repeat", "for", "in", "if", "else", "let", "assert", "and", "or",
+KEYWORDS = ("use", "layer", "pattern", "network", "recipe", "return", "block", "repeat", "for", "in", "if", "else", "let", "assert", "and", "or",
             "not", "true", "false", "stem", "transition", "head", "from")
 
 

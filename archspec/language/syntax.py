@@ -188,6 +188,9 @@ class _ToTree(Transformer):
     def read(self, meta, c):
         return T.Read(c[0], self._loc(meta))
 
+    def give(self, meta, c):
+        return T.Return(c[0], self._loc(meta))
+
     # -- definitions
     def param(self, meta, c):
         return T.Param(self._ident(c[0]), str(c[1]), c[2], self._loc(meta))

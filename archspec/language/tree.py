@@ -169,7 +169,16 @@ class Read:
     loc: Loc
 
 
-Stmt = Union[Call, Block, Scope, Repeat, For, If, Let, Assert, Bind, Read]
+@dataclass(frozen=True)
+class Return:
+    """`return expr`: ends a layer template with `expr` as its result (a tensor, or a list of tensors that
+    `let ys = template(...)` takes)."""
+
+    value: Expr
+    loc: Loc
+
+
+Stmt = Union[Call, Block, Scope, Repeat, For, If, Let, Assert, Bind, Read, Return]
 
 # ---- definitions -------------------------------------------------------------------------
 

@@ -150,3 +150,37 @@ def test_a_name_the_language_gives_a_meaning_cannot_be_defined(text, words):
     e = error(text)
     assert all(w in e.message for w in words) and e.loc is not None and e.loc.line == 1
 
+
+PAIR = """
+# two branches of the current tensor, both given back: HRNet's modules give a list of branches this way
+layer pair(c: int) { -> x conv(c, 1) -> a from x conv(c, 3, padding=1) -> b return [a, b] }
+"""
+
+
+def test_a_template_returns_several_tensors_to_a_let():
+    n = archspec.network(net("let ys = pair(4)\n  concat(ys[1], ys[0])", PAIR))
+    assert n.inputs("pair1.conv1") == n.inputs("pair1.conv2") == ["input"]  # the current tensor stayed
+    assert n.inputs(n.output) == ["pair1.conv2", "pair1.conv1"]
+
+
+def test_a_template_returns_one_tensor_to_a_call_and_a_let_takes_its_last_one():
+    defs = "layer first(c: int) { conv(c, 1) -> a conv(c, 1) -> b concat(a, b) return a }\n" \
+           "layer plain(c: int) { conv(c, 1) }"
+    e = error(net("first(4)", defs))  # b and the concat are made for nothing
+    assert "never read" in e.message
+    n = archspec.network(net("let t = plain(4)\n  from t\n  relu", defs))
+    assert n.inputs(n.output) == ["plain1.conv1"]
+
+
+@pytest.mark.parametrize("body, defs, words", [
+    ("return 3", "", ["only in one's own body"]),
+    ("t", "layer t() { return 3 }", ["called as a layer, so it returns a tensor, not int 3", "let ys = t(...)"]),
+    ("t", "layer t() { block chain { { return 1 } } }", ["only in one's own body"]),
+    ("block p { conv(4, 1) }", "pattern p() { return 1 }", ["only in one's own body"]),
+    ("conv(4, 1)", "layer max(c: int) { conv(c, 1) }", ["'max' is a function"]),
+])
+def test_return_outside_a_template_or_of_a_value_to_a_call_is_located(body, defs, words):
+    e = error(net(body, defs))
+    assert all(w in e.message + (e.hint or "") for w in words), (e.message, e.hint)
+    assert e.loc is not None
+
