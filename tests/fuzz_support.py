@@ -31,6 +31,16 @@ SPECS = ROOT / "specs"
 
 CPU_LIMIT = 10.0  # seconds of CPU one case may take (CPU, not wall time: the test machine is shared)
 MEMORY_LIMIT = 1 << 30  # bytes above the worker's baseline one case may reach
+
+
+def campaign(config) -> tuple[int, int]:
+    """(cases, seed) of a long campaign: ARCHSPEC_FUZZ_CASES cases (10,000 under `-m fuzz`) from
+    ARCHSPEC_FUZZ_SEED (the clock's otherwise); (0, seed) where neither asks for one."""
+    wanted = os.environ.get("ARCHSPEC_FUZZ_CASES")
+    seed = int(os.environ.get("ARCHSPEC_FUZZ_SEED", time.time_ns() % 2**32))
+    if not wanted and "fuzz" not in (config.getoption("markexpr") or ""):
+        return 0, seed
+    return int(wanted or 10_000), seed
 _HARD_WALL = 90.0  # a case still running after this is a hang: the worker is killed and restarted
 _ADDRESS_SPACE = 4 << 30  # the worker's cap, so that a memory bomb cannot take the shared machine down
 

@@ -40,6 +40,9 @@ def _python_value(v: Any) -> Value:
     return v
 
 
+UNREAD_HINT = ("merge it where it is meant to go, or remove it; a merge of one tensor passes that tensor on alone, "
+               "so `sum(short)` drops the current tensor: name it first, as in `-> y sum(y, short)`")
+
 class Returned(Exception):
     """`return` in a layer template: its value, and where it was written."""
 
@@ -59,8 +62,9 @@ class Elaborator(Wiring):
         self.budget = Budget()
         self.where: Loc | None = None  # the statement being run, for errors with no better place
         # the spec-written patterns running, innermost last; None where a layer or template runs inside one
-        self.running: list[PatternRun | None] = []
-        self.template_envs: list[Env] = []  # the names of each layer template running: where `return` may stand
+        # what each body running is, innermost last: a spec-written pattern's run, a layer template's own
+        # names (where `return` may stand), or None for a block's layer that a pattern applies
+        self.running: list[PatternRun | Env | None] = []
         for name, d in spec.layers.items():
             if name in PRIMITIVES or name == "input":
                 raise SpecError(f"'{name}' is a built-in op; a layer cannot take its name", loc_of(d.name, d.loc))
@@ -167,7 +171,7 @@ class Elaborator(Wiring):
         elif isinstance(s, T.Let):
             env[str(s.name)] = evaluate(s.value, env, dyn)
         elif isinstance(s, T.Return):
-            if not (self.template_envs and env is self.template_envs[-1]):
+            if not (self.running and env is self.running[-1]):
                 raise SpecError("return ends a layer template: only in one's own body", s.loc,
                                 "a network, a pattern or a block's layer gives its last tensor")
             raise Returned(evaluate(s.value, env, dyn), s.value.loc)
@@ -294,8 +298,7 @@ class Elaborator(Wiring):
         self.check_depth(c)
         self.stack.append(c.name)
         self.sites.append(c.loc.span(len(c.name)))
-        self.running.append(None)  # a template's body is not its caller's pattern body
-        self.template_envs.append(lenv)
+        self.running.append(lenv)  # a template's body is not its caller's pattern body
         taps = self.streams.taps_made()
         try:
             out = self.run_body(layer.body, lenv, x, own_scope or scope.child(c.name, numbered=True))
@@ -311,7 +314,6 @@ class Elaborator(Wiring):
             self.stack.pop()
             self.sites.pop()
             self.running.pop()
-            self.template_envs.pop()
         self.streams.layer_done(out, taps)
         return Tensor(out, self.b.shape(out)) if value else out
 
@@ -494,7 +496,7 @@ class Elaborator(Wiring):
                 node = g.nodes[name]["node"]
                 if node.op != "tap":
                     raise SpecError(f"the result of this {node.op} ({name}) is never read", node.loc,
-                                    _unread_hint(node))
+                                    UNREAD_HINT)
 
     def input_shape(self, first: T.Call, env: Mapping[str, Value]) -> tuple[int, ...]:
         if first.kwargs:
@@ -530,11 +532,6 @@ class Elaborator(Wiring):
         self.refuse_unread(out)
         return Network(name=self.spec.main, graph=self.b.g, input=x, output=out, params=env,
                        sources=dict(self.spec.sources), main_file=self.spec.file, notes=self.b.notes)
-
-
-def _unread_hint(node) -> str:
-    return ("merge it where it is meant to go, or remove it; a merge of one tensor passes that tensor on "
-            "alone, so `sum(short)` drops the current tensor: name it first, as in `-> y sum(y, short)`")
 
 
 def _names(e: Any) -> list[str]:

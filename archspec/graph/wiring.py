@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, MutableMapping
 
 from ..errors import Loc, SpecError, did_you_mean, loc_of
 from ..language import tree as T
-from ..language.evaluate import FUNCTIONS, Tensor, Value, describe, evaluate
+from ..language.evaluate import FUNCTIONS, Env, Tensor, Value, describe, evaluate
 from .args import arg_locs, make_args, plural
 from .builder import Builder, Scope
 from .merges import Merge
@@ -77,9 +77,14 @@ class Wiring:
 
     b: Builder
     spec: "Spec"
-    running: list[PatternRun | None]
+    running: list[PatternRun | Env | None]
     stack: list[str]
     sites: list[Loc]
+
+    def pattern_run(self) -> PatternRun | None:
+        """The spec-written pattern whose own body is running now, if any."""
+        run = self.running[-1] if self.running else None
+        return run if isinstance(run, PatternRun) else None
 
     def bind(self, s: T.Bind, env: MutableMapping[str, Value], x: str) -> None:
         """`-> a`: name the current tensor, for the code around it (and every later layer of a block)."""
@@ -117,7 +122,7 @@ class Wiring:
     def merge_call(self, c: T.Call, env: Mapping[str, Value], x: str, scope: Scope) -> str:
         """`concat(a, b)`: named tensors merged by a merge word (`merge(...)` in a pattern's body: the
         block's merge), in the order written; one tensor is passed on untouched."""
-        run = self.running[-1] if self.running else None
+        run = self.pattern_run()
         if c.name == "merge":
             if run is None:
                 raise SpecError("merge(...) merges by a block's merge word: only in the body of a `pattern`",
@@ -180,7 +185,7 @@ class Wiring:
     def apply(self, c: T.Call, env: Mapping[str, Value], x: str) -> str:
         """`apply(k)` in a pattern's body: the block's layer k (from 1) on the current tensor;
         `apply(k, inflows)` on the block's merge of `inflows` instead. Each layer is applied once."""
-        run = self.running[-1] if self.running else None
+        run = self.pattern_run()
         name_loc = c.loc.span(5)
         if run is None:
             raise SpecError("apply(k) runs a block's layer k: only in the body of a `pattern`", name_loc,

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from . import tree as T
 from ..errors import Loc, SpecError, did_you_mean
@@ -240,45 +240,33 @@ def _dim(i: int, name: str) -> Callable[[Loc, Value], int]:
     return dim
 
 
-FUNCTIONS: dict[str, Callable[..., Value]] = {
-    "range": _range,
-    "round": _round,
-    "floor": lambda loc, x: math.floor(_num(x, loc, "floor")),
-    "ceil": lambda loc, x: math.ceil(_num(x, loc, "ceil")),
-    "int": lambda loc, x: int(_num(x, loc, "int")),
-    "float": lambda loc, x: float(_num(x, loc, "float")),
-    "abs": lambda loc, x: abs(_num(x, loc, "abs")),
-    "min": _minmax(min),
-    "max": _minmax(max),
-    "sum": _sum,
-    "len": _len,
-    "pow": _pow,
-    "log": _log,
-    "log2": lambda loc, x: _log(loc, x, 2),
-    "channels": _dim(0, "channels"),
-    "height": _dim(1, "height"),
-    "width": _dim(2, "width"),
-}
+class Function(NamedTuple):
+    """A function of the language: how it computes (given the call's location first), and its arity."""
 
-# name → (fewest arguments, most arguments or None for any number, how it is called)
-SIGNATURES: dict[str, tuple[int, int | None, str]] = {
-    "range": (1, 3, "range(stop) or range(start, stop, step)"),
-    "round": (1, 2, "round(x) or round(x, digits)"),
-    "floor": (1, 1, "floor(x)"),
-    "ceil": (1, 1, "ceil(x)"),
-    "int": (1, 1, "int(x)"),
-    "float": (1, 1, "float(x)"),
-    "abs": (1, 1, "abs(x)"),
-    "min": (1, None, "min(a, b, ...) or min(list)"),
-    "max": (1, None, "max(a, b, ...) or max(list)"),
-    "sum": (1, 1, "sum(list)"),
-    "len": (1, 1, "len(list)"),
-    "pow": (2, 2, "pow(x, y)"),
-    "log": (1, 2, "log(x) or log(x, base)"),
-    "log2": (1, 1, "log2(x)"),
-    "channels": (1, 1, "channels(a)"),
-    "height": (1, 1, "height(a)"),
-    "width": (1, 1, "width(a)"),
+    compute: Callable[..., Value]
+    fewest: int  # arguments
+    most: int | None  # None: any number
+    usage: str  # how it is called, for messages
+
+
+FUNCTIONS: dict[str, Function] = {
+    "range": Function(_range, 1, 3, "range(stop) or range(start, stop, step)"),
+    "round": Function(_round, 1, 2, "round(x) or round(x, digits)"),
+    "floor": Function(lambda loc, x: math.floor(_num(x, loc, "floor")), 1, 1, "floor(x)"),
+    "ceil": Function(lambda loc, x: math.ceil(_num(x, loc, "ceil")), 1, 1, "ceil(x)"),
+    "int": Function(lambda loc, x: int(_num(x, loc, "int")), 1, 1, "int(x)"),
+    "float": Function(lambda loc, x: float(_num(x, loc, "float")), 1, 1, "float(x)"),
+    "abs": Function(lambda loc, x: abs(_num(x, loc, "abs")), 1, 1, "abs(x)"),
+    "min": Function(_minmax(min), 1, None, "min(a, b, ...) or min(list)"),
+    "max": Function(_minmax(max), 1, None, "max(a, b, ...) or max(list)"),
+    "sum": Function(_sum, 1, 1, "sum(list)"),
+    "len": Function(_len, 1, 1, "len(list)"),
+    "pow": Function(_pow, 2, 2, "pow(x, y)"),
+    "log": Function(_log, 1, 2, "log(x) or log(x, base)"),
+    "log2": Function(lambda loc, x: _log(loc, x, 2), 1, 1, "log2(x)"),
+    "channels": Function(_dim(0, "channels"), 1, 1, "channels(a)"),
+    "height": Function(_dim(1, "height"), 1, 1, "height(a)"),
+    "width": Function(_dim(2, "width"), 1, 1, "width(a)"),
 }
 
 # Names from other languages that mean one of ours.
@@ -336,7 +324,7 @@ def _binop(op: str, a: Value, b: Value, loc: Loc) -> Value:
 
 def _unknown_name(e: T.Name, env: Mapping[str, Value], dynamic: Mapping | None) -> SpecError:
     if e.id in FUNCTIONS:
-        return SpecError(f"'{e.id}' is a function: call it, as in {SIGNATURES[e.id][2]}", e.loc)
+        return SpecError(f"'{e.id}' is a function: call it, as in {FUNCTIONS[e.id].usage}", e.loc)
     if isinstance(env, Env) and e.id in env.outside:
         return SpecError(f"unknown name '{e.id}' in {env.where}", e.loc,
                          f"'{e.id}' is defined where the layer is used, but a layer template sees only its own "
@@ -384,8 +372,8 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
         if e.kwargs:
             k, v = e.kwargs[0]
             raise SpecError(f"{e.name} takes no named arguments", getattr(k, "loc", None) or v.loc,
-                            f"call it as {SIGNATURES[e.name][2]}")
-        lo, hi, usage = SIGNATURES[e.name]
+                            f"call it as {fn.usage}")
+        lo, hi, usage = fn.fewest, fn.most, fn.usage
         if len(e.args) < lo or (hi is not None and len(e.args) > hi):
             n = len(e.args)
             count = str(lo) if lo == hi else f"{lo} to {hi}" if hi else f"at least {lo}"
@@ -394,7 +382,7 @@ def evaluate(e: T.Expr, env: Mapping[str, Value], dynamic: Mapping[str, Callable
                             e.args[hi].loc if hi is not None and n > hi else e.loc, f"call it as {usage}")
         args = [ev(a) for a in e.args]
         try:
-            result = fn(e.loc, *args)
+            result = fn.compute(e.loc, *args)
         except (OverflowError, ValueError):
             raise SpecError(f"{e.name} of {', '.join(render(a) for a in args)} has no value a spec can use",
                             e.loc) from None

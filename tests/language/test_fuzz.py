@@ -9,7 +9,6 @@ prints its figures."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -139,10 +138,9 @@ def test_long_campaign(worker, request):
     mutants of shipped specs; every problem is collected and listed, not only the first; only on request."""
     import random
 
-    wanted = os.environ.get("ARCHSPEC_FUZZ_CASES")
-    if not wanted and "fuzz" not in (request.config.getoption("markexpr") or ""):
+    total, seed = F.campaign(request.config)
+    if not total:
         pytest.skip("the long campaign runs with -m fuzz or ARCHSPEC_FUZZ_CASES=N")
-    total, seed = int(wanted or 10_000), int(os.environ.get("ARCHSPEC_FUZZ_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
     problems = []
     for k in range(total):

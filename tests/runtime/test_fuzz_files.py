@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 
 import pytest
 
@@ -103,10 +102,9 @@ def test_the_worker_measures_what_a_case_costs(worker):
 def test_long_campaign(worker, request):
     """ARCHSPEC_FUZZ_CASES random cases (10,000) spread evenly over the generators, one in ten also through
     the CLI where the kind has a command; every problem is collected and listed with its reproducer."""
-    wanted = os.environ.get("ARCHSPEC_FUZZ_CASES")
-    if not wanted and "fuzz" not in (request.config.getoption("markexpr") or ""):
+    total, seed = FF.campaign(request.config)
+    if not total:
         pytest.skip("the long campaign runs with -m fuzz or ARCHSPEC_FUZZ_CASES=N")
-    total, seed = int(wanted or 10_000), int(os.environ.get("ARCHSPEC_FUZZ_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
     problems = []
     for k in range(total):
